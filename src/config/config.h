@@ -1,0 +1,136 @@
+// Server configuration: the deployment guide's two config.yaml files (accepted
+// verbatim), plus our additions. Loading rejects unknown keys and wrong types with a
+// message naming the file and the key path (e.g. "inference.yaml: server.queue_size:
+// expected an integer, got 'many'"). Defaults are the guide's.
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+
+#include "common/status.h"
+
+namespace lipsync::config {
+
+enum class EvictionPolicy { kLru, kLfu };
+enum class AssignmentStrategy { kRoundRobin, kLeastLoaded };
+enum class OutputFormat { kJpeg, kRaw };
+enum class PasteMode { kSynctalk328, kResize };
+
+struct LoggingConfig {
+  std::string level = "info";  // debug, info, warn, error
+  bool log_compositing_times = true;
+  bool log_cache_stats = false;
+};
+
+struct TlsConfig {
+  std::string cert_path;  // PEM server certificate chain; empty: plaintext
+  std::string key_path;   // PEM private key
+  std::string client_ca_path;  // set: clients must present a certificate it signed
+};
+
+// ---- inference server (guide: go-inference-server/config.yaml) ----
+struct InferenceModelEntry {
+  std::string model_path;          // the lip-sync network (.onnx)
+  bool preload = false;            // load at startup instead of on first request
+  std::string audio_encoder_path;  // optional; default: audio_encoder.onnx beside model_path
+};
+
+struct InferenceConfig {
+  std::string source_path;  // file it was loaded from ("" for defaults)
+  struct Server {
+    std::string port = ":50051";  // ":PORT" (all interfaces) or "HOST:PORT"
+    int max_message_size_mb = 100;
+    int worker_count_per_gpu = 8;
+    int queue_size = 50;
+    int max_batch_size = 64;             // frames per request (and per dynamic batch)
+    int max_queue_delay_us = 0;          // dynamic batching window; 0 = off
+    int shutdown_grace_seconds = 30;
+    std::string api_key;                 // non-empty: requests need "authorization: Bearer <key>"
+    TlsConfig tls;
+  } server;
+  struct Gpus {
+    bool enabled = true;
+    int count = 0;                       // 0 = auto-detect (NVML)
+    double memory_gb_per_gpu = 24;
+    AssignmentStrategy assignment_strategy = AssignmentStrategy::kRoundRobin;
+  } gpus;
+  struct Onnx {
+    std::string library_path;            // empty: the bundled libonnxruntime.so.1
+    bool use_cuda = true;
+    int cuda_device_id = 0;
+    bool require_cuda = false;           // true: no usable CUDA is a startup error
+    int intra_op_threads = 0;            // global ORT thread pool; 0 = ORT default
+    int inter_op_threads = 1;
+  } onnx;
+  struct Capacity {
+    int max_models_per_gpu = 1000;
+    EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
+    double idle_timeout_minutes = 60;    // 0 = never unload idle models
+    double failed_load_retry_seconds = 30;  // a failed load is remembered this long
+  } capacity;
+  std::map<std::string, InferenceModelEntry> models;
+  std::string model_root;                // every <id>/checkpoint/model_best.onnx is a model
+  LoggingConfig logging;
+};
+
+// ---- compositing server (guide: go-compositing-server/config.yaml) ----
+struct CompositingModelEntry {
+  std::string background_dir;    // frames/frame_NNNN.png (or .jpg)
+  std::string crop_rects_path;   // crop_rects.json
+  int num_frames = 0;            // 0: count the frames found
+  bool preload_backgrounds = true;
+};
+
+struct CompositingConfig {
+  std::string source_path;
+  struct Server {
+    std::string port = ":50052";
+    int max_message_size_mb = 100;
+    int max_batch_size = 64;
+    int compositing_threads = 0;         // 0 = one per core
+    int shutdown_grace_seconds = 30;
+    std::string api_key;
+    TlsConfig tls;
+  } server;
+  struct InferenceServer {
+    std::string url = "localhost:50051";
+    double timeout_seconds = 10;
+    int max_retries = 3;
+    std::string api_key;                 // sent to the inference server
+    std::string tls_ca_path;             // set: connect with TLS, verifying with this CA
+  } inference_server;
+  struct Capacity {
+    int max_models = 11000;
+    int background_cache_frames = 600;
+    EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
+    double idle_timeout_minutes = 60;
+    int64_t memory_limit_mb = 0;         // all avatars together; 0 = no limit
+  } capacity;
+  struct Output {
+    OutputFormat format = OutputFormat::kJpeg;
+    int jpeg_quality = 75;
+    PasteMode paste_mode = PasteMode::kSynctalk328;
+    int feather_px = 0;
+    bool ping_pong = false;              // default loop mode
+    bool region_jpeg = true;             // re-encode only the crop region (issue 6)
+    bool compact_backgrounds = true;     // keep JPEG + crop region, not full frames
+  } output;
+  std::map<std::string, CompositingModelEntry> models;
+  std::string model_root;
+  LoggingConfig logging;
+};
+
+// Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path
+// for syntax errors, unknown keys, wrong types and out-of-range values.
+Expected<InferenceConfig> LoadInferenceConfig(const std::string& path);
+Expected<CompositingConfig> LoadCompositingConfig(const std::string& path);
+// Same, from YAML text; `name` stands for the file in messages.
+Expected<InferenceConfig> ParseInferenceConfig(const std::string& yaml, const std::string& name);
+Expected<CompositingConfig> ParseCompositingConfig(const std::string& yaml,
+                                                   const std::string& name);
+
+// ":50051" -> "0.0.0.0:50051"; "host:port" unchanged. INVALID_ARGUMENT if malformed.
+Expected<std::string> ListenAddress(const std::string& port);
+
+}  // namespace lipsync::config
