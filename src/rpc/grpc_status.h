@@ -1,0 +1,13 @@
+// Status <-> grpc::Status, one place for the code mapping.
+#pragma once
+
+#include <grpcpp/grpcpp.h>
+
+#include "common/status.h"
+
+namespace lipsync::rpc {
+
+grpc::Status ToGrpc(const Status& status);
+Status FromGrpc(const grpc::Status& status);
+
+}  // namespace lipsync::rpc
