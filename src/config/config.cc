@@ -1,0 +1,268 @@
+#include "config/config.h"
+
+#include <yaml-cpp/yaml.h>
+
+#include <filesystem>
+#include <fstream>
+#include <sstream>
+
+#include "common/model_id.h"
+#include "config/yaml_reader.h"
+
+namespace lipsync::config {
+namespace {
+
+using internal::ErrorList;
+using internal::MapReader;
+
+// gRPC caps one message at INT_MAX bytes.
+constexpr int64_t kMaxMessageSizeMb = 2047;
+constexpr int64_t kMaxPort = 65535;
+
+void ReadLogging(MapReader& r, LoggingConfig* logging) {
+  r.String("level", &logging->level);
+  if (logging->level != "debug" && logging->level != "info" && logging->level != "warn" &&
+      logging->level != "error") {
+    r.Fail("level", "expected one of 'debug' 'info' 'warn' 'error', got '" + logging->level + "'");
+  }
+  r.Bool("log_compositing_times", &logging->log_compositing_times);
+  r.Bool("log_cache_stats", &logging->log_cache_stats);
+}
+
+void ReadTls(MapReader& r, TlsConfig* tls) {
+  r.String("cert_path", &tls->cert_path);
+  r.String("key_path", &tls->key_path);
+  r.String("client_ca_path", &tls->client_ca_path);
+  if (tls->cert_path.empty() != tls->key_path.empty()) {
+    r.Fail(tls->cert_path.empty() ? "cert_path" : "key_path",
+           "expected cert_path and key_path together (TLS needs both), got only one");
+  }
+  if (!tls->client_ca_path.empty() && tls->cert_path.empty()) {
+    r.Fail("client_ca_path",
+           "expected cert_path and key_path as well (client certificates "
+           "are checked only on a TLS listener)");
+  }
+}
+
+void ReadPort(MapReader& r, std::string* port) {
+  r.String("port", port);
+  Expected<std::string> address = ListenAddress(*port);
+  if (!address.ok()) r.Fail("port", address.status().message());
+}
+
+// Model ids become directory names, so a bad one is a config error, not a runtime one.
+std::string ModelIdProblem(const std::string& id) { return ValidateModelId(id).message(); }
+
+void RequireNonEmpty(MapReader& r, const char* key, const std::string& value, const char* what) {
+  if (value.empty()) r.Fail(key, std::string("expected ") + what + ", got nothing");
+}
+
+template <typename Config>
+Expected<Config> ParseDocument(const std::string& yaml, const std::string& name,
+                               void (*read)(MapReader&, Config*)) {
+  ErrorList errors{name, {}};
+  Config config;
+  try {
+    YAML::Node root = YAML::Load(yaml);
+    MapReader reader(root, "", &errors);
+    if (reader.valid()) {
+      read(reader, &config);
+      reader.Finish();
+    }
+  } catch (const YAML::Exception& e) {
+    // mark is 0-based; editors count from 1.
+    return Status::InvalidArgument(
+        name + ":" + std::to_string(e.mark.line + 1) + ":" + std::to_string(e.mark.column + 1) +
+        ": YAML syntax error: " + e.msg + " (expected a YAML mapping like the deployment guide's)");
+  } catch (const std::exception& e) {
+    return Status::InvalidArgument(name + ": cannot read configuration: " + e.what());
+  }
+  if (!errors.messages.empty()) {
+    std::string message = errors.messages.front();
+    for (size_t i = 1; i < errors.messages.size(); ++i) message += "; " + errors.messages[i];
+    return Status::InvalidArgument(message);
+  }
+  return config;
+}
+
+void ReadInference(MapReader& root, InferenceConfig* c) {
+  root.Section("server", [&](MapReader& r) {
+    auto& s = c->server;
+    ReadPort(r, &s.port);
+    r.Int("max_message_size_mb", &s.max_message_size_mb, 1, kMaxMessageSizeMb);
+    r.Int("worker_count_per_gpu", &s.worker_count_per_gpu, 1, 1024);
+    r.Int("queue_size", &s.queue_size, 1, INT32_MAX);
+    r.Int("max_batch_size", &s.max_batch_size, 1, 4096);
+    r.Int("max_queue_delay_us", &s.max_queue_delay_us, 0, 10'000'000);
+    r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
+    r.String("api_key", &s.api_key);
+    r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
+  });
+  root.Section("gpus", [&](MapReader& r) {
+    auto& g = c->gpus;
+    r.Bool("enabled", &g.enabled);
+    r.Int("count", &g.count, 0, 1024);
+    r.Double("memory_gb_per_gpu", &g.memory_gb_per_gpu, 0, /*min_exclusive=*/true);
+    r.Enum("assignment_strategy", &g.assignment_strategy,
+           {{"round-robin", AssignmentStrategy::kRoundRobin},
+            {"least-loaded", AssignmentStrategy::kLeastLoaded}});
+  });
+  root.Section("onnx", [&](MapReader& r) {
+    auto& o = c->onnx;
+    r.String("library_path", &o.library_path);
+    r.Bool("use_cuda", &o.use_cuda);
+    r.Int("cuda_device_id", &o.cuda_device_id, 0, 1023);
+    r.Bool("require_cuda", &o.require_cuda);
+    r.Int("intra_op_threads", &o.intra_op_threads, 0, 4096);
+    r.Int("inter_op_threads", &o.inter_op_threads, 0, 4096);
+  });
+  root.Section("capacity", [&](MapReader& r) {
+    auto& cap = c->capacity;
+    r.Int("max_models_per_gpu", &cap.max_models_per_gpu, 1, INT32_MAX);
+    r.Enum("eviction_policy", &cap.eviction_policy,
+           {{"lru", EvictionPolicy::kLru}, {"lfu", EvictionPolicy::kLfu}});
+    r.Double("idle_timeout_minutes", &cap.idle_timeout_minutes, 0);
+    r.Double("failed_load_retry_seconds", &cap.failed_load_retry_seconds, 0);
+  });
+  root.Entries("models", ModelIdProblem, [&](const std::string& id, MapReader& r) {
+    InferenceModelEntry entry;
+    r.String("model_path", &entry.model_path);
+    r.Bool("preload", &entry.preload);
+    r.String("audio_encoder_path", &entry.audio_encoder_path);
+    RequireNonEmpty(r, "model_path", entry.model_path, "the path of the model's .onnx file");
+    c->models[id] = std::move(entry);
+  });
+  root.String("model_root", &c->model_root);
+  root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
+}
+
+void ReadCompositing(MapReader& root, CompositingConfig* c) {
+  root.Section("server", [&](MapReader& r) {
+    auto& s = c->server;
+    ReadPort(r, &s.port);
+    r.Int("max_message_size_mb", &s.max_message_size_mb, 1, kMaxMessageSizeMb);
+    r.Int("max_batch_size", &s.max_batch_size, 1, 4096);
+    r.Int("compositing_threads", &s.compositing_threads, 0, 4096);
+    r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
+    r.String("api_key", &s.api_key);
+    r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
+  });
+  root.Section("inference_server", [&](MapReader& r) {
+    auto& i = c->inference_server;
+    r.String("url", &i.url);
+    RequireNonEmpty(r, "url", i.url, "the inference server's HOST:PORT");
+    r.Double("timeout_seconds", &i.timeout_seconds, 0, /*min_exclusive=*/true);
+    r.Int("max_retries", &i.max_retries, 0, 100);
+    r.String("api_key", &i.api_key);
+    r.String("tls_ca_path", &i.tls_ca_path);
+  });
+  root.Section("capacity", [&](MapReader& r) {
+    auto& cap = c->capacity;
+    r.Int("max_models", &cap.max_models, 1, INT32_MAX);
+    r.Int("background_cache_frames", &cap.background_cache_frames, 1, INT32_MAX);
+    r.Enum("eviction_policy", &cap.eviction_policy,
+           {{"lru", EvictionPolicy::kLru}, {"lfu", EvictionPolicy::kLfu}});
+    r.Double("idle_timeout_minutes", &cap.idle_timeout_minutes, 0);
+    r.Int64("memory_limit_mb", &cap.memory_limit_mb, 0, INT64_MAX);
+  });
+  root.Section("output", [&](MapReader& r) {
+    auto& o = c->output;
+    r.Enum("format", &o.format, {{"jpeg", OutputFormat::kJpeg}, {"raw", OutputFormat::kRaw}});
+    r.Int("jpeg_quality", &o.jpeg_quality, 1, 100);
+    r.Enum("paste_mode", &o.paste_mode,
+           {{"synctalk328", PasteMode::kSynctalk328}, {"resize", PasteMode::kResize}});
+    r.Int("feather_px", &o.feather_px, 0, 160);
+    r.Bool("ping_pong", &o.ping_pong);
+    r.Bool("region_jpeg", &o.region_jpeg);
+    r.Bool("compact_backgrounds", &o.compact_backgrounds);
+  });
+  root.Entries("models", ModelIdProblem, [&](const std::string& id, MapReader& r) {
+    CompositingModelEntry entry;
+    r.String("background_dir", &entry.background_dir);
+    r.String("crop_rects_path", &entry.crop_rects_path);
+    r.Int("num_frames", &entry.num_frames, 0, INT32_MAX);
+    r.Bool("preload_backgrounds", &entry.preload_backgrounds);
+    RequireNonEmpty(r, "background_dir", entry.background_dir,
+                    "the directory holding frame_NNNN.png");
+    RequireNonEmpty(r, "crop_rects_path", entry.crop_rects_path, "the path of crop_rects.json");
+    c->models[id] = std::move(entry);
+  });
+  root.String("model_root", &c->model_root);
+  root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
+}
+
+Expected<std::string> ReadConfigFile(const std::string& path) {
+  std::error_code ec;
+  if (!std::filesystem::exists(path, ec)) {
+    return Status::NotFound("config file '" + path +
+                            "' does not exist (expected a YAML file; pass --config PATH)");
+  }
+  if (std::filesystem::is_directory(path, ec)) {
+    return Status::InvalidArgument("config file '" + path +
+                                   "' is a directory (expected a YAML file)");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open config file '" + path + "' for reading");
+  std::ostringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+}  // namespace
+
+Expected<InferenceConfig> ParseInferenceConfig(const std::string& yaml, const std::string& name) {
+  return ParseDocument<InferenceConfig>(yaml, name, &ReadInference);
+}
+
+Expected<CompositingConfig> ParseCompositingConfig(const std::string& yaml,
+                                                   const std::string& name) {
+  return ParseDocument<CompositingConfig>(yaml, name, &ReadCompositing);
+}
+
+Expected<InferenceConfig> LoadInferenceConfig(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
+  LIPSYNC_ASSIGN_OR_RETURN(InferenceConfig config, ParseInferenceConfig(text, path));
+  config.source_path = path;
+  return config;
+}
+
+Expected<CompositingConfig> LoadCompositingConfig(const std::string& path) {
+  LIPSYNC_ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
+  LIPSYNC_ASSIGN_OR_RETURN(CompositingConfig config, ParseCompositingConfig(text, path));
+  config.source_path = path;
+  return config;
+}
+
+Expected<std::string> ListenAddress(const std::string& port) {
+  auto bad = [&](const char* why) {
+    return Status::InvalidArgument("invalid listen address '" + port + "': " + why +
+                                   " (expected ':PORT', 'HOST:PORT' or '[IPv6]:PORT' with PORT "
+                                   "in 0..65535; 0 picks a free port)");
+  };
+  auto parse_port = [](const std::string& digits, int64_t* out) {
+    if (digits.empty() || digits.size() > 5) return false;
+    for (char ch : digits) {
+      if (ch < '0' || ch > '9') return false;
+    }
+    *out = std::stoll(digits);
+    return *out <= kMaxPort;
+  };
+  int64_t number = 0;
+  if (parse_port(port, &number)) return "0.0.0.0:" + port;  // bare "50051"
+  const size_t colon = port.rfind(':');
+  if (colon == std::string::npos) return bad("no ':' before the port");
+  std::string host = port.substr(0, colon);
+  const std::string digits = port.substr(colon + 1);
+  if (!parse_port(digits, &number)) return bad("the port is not a number in 0..65535");
+  if (host.empty()) return "0.0.0.0:" + digits;
+  const bool bracketed = host.front() == '[' && host.back() == ']' && host.size() > 2;
+  if (!bracketed && host.find(':') != std::string::npos) {
+    return bad("an IPv6 host must be in brackets");
+  }
+  for (char ch : host) {
+    if (ch == ' ' || ch == '/' || ch == '\t') return bad("the host contains a space or '/'");
+  }
+  return port;
+}
+
+}  // namespace lipsync::config
