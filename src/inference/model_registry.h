@@ -1,0 +1,130 @@
+// The set of models this server can serve and the subset loaded now: which ids
+// exist (the `models:` map and <model_root>/<id>/checkpoint/model_best.onnx), lazy
+// single-flight loading, capacity per device (count and bytes) with LRU/LFU
+// eviction, an idle sweeper, remembered load failures, and atomic force-reload.
+//
+// Thread-safe (one mutex for the tables; loads run outside it). A ModelHandle pins
+// its model: the model is never evicted, swept or destroyed while a handle lives.
+// Unload and force-reload drop the registry's reference at once; handles already
+// out keep the old OnnxModel alive (shared_ptr) until they are destroyed; a handle
+// may even outlive the registry.
+//
+// Usage (for LFU and stats) counts Acquire calls; RecordRun adds frames and time.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "common/status.h"
+#include "config/config.h"
+#include "inference/api.h"
+#include "inference/onnx_model.h"
+
+namespace lipsync::inference {
+
+struct RegistryOptions {
+  int max_models = 1000;  // per device
+  int64_t max_bytes = 0;  // per device, 0 = no cap
+  config::EvictionPolicy policy = config::EvictionPolicy::kLfu;
+  std::chrono::milliseconds idle_timeout{0};  // 0 = never unload idle models
+  std::chrono::milliseconds failed_retry{30000};
+  std::vector<int> devices{-1};  // -1 = CPU, otherwise GPU ordinals
+  std::map<std::string, ModelFiles> configured;
+  // <root>/<id>/checkpoint/model_best.onnx (+ audio_encoder.onnx beside it if present).
+  std::string model_root;
+};
+
+// The registry's view of an inference.yaml: capacity (memory_gb_per_gpu applies to
+// each device in `devices`, the CPU included), policy, timeouts, the `models:` map
+// (audio_encoder_path defaults to audio_encoder.onnx beside model_path when that file
+// exists) and model_root. `devices` comes from PlanExecution.
+RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
+                                          std::vector<int> devices);
+
+namespace internal {
+struct ModelSlot;
+}
+
+class ModelHandle {
+ public:
+  ModelHandle() = default;
+  ~ModelHandle();
+  ModelHandle(ModelHandle&& other) noexcept;
+  ModelHandle& operator=(ModelHandle&& other) noexcept;
+  ModelHandle(const ModelHandle&) = delete;
+  ModelHandle& operator=(const ModelHandle&) = delete;
+
+  // Valid while the handle lives.
+  const OnnxModel& model() const { return *model_; }
+  const std::string& id() const;
+  int device_id() const { return model_->device_id(); }
+  // True when this Acquire loaded the model (the caller waited for the load).
+  bool loaded_now() const { return loaded_now_; }
+  double load_ms() const { return load_ms_; }
+  // Usage stats for LFU and GetModelStats. Thread-safe.
+  void RecordRun(int frames, double inference_ms);
+
+ private:
+  friend class ModelRegistry;
+  void Release();
+  std::shared_ptr<internal::ModelSlot> slot_;
+  std::shared_ptr<const OnnxModel> model_;
+  bool loaded_now_ = false;
+  double load_ms_ = 0;
+};
+
+class ModelRegistry {
+ public:
+  // Starts the idle sweeper thread when options.idle_timeout > 0. Requires
+  // OrtRuntime::Initialize() before the first load.
+  explicit ModelRegistry(RegistryOptions options);
+  ~ModelRegistry();  // stops the sweeper; outstanding handles must be gone
+  ModelRegistry(const ModelRegistry&) = delete;
+  ModelRegistry& operator=(const ModelRegistry&) = delete;
+
+  // Validates the id (INVALID_ARGUMENT before any path is built), loads it if needed
+  // (one load per id however many callers arrive; the others wait for it), and pins
+  // it. NOT_FOUND for unknown ids; a remembered load failure is returned as-is until
+  // failed_retry has passed; RESOURCE_EXHAUSTED when the device is full of pinned
+  // models.
+  Expected<ModelHandle> Acquire(const std::string& id);
+  // Loads (or, with force_reload, loads a fresh copy and swaps it in atomically; on
+  // failure the old copy keeps serving and the error is returned). Loading an id
+  // that failed recently retries immediately (an explicit operator request).
+  Expected<LoadResult> Load(const std::string& id, bool force_reload);
+  // Drops the model from the registry; requests holding handles finish on it.
+  // Returns whether it was loaded. NOT_FOUND for unknown ids.
+  Expected<bool> Unload(const std::string& id);
+
+  // Loaded models first (most recently used first), then, with include_available,
+  // known-but-unloaded ones. limit <= 0: no limit.
+  std::vector<ModelStats> List(bool include_available, int limit) const;
+  Expected<ModelStats> Stats(const std::string& id) const;
+  std::vector<ModelStats> AllLoadedStats() const;
+
+  int loaded_count() const;
+  int loaded_count(int device) const;
+  int64_t loaded_bytes(int device) const;
+  // Number of OnnxModel::Load calls made so far (successful or not).
+  int64_t load_attempts() const;
+  const RegistryOptions& options() const { return options_; }
+
+  // Loads each id (stops at the first failure and returns it).
+  Status Preload(const std::vector<std::string>& ids);
+  // Unloads models unused for idle_timeout now (the sweeper does this periodically).
+  void SweepIdleNow();
+
+ private:
+  struct Impl;
+  RegistryOptions options_;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace lipsync::inference

@@ -1,0 +1,399 @@
+#include "inference/onnx_model.h"
+
+#include <onnxruntime_cxx_api.h>
+#include <unistd.h>
+
+#include <array>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+
+#include "common/log.h"
+#include "inference/gpu_info.h"
+#include "inference/ort_runtime.h"
+
+namespace lipsync::inference {
+namespace {
+
+constexpr const char* kVisualName = "input";
+constexpr const char* kAudioName = "audio";
+constexpr const char* kOutputName = "output";
+
+int64_t ResidentBytes() {
+  std::ifstream statm("/proc/self/statm");
+  int64_t size_pages = 0, resident_pages = 0;
+  if (!(statm >> size_pages >> resident_pages)) return 0;
+  return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
+}
+
+// Device memory in use where the model lives: process RSS on CPU, NVML on a GPU.
+int64_t DeviceMemoryUsed(int device_id) {
+  if (device_id < 0) return ResidentBytes();
+  return GpuMemoryUsedBytes(device_id).value_or(0);
+}
+
+int64_t FileSize(const std::string& path) {
+  std::error_code ec;
+  auto size = std::filesystem::file_size(path, ec);
+  return ec ? 0 : static_cast<int64_t>(size);
+}
+
+bool Matches(const TensorShape& shape, const std::vector<int64_t>& expected) {
+  if (shape.dims.size() != expected.size()) return false;
+  for (size_t i = 0; i < expected.size(); ++i) {
+    // expected -1: any (symbolic or fixed); expected 0: any fixed positive size.
+    if (expected[i] == -1) continue;
+    if (expected[i] == 0) {
+      if (shape.dims[i] <= 0) return false;
+      continue;
+    }
+    if (shape.dims[i] != expected[i]) return false;
+  }
+  return true;
+}
+
+struct TensorInfo {
+  std::string name;
+  TensorShape shape;
+  ONNXTensorElementDataType type = ONNX_TENSOR_ELEMENT_DATA_TYPE_UNDEFINED;
+};
+
+TensorInfo Describe(Ort::TypeInfo type_info, std::string name) {
+  TensorInfo info;
+  info.name = std::move(name);
+  if (type_info.GetONNXType() != ONNX_TYPE_TENSOR) return info;
+  auto tensor = type_info.GetTensorTypeAndShapeInfo();
+  info.type = tensor.GetElementType();
+  info.shape.dims = tensor.GetShape();
+  for (auto& d : info.shape.dims)
+    if (d < 0) d = -1;
+  return info;
+}
+
+std::vector<TensorInfo> Inputs(Ort::Session& session) {
+  Ort::AllocatorWithDefaultOptions alloc;
+  std::vector<TensorInfo> out;
+  for (size_t i = 0; i < session.GetInputCount(); ++i) {
+    out.push_back(
+        Describe(session.GetInputTypeInfo(i), session.GetInputNameAllocated(i, alloc).get()));
+  }
+  return out;
+}
+
+std::vector<TensorInfo> Outputs(Ort::Session& session) {
+  Ort::AllocatorWithDefaultOptions alloc;
+  std::vector<TensorInfo> out;
+  for (size_t i = 0; i < session.GetOutputCount(); ++i) {
+    out.push_back(
+        Describe(session.GetOutputTypeInfo(i), session.GetOutputNameAllocated(i, alloc).get()));
+  }
+  return out;
+}
+
+std::string Signature(const std::vector<TensorInfo>& tensors) {
+  std::string s;
+  for (const auto& t : tensors) {
+    s += (s.empty() ? "" : ", ") + t.name + " " + t.shape.ToString() +
+         (t.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? "" : " (not float32)");
+  }
+  return s.empty() ? "none" : s;
+}
+
+Status AppendCuda(Ort::SessionOptions& options, int device_id) {
+  const OrtApi& api = Ort::GetApi();
+  OrtCUDAProviderOptionsV2* cuda = nullptr;
+  if (OrtStatus* st = api.CreateCUDAProviderOptions(&cuda)) {
+    std::string msg = api.GetErrorMessage(st);
+    api.ReleaseStatus(st);
+    return Status::Unavailable("this ONNX Runtime cannot create CUDA provider options: " + msg);
+  }
+  std::string device = std::to_string(device_id);
+  const char* keys[] = {"device_id"};
+  const char* values[] = {device.c_str()};
+  OrtStatus* st = api.UpdateCUDAProviderOptions(cuda, keys, values, 1);
+  if (!st) st = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
+  api.ReleaseCUDAProviderOptions(cuda);
+  if (st) {
+    std::string msg = api.GetErrorMessage(st);
+    api.ReleaseStatus(st);
+    return Status::Unavailable("cannot use CUDA device " + device + ": " + msg);
+  }
+  return Status::Ok();
+}
+
+Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, int device_id) {
+  OrtRuntime* runtime = OrtRuntime::Get();
+  if (!runtime) {
+    return Status::Internal(
+        "ONNX Runtime is not initialised (OrtRuntime::Initialize must run "
+        "before models are loaded)");
+  }
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) {
+    return Status::NotFound("model file '" + path + "' does not exist (expected an .onnx file)");
+  }
+  try {
+    Ort::SessionOptions options = runtime->MakeSessionOptions();
+    if (device_id >= 0) LIPSYNC_RETURN_IF_ERROR(AppendCuda(options, device_id));
+    return std::make_unique<Ort::Session>(runtime->env(), path.c_str(), options);
+  } catch (const Ort::Exception& e) {
+    StatusCode code = e.GetOrtErrorCode() == ORT_FAIL && device_id >= 0
+                          ? StatusCode::kUnavailable
+                          : StatusCode::kFailedPrecondition;
+    return Status(code, "cannot load ONNX model '" + path + "': " + e.what() +
+                            " (expected a valid ONNX file)");
+  }
+}
+
+}  // namespace
+
+std::string TensorShape::ToString() const {
+  std::string s = "[";
+  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  return s + "]";
+}
+
+struct OnnxModel::Sessions {
+  std::unique_ptr<Ort::Session> session;
+  std::string input_name;   // encoder only: its single input
+  std::string output_name;  // encoder only: its single output
+  Ort::MemoryInfo cpu_memory = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+};
+
+OnnxModel::~OnnxModel() = default;
+
+size_t OnnxModel::visual_floats_per_frame() const {
+  return static_cast<size_t>(visual_channels_) * input_height_ * input_width_;
+}
+
+size_t OnnxModel::output_values_per_frame() const {
+  return 3u * static_cast<size_t>(output_height_) * output_width_;
+}
+
+Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, int device_id) {
+  std::shared_ptr<OnnxModel> model(new OnnxModel());
+  model->files_ = files;
+  model->device_id_ = device_id;
+  const int64_t memory_before = DeviceMemoryUsed(device_id);
+
+  LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateSession(files.model_path, device_id));
+  try {
+    auto inputs = Inputs(*session);
+    auto outputs = Outputs(*session);
+    const std::string expected =
+        " (expected inputs input [B,C,H,W] and audio [B,32,16,16], output output [B,3,OH,OW], "
+        "all float32)";
+    const TensorInfo* visual = nullptr;
+    const TensorInfo* audio = nullptr;
+    for (const auto& t : inputs) {
+      if (t.name == kVisualName)
+        visual = &t;
+      else if (t.name == kAudioName)
+        audio = &t;
+    }
+    bool ok = inputs.size() == 2 && visual && audio && outputs.size() == 1 &&
+              outputs[0].name == kOutputName;
+    for (const TensorInfo* t : std::initializer_list<const TensorInfo*>{
+             visual, audio, outputs.empty() ? nullptr : &outputs[0]}) {
+      ok = ok && t->type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT;
+    }
+    ok = ok && Matches(visual->shape, {-1, 0, 0, 0}) && Matches(audio->shape, {-1, 32, 16, 16}) &&
+         Matches(outputs[0].shape, {-1, 3, 0, 0});
+    if (ok) {
+      // The batch dimension must be shared (or symbolic) across all three tensors.
+      int64_t b = visual->shape.dims[0];
+      for (int64_t other : {audio->shape.dims[0], outputs[0].shape.dims[0]}) {
+        if (b == -1)
+          b = other;
+        else if (other != -1 && other != b)
+          ok = false;
+      }
+    }
+    if (!ok) {
+      return Status::FailedPrecondition("model '" + files.model_path + "' has inputs " +
+                                        Signature(inputs) + " and outputs " + Signature(outputs) +
+                                        expected);
+    }
+    model->visual_shape_ = visual->shape;
+    model->audio_shape_ = audio->shape;
+    model->output_shape_ = outputs[0].shape;
+    model->visual_channels_ = static_cast<int>(visual->shape.dims[1]);
+    model->input_height_ = static_cast<int>(visual->shape.dims[2]);
+    model->input_width_ = static_cast<int>(visual->shape.dims[3]);
+    model->output_height_ = static_cast<int>(outputs[0].shape.dims[2]);
+    model->output_width_ = static_cast<int>(outputs[0].shape.dims[3]);
+  } catch (const Ort::Exception& e) {
+    return Status::FailedPrecondition("reading the signature of '" + files.model_path +
+                                      "' failed: " + e.what());
+  }
+  model->sessions_ = std::make_unique<Sessions>();
+  model->sessions_->session = std::move(session);
+
+  if (!files.audio_encoder_path.empty()) {
+    LIPSYNC_ASSIGN_OR_RETURN(auto encoder, CreateSession(files.audio_encoder_path, device_id));
+    try {
+      auto inputs = Inputs(*encoder);
+      auto outputs = Outputs(*encoder);
+      if (inputs.size() != 1 || outputs.size() != 1 ||
+          !Matches(inputs[0].shape, {-1, 1, kMelBands, kMelWindowSteps}) ||
+          !Matches(outputs[0].shape, {-1, kAudioEmbeddingSize}) ||
+          inputs[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ||
+          outputs[0].type != ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT) {
+        return Status::FailedPrecondition(
+            "audio encoder '" + files.audio_encoder_path + "' has inputs " + Signature(inputs) +
+            " and outputs " + Signature(outputs) +
+            " (expected one float32 input [N,1,80,16] and one float32 output [N,512])");
+      }
+      model->encoder_ = std::make_unique<Sessions>();
+      model->encoder_->session = std::move(encoder);
+      model->encoder_->input_name = inputs[0].name;
+      model->encoder_->output_name = outputs[0].name;
+    } catch (const Ort::Exception& e) {
+      return Status::FailedPrecondition("reading the signature of '" + files.audio_encoder_path +
+                                        "' failed: " + e.what());
+    }
+  }
+
+  // Warm-up: the first Run allocates the arena and plans memory, which is part of
+  // what the model costs and should not be paid by the first request.
+  {
+    int warm_batch =
+        model->visual_shape_.dims[0] > 0 ? static_cast<int>(model->visual_shape_.dims[0]) : 1;
+    std::vector<float> visual(model->visual_floats_per_frame() * warm_batch, 0.f);
+    std::vector<float> audio(kAudioFeatureFloats * static_cast<size_t>(warm_batch), 0.f);
+    std::string out;
+    Status st = model->Run(warm_batch, visual.data(), audio.data(), OutputFormat::kFloat32, &out);
+    if (!st.ok()) {
+      return Status(device_id >= 0 ? StatusCode::kUnavailable : StatusCode::kFailedPrecondition,
+                    "warm-up run of '" + files.model_path + "' failed: " + st.message());
+    }
+  }
+
+  const int64_t delta = DeviceMemoryUsed(device_id) - memory_before;
+  if (delta > 0) {
+    model->memory_bytes_ = delta;
+  } else {
+    int64_t files_size =
+        FileSize(files.model_path) +
+        (files.audio_encoder_path.empty() ? 0 : FileSize(files.audio_encoder_path));
+    model->memory_bytes_ = static_cast<int64_t>(static_cast<double>(files_size) * 1.2);
+  }
+  return model;
+}
+
+Status OnnxModel::CheckInputSizes(int batch, size_t visual_bytes, size_t audio_bytes) const {
+  if (batch < 1) {
+    return Status::InvalidArgument("batch_size is " + std::to_string(batch) +
+                                   " (expected at least 1)");
+  }
+  if (visual_shape_.dims[0] > 0 && batch != visual_shape_.dims[0]) {
+    return Status::InvalidArgument("batch_size is " + std::to_string(batch) + " but model '" +
+                                   files_.model_path + "' takes a fixed batch of " +
+                                   std::to_string(visual_shape_.dims[0]));
+  }
+  const size_t b = static_cast<size_t>(batch);
+  const size_t want_visual = b * visual_floats_per_frame() * sizeof(float);
+  if (visual_bytes != want_visual) {
+    return Status::InvalidArgument(
+        "visual_frames has " + std::to_string(visual_bytes) + " bytes; expected " +
+        std::to_string(want_visual) + " (" + std::to_string(batch) + " x " +
+        std::to_string(visual_channels_) + "x" + std::to_string(input_height_) + "x" +
+        std::to_string(input_width_) + " float32)");
+  }
+  const size_t want_audio = b * audio_floats_per_frame() * sizeof(float);
+  if (audio_bytes != want_audio) {
+    return Status::InvalidArgument("audio_features has " + std::to_string(audio_bytes) +
+                                   " bytes; expected " + std::to_string(want_audio) + " (" +
+                                   std::to_string(batch) + " x 32x16x16 float32)");
+  }
+  return Status::Ok();
+}
+
+Status OnnxModel::Run(int batch, const float* visual, const float* audio, OutputFormat format,
+                      std::string* out) const {
+  if (!visual || !audio || !out) {
+    return Status::InvalidArgument("OnnxModel::Run needs visual, audio and out (got a null)");
+  }
+  LIPSYNC_RETURN_IF_ERROR(CheckInputSizes(batch, visual_floats_per_frame() * batch * sizeof(float),
+                                          audio_floats_per_frame() * batch * sizeof(float)));
+  const int64_t b = batch;
+  const std::array<int64_t, 4> visual_dims{b, visual_channels_, input_height_, input_width_};
+  const std::array<int64_t, 4> audio_dims{b, 32, 16, 16};
+  const std::array<int64_t, 4> output_dims{b, 3, output_height_, output_width_};
+  const size_t out_values = output_values_per_frame() * static_cast<size_t>(batch);
+  try {
+    const Ort::MemoryInfo& mem = sessions_->cpu_memory;
+    // ORT never writes to inputs; the API just lacks a const overload.
+    std::array<Ort::Value, 2> inputs{
+        Ort::Value::CreateTensor<float>(mem, const_cast<float*>(visual),
+                                        visual_floats_per_frame() * batch, visual_dims.data(),
+                                        visual_dims.size()),
+        Ort::Value::CreateTensor<float>(mem, const_cast<float*>(audio),
+                                        audio_floats_per_frame() * batch, audio_dims.data(),
+                                        audio_dims.size())};
+    const char* input_names[] = {kVisualName, kAudioName};
+    const char* output_names[] = {kOutputName};
+    if (format == OutputFormat::kFloat32) {
+      // Run straight into the caller's buffer: no copy of the output.
+      out->resize(out_values * sizeof(float));
+      Ort::Value output =
+          Ort::Value::CreateTensor<float>(mem, reinterpret_cast<float*>(out->data()), out_values,
+                                          output_dims.data(), output_dims.size());
+      sessions_->session->Run(Ort::RunOptions{nullptr}, input_names, inputs.data(), inputs.size(),
+                              output_names, &output, 1);
+      return Status::Ok();
+    }
+    auto outputs = sessions_->session->Run(Ort::RunOptions{nullptr}, input_names, inputs.data(),
+                                           inputs.size(), output_names, 1);
+    auto info = outputs[0].GetTensorTypeAndShapeInfo();
+    if (info.GetElementCount() != out_values) {
+      return Status::Internal("model '" + files_.model_path + "' produced " +
+                              std::to_string(info.GetElementCount()) + " output values; expected " +
+                              std::to_string(out_values));
+    }
+    const float* src = outputs[0].GetTensorData<float>();
+    out->resize(out_values);
+    auto* dst = reinterpret_cast<uint8_t*>(out->data());
+    for (size_t i = 0; i < out_values; ++i) {
+      float x = src[i];
+      float v = x > 0.f ? (x < 1.f ? x : 1.f) : 0.f;  // NaN -> 0
+      dst[i] = static_cast<uint8_t>(std::round(v * 255.f));
+    }
+    return Status::Ok();
+  } catch (const Ort::Exception& e) {
+    return Status::Internal("running model '" + files_.model_path + "' at batch " +
+                            std::to_string(batch) + " failed: " + e.what());
+  }
+}
+
+Expected<std::vector<float>> OnnxModel::EncodeAudio(const float* mel_windows, int n) const {
+  if (!encoder_) {
+    return Status::FailedPrecondition("model '" + files_.model_path +
+                                      "' has no audio encoder (expected audio_encoder.onnx beside "
+                                      "it or audio_encoder_path in the config)");
+  }
+  if (n < 1 || !mel_windows) {
+    return Status::InvalidArgument("EncodeAudio got " + std::to_string(n) +
+                                   " mel windows (expected at least 1)");
+  }
+  try {
+    const std::array<int64_t, 4> dims{n, 1, kMelBands, kMelWindowSteps};
+    Ort::Value input = Ort::Value::CreateTensor<float>(
+        encoder_->cpu_memory, const_cast<float*>(mel_windows),
+        static_cast<size_t>(n) * kMelBands * kMelWindowSteps, dims.data(), dims.size());
+    std::vector<float> result(static_cast<size_t>(n) * kAudioEmbeddingSize);
+    const std::array<int64_t, 2> out_dims{n, kAudioEmbeddingSize};
+    Ort::Value output = Ort::Value::CreateTensor<float>(
+        encoder_->cpu_memory, result.data(), result.size(), out_dims.data(), out_dims.size());
+    const char* in_name = encoder_->input_name.c_str();
+    const char* out_name = encoder_->output_name.c_str();
+    encoder_->session->Run(Ort::RunOptions{nullptr}, &in_name, &input, 1, &out_name, &output, 1);
+    return result;
+  } catch (const Ort::Exception& e) {
+    return Status::Internal("running audio encoder '" + files_.audio_encoder_path +
+                            "' failed: " + e.what());
+  }
+}
+
+}  // namespace lipsync::inference

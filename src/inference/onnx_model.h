@@ -1,0 +1,100 @@
+// One loaded lip-sync network (plus its optional audio encoder) as ONNX Runtime
+// sessions on one device (CPU or one CUDA GPU).
+//
+// Thread-safe: Run and EncodeAudio may be called concurrently from any number of
+// threads (ORT Session::Run is thread-safe). Immutable after Load. Shared through
+// shared_ptr so a model being replaced or unloaded lives until its last user is done.
+//
+// Footprint (memory_bytes): on CPU, the process RSS delta (/proc/self/statm) around
+// session creation plus one warm-up Run at batch 1; when that delta is <= 0 (another
+// thread freed memory meanwhile), the ONNX file sizes x 1.2. On a GPU, the NVML
+// used-memory delta on that device around the same steps (same fallback). Loads
+// running concurrently in one process can blur each other's deltas.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "common/status.h"
+#include "inference/api.h"
+
+namespace lipsync::inference {
+
+struct TensorShape {
+  std::vector<int64_t> dims;     // -1 for a symbolic dimension
+  std::string ToString() const;  // "[-1,6,320,320]"
+};
+
+struct ModelFiles {
+  std::string model_path;
+  std::string audio_encoder_path;  // "" = none
+};
+
+// Mel window the audio encoder takes: [n,1,80,16] -> [n,512].
+inline constexpr int kMelBands = 80;
+inline constexpr int kMelWindowSteps = 16;
+inline constexpr int kAudioEmbeddingSize = 512;
+
+class OnnxModel {
+ public:
+  // Requires OrtRuntime::Initialize() to have succeeded. device_id -1 = CPU,
+  // otherwise the CUDA provider on that GPU ordinal. Errors: NOT_FOUND (missing file),
+  // FAILED_PRECONDITION (not a valid ONNX model, with the file and ORT's message;
+  // inputs other than "input" [B,C,H,W] and "audio" [B,32,16,16] or outputs other than
+  // "output" [B,3,OH,OW]), UNAVAILABLE (the device could not take the session).
+  static Expected<std::shared_ptr<OnnxModel>> Load(const ModelFiles& files, int device_id);
+
+  ~OnnxModel();
+  OnnxModel(const OnnxModel&) = delete;
+  OnnxModel& operator=(const OnnxModel&) = delete;
+
+  // One batched Run. `visual` holds batch*C*H*W floats, `audio` batch*32*16*16 floats.
+  // Writes batch*3*OH*OW values in `format` (kFloat32: float32 LE bytes; kUint8:
+  // round(clamp(x,0,1)*255)) into *out, resized to fit and written in place.
+  // INVALID_ARGUMENT for batch < 1 or a null pointer; INTERNAL with ORT's message if
+  // Run fails.
+  Status Run(int batch, const float* visual, const float* audio, OutputFormat format,
+             std::string* out) const;
+  // Byte-count check for a request (INVALID_ARGUMENT naming expected vs. got bytes).
+  Status CheckInputSizes(int batch, size_t visual_bytes, size_t audio_bytes) const;
+  // [n,1,80,16] mel windows -> n*512 floats. FAILED_PRECONDITION without an encoder.
+  Expected<std::vector<float>> EncodeAudio(const float* mel_windows, int n) const;
+
+  int visual_channels() const { return visual_channels_; }
+  int input_height() const { return input_height_; }
+  int input_width() const { return input_width_; }
+  int output_height() const { return output_height_; }
+  int output_width() const { return output_width_; }
+  int device_id() const { return device_id_; }
+  bool has_audio_encoder() const { return encoder_ != nullptr; }
+  int64_t memory_bytes() const { return memory_bytes_; }
+  const ModelFiles& files() const { return files_; }
+  // Floats per frame of each input, and values per frame of the output.
+  size_t visual_floats_per_frame() const;
+  size_t audio_floats_per_frame() const { return kAudioFeatureFloats; }
+  size_t output_values_per_frame() const;
+  // Declared shapes as read from the ONNX file.
+  const TensorShape& visual_shape() const { return visual_shape_; }
+  const TensorShape& audio_shape() const { return audio_shape_; }
+  const TensorShape& output_shape() const { return output_shape_; }
+
+ private:
+  struct Sessions;
+  OnnxModel() = default;
+
+  ModelFiles files_;
+  int device_id_ = -1;
+  int visual_channels_ = 0;
+  int input_height_ = 0;
+  int input_width_ = 0;
+  int output_height_ = 0;
+  int output_width_ = 0;
+  int64_t memory_bytes_ = 0;
+  TensorShape visual_shape_, audio_shape_, output_shape_;
+  std::unique_ptr<Sessions> sessions_;
+  std::unique_ptr<Sessions> encoder_;
+};
+
+}  // namespace lipsync::inference
