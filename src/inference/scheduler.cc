@@ -1,0 +1,233 @@
+#include "inference/scheduler.h"
+
+#include <algorithm>
+#include <string>
+
+namespace lipsync::inference {
+namespace {
+
+double MsBetween(Clock::time_point from, Clock::time_point to) {
+  return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+}  // namespace
+
+Scheduler::Scheduler(SchedulerOptions options, Runner runner)
+    : options_([&] {
+        if (options.devices.empty()) options.devices = {-1};
+        options.workers_per_device = std::max(1, options.workers_per_device);
+        options.queue_size = std::max(1, options.queue_size);
+        options.max_batch_frames = std::max(1, options.max_batch_frames);
+        options.max_queue_delay_us = std::max(0, options.max_queue_delay_us);
+        return options;
+      }()),
+      runner_(std::move(runner)) {
+  for (int device : options_.devices) devices_.push_back(DeviceState{device, 0, 0});
+  int next_worker_id = 0;
+  for (int device : options_.devices) {
+    for (int i = 0; i < options_.workers_per_device; ++i) {
+      WorkerInfo info{device, next_worker_id++};
+      workers_.emplace_back([this, info] { WorkerLoop(info); });
+    }
+  }
+}
+
+Scheduler::~Scheduler() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    accepting_ = false;
+    stopping_ = true;
+  }
+  work_cv_.notify_all();
+  for (auto& worker : workers_) worker.join();
+}
+
+void Scheduler::StopAccepting() {
+  std::lock_guard<std::mutex> lock(mu_);
+  accepting_ = false;
+}
+
+int Scheduler::queue_depth() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return static_cast<int>(queue_.size());
+}
+
+int Scheduler::device_load(int device_id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  const DeviceState* device = FindDevice(device_id);
+  return device ? device->queued + device->running : 0;
+}
+
+Scheduler::DeviceState* Scheduler::FindDevice(int device_id) {
+  for (auto& device : devices_) {
+    if (device.device_id == device_id) return &device;
+  }
+  return nullptr;
+}
+
+const Scheduler::DeviceState* Scheduler::FindDevice(int device_id) const {
+  for (const auto& device : devices_) {
+    if (device.device_id == device_id) return &device;
+  }
+  return nullptr;
+}
+
+int Scheduler::PickDevice() {
+  if (devices_.size() == 1) return devices_.front().device_id;
+  if (options_.assignment == DeviceAssignment::kRoundRobin) {
+    return devices_[round_robin_++ % devices_.size()].device_id;
+  }
+  const DeviceState* best = &devices_.front();
+  for (const auto& device : devices_) {
+    if (device.queued + device.running < best->queued + best->running) best = &device;
+  }
+  return best->device_id;
+}
+
+Status Scheduler::Submit(Task* task) {
+  std::unique_lock<std::mutex> lock(mu_);
+  if (!accepting_) {
+    return Status::Unavailable("server is shutting down; not accepting new requests");
+  }
+  if (task->frames < 1) {
+    return Status::InvalidArgument("task has " + std::to_string(task->frames) +
+                                   " frames; expected at least 1");
+  }
+  const Clock::time_point now = Clock::now();
+  if (task->deadline && *task->deadline <= now) {
+    return Status::DeadlineExceeded(
+        "request deadline had already passed when it reached the "
+        "inference queue; it was not run");
+  }
+  if (task->device_id == Task::kAnyDevice) task->device_id = PickDevice();
+  DeviceState* device = FindDevice(task->device_id);
+  if (device == nullptr) {
+    return Status::InvalidArgument("no workers for device " + std::to_string(task->device_id) +
+                                   "; expected one of the scheduler's devices");
+  }
+  if (static_cast<int>(queue_.size()) >= options_.queue_size) {
+    return Status::ResourceExhausted(
+        "inference queue full (" + std::to_string(queue_.size()) +
+        " requests waiting, queue_size=" + std::to_string(options_.queue_size) + "); retry later");
+  }
+  task->state_ = Task::State::kQueued;
+  task->enqueued_at_ = now;
+  queue_.push_back(task);
+  ++device->queued;
+  work_cv_.notify_all();
+
+  while (task->state_ != Task::State::kDone && task->state_ != Task::State::kExpired) {
+    if (task->deadline && task->state_ == Task::State::kQueued) {
+      task->done_cv_.wait_until(lock, *task->deadline);
+      if (task->state_ == Task::State::kQueued && Clock::now() >= *task->deadline) {
+        queue_.erase(std::find(queue_.begin(), queue_.end(), task));
+        Expire(task);
+      }
+    } else {
+      task->done_cv_.wait(lock);
+    }
+  }
+  if (task->state_ == Task::State::kExpired) {
+    return Status::DeadlineExceeded(
+        "request deadline passed after " +
+        std::to_string(static_cast<int>(MsBetween(task->enqueued_at_, Clock::now()))) +
+        " ms waiting in the inference queue (" + std::to_string(queue_.size()) +
+        " requests waiting on " + std::to_string(worker_count()) +
+        " workers); it was not run. Raise the deadline or add workers");
+  }
+  return Status::Ok();
+}
+
+void Scheduler::Expire(Task* task) {
+  task->state_ = Task::State::kExpired;
+  --FindDevice(task->device_id)->queued;
+  task->done_cv_.notify_all();
+}
+
+Task* Scheduler::TakeFirst(int device_id, Clock::time_point now) {
+  for (auto it = queue_.begin(); it != queue_.end();) {
+    Task* task = *it;
+    if (task->device_id != device_id) {
+      ++it;
+      continue;
+    }
+    it = queue_.erase(it);
+    if (task->deadline && *task->deadline <= now) {
+      Expire(task);
+      continue;
+    }
+    task->state_ = Task::State::kTaken;
+    DeviceState* device = FindDevice(device_id);
+    --device->queued;
+    ++device->running;
+    return task;
+  }
+  return nullptr;
+}
+
+int Scheduler::GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now) {
+  const Task* first = group.front();
+  for (auto it = queue_.begin(); it != queue_.end() && frames < options_.max_batch_frames;) {
+    Task* task = *it;
+    if (task->device_id != first->device_id || task->batch_key != first->batch_key ||
+        frames + task->frames > options_.max_batch_frames) {
+      ++it;
+      continue;
+    }
+    it = queue_.erase(it);
+    if (task->deadline && *task->deadline <= now) {
+      Expire(task);
+      continue;
+    }
+    task->state_ = Task::State::kTaken;
+    DeviceState* device = FindDevice(task->device_id);
+    --device->queued;
+    ++device->running;
+    frames += task->frames;
+    group.push_back(task);
+  }
+  return frames;
+}
+
+void Scheduler::WorkerLoop(WorkerInfo info) {
+  std::unique_lock<std::mutex> lock(mu_);
+  const auto has_work = [&] {
+    return std::any_of(queue_.begin(), queue_.end(),
+                       [&](const Task* t) { return t->device_id == info.device_id; });
+  };
+  for (;;) {
+    work_cv_.wait(lock, [&] { return stopping_ || has_work(); });
+    Task* first = TakeFirst(info.device_id, Clock::now());
+    if (first == nullptr) {
+      if (stopping_ && !has_work()) return;
+      continue;
+    }
+    std::vector<Task*> group{first};
+    int frames = first->frames;
+    if (options_.max_queue_delay_us > 0 && !first->batch_key.empty()) {
+      const Clock::time_point batch_end =
+          first->enqueued_at_ + std::chrono::microseconds(options_.max_queue_delay_us);
+      frames = GatherSameKey(group, frames, Clock::now());
+      while (frames < options_.max_batch_frames && !stopping_ && Clock::now() < batch_end) {
+        work_cv_.wait_until(lock, batch_end);
+        frames = GatherSameKey(group, frames, Clock::now());
+      }
+    }
+    const Clock::time_point started = Clock::now();
+    for (Task* task : group) {
+      task->queue_wait_ms = MsBetween(task->enqueued_at_, started);
+      task->group_frames = frames;
+    }
+    lock.unlock();
+    runner_(std::span<Task* const>(group.data(), group.size()), info);
+    lock.lock();
+    DeviceState* device = FindDevice(info.device_id);
+    for (Task* task : group) {
+      --device->running;
+      task->state_ = Task::State::kDone;
+      task->done_cv_.notify_all();
+    }
+  }
+}
+
+}  // namespace lipsync::inference
