@@ -297,21 +297,20 @@ Expected<std::string> RegionJpegBackground::EncodeWithRegion(const RowSource& ro
   // Snap to the restart-interval grid: whole intervals horizontally, whole MCU rows
   // vertically.
   const int interval_px = interval_mcus_ * kMcuSize;
-  const int first_col = static_cast<int>(x0 / interval_px);
-  const int last_col = static_cast<int>((x1 - 1) / interval_px);
+  int first_col = static_cast<int>(x0 / interval_px);
+  int last_col = static_cast<int>((x1 - 1) / interval_px);
   const int first_row = static_cast<int>(y0 / kMcuSize);
   const int last_row = static_cast<int>((y1 - 1) / kMcuSize);
-  const int strip_cols = last_col - first_col + 1;
   const int strip_rows = last_row - first_row + 1;
-
-  const double touched = double(strip_cols) * strip_rows;
-  const double total = double(intervals_per_row_) * mcu_rows_;
-  if (touched > kFullEncodeFraction * total) {
-    std::string out;
-    LIPSYNC_RETURN_IF_ERROR(
-        EncodeRows(rows, width_, height_, settings_.quality, interval_mcus_, &out));
-    return out;
+  const double touched = double(last_col - first_col + 1) * strip_rows;
+  if (touched > kFullEncodeFraction * double(intervals_per_row_) * mcu_rows_) {
+    // Whole MCU rows: when they are the whole frame this is a full encode whose output
+    // needs no splicing; rows outside the touched band are still never read.
+    first_col = 0;
+    last_col = intervals_per_row_ - 1;
   }
+  const int strip_cols = last_col - first_col + 1;
+  const bool whole_frame = strip_cols == intervals_per_row_ && strip_rows == mcu_rows_;
 
   const int strip_x = first_col * interval_px;
   const int strip_y = first_row * kMcuSize;
@@ -324,6 +323,7 @@ Expected<std::string> RegionJpegBackground::EncodeWithRegion(const RowSource& ro
         return row == nullptr ? nullptr : row + size_t(strip_x) * 3;
       },
       strip_w, strip_h, settings_.quality, interval_mcus_, &strip));
+  if (whole_frame) return strip;  // same size and settings: already the full encode
   std::vector<uint32_t> strip_begin;
   std::vector<uint32_t> strip_end;
   LIPSYNC_RETURN_IF_ERROR(IndexIntervals(strip, &strip_begin, &strip_end));

@@ -69,9 +69,11 @@ class RegionJpegBackground {
 
   // Encodes `frame_rgb` (same size as the background, identical to it outside
   // `changed`) by re-encoding only the restart intervals `changed` touches. `changed` is
-  // clipped to the frame; an empty rect returns the background's bytes. When the touched
-  // intervals cover most of the frame this does a full encode instead (same bytes).
-  // INVALID_ARGUMENT on negative rect sizes or stride < width*3.
+  // clipped to the frame; an empty rect returns the background's bytes. Only the MCU
+  // rows (16-px bands) that `changed` touches are read. When the touched intervals are
+  // more than kFullEncodeFraction of the frame, whole MCU rows are re-encoded instead,
+  // which for a rect spanning every MCU row is a plain full encode (same bytes either
+  // way). INVALID_ARGUMENT on negative rect sizes, stride < width*3 or a missing row.
   Expected<std::string> EncodeWithRegion(const uint8_t* frame_rgb, size_t stride,
                                          PixelRect changed) const;
   // Same, reading rows on demand (e.g. a compositor that keeps only a strip).
@@ -86,8 +88,8 @@ class RegionJpegBackground {
   // Heap bytes held (encoded background + interval index).
   int64_t memory_bytes() const;
 
-  // Fraction of the frame's MCUs above which EncodeWithRegion does a full encode: the
-  // strip encode saves little there and splicing adds copies.
+  // Fraction of the frame's restart intervals above which EncodeWithRegion re-encodes
+  // whole MCU rows: a narrower strip saves little there and splicing adds copies.
   static constexpr double kFullEncodeFraction = 0.6;
 
  private:

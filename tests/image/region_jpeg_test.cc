@@ -164,7 +164,7 @@ TEST(RegionJpegTest, DecodedRegionShowsThePatch) {
   EXPECT_GT(Psnr(frame, *decoded), 20.0);
 }
 
-TEST(RegionJpegTest, SmallRectReadsOnlyItsMcuRowsAndLargeRectReadsAll) {
+TEST(RegionJpegTest, ReadsOnlyTheMcuRowsTheRectTouches) {
   const Image background = TexturedFrame(640, 480, 3);
   auto bg =
       RegionJpegBackground::Create(background.pixels.data(), 640, 480, background.stride(), {});
@@ -183,10 +183,21 @@ TEST(RegionJpegTest, SmallRectReadsOnlyItsMcuRowsAndLargeRectReadsAll) {
   EXPECT_EQ(rows_read.back(), 63);
   EXPECT_EQ(rows_read.size(), 32u);
 
+  // Beyond the full-encode fraction: whole MCU rows, but still only the touched ones
+  // (a compositor holding only a strip of rows relies on this).
   rows_read.clear();
-  auto large = bg->EncodeWithRegion(source, {0, 0, 640, 400});  // beyond the fallback fraction
+  auto large = bg->EncodeWithRegion(source, {0, 20, 640, 400});
   ASSERT_TRUE(large.ok());
   EXPECT_EQ(*large, bg->background_jpeg());
+  ASSERT_FALSE(rows_read.empty());
+  EXPECT_EQ(rows_read.front(), 16);
+  EXPECT_EQ(rows_read.back(), 431);
+  EXPECT_EQ(rows_read.size(), 416u);
+
+  rows_read.clear();
+  auto whole = bg->EncodeWithRegion(source, {0, 0, 640, 480});
+  ASSERT_TRUE(whole.ok());
+  EXPECT_EQ(*whole, bg->background_jpeg());
   EXPECT_EQ(rows_read.size(), 480u);
 }
 
