@@ -1,0 +1,130 @@
+// One tenant's avatar: its background frames and face crop rects.
+//
+// Frames come from `<frames_dir>/frame_NNNN.png` (or .jpg), NNNN from 0000. With
+// `preload` every frame is decoded at Open; otherwise an LRU of `cache_frames`
+// decoded frames is kept and the rest are read from disk on demand.
+//
+// Two storage forms per frame (BackgroundFrame):
+//  - full: the whole decoded RGB frame;
+//  - compact (issue 6): the frame's JPEG, encoded once with restart intervals, plus
+//    only the pixels the pipeline reads (the MCU rows holding the crop rect with a
+//    margin). The compositor re-encodes only the touched restart intervals and splices
+//    them into the cached JPEG, so the full frame is never held decoded.
+// With region_jpeg (and not compact) the whole frame is kept as well as its JPEG.
+//
+// Thread-safe (internal mutex). A FrameHandle stays valid while it lives, even if the
+// frame leaves the cache or the Avatar is destroyed.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <list>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "avatar/crop_rects.h"
+#include "common/status.h"
+#include "image/image.h"
+#include "image/region_jpeg.h"
+
+namespace lipsync::avatar {
+
+enum class LoopMode { kWrap, kPingPong };
+
+// Background frame of output i of a request starting at `start` over n frames:
+// kWrap: (start + i) mod n; kPingPong: position (start + i) in 0,1,..,n-1,n-2,..,1,0,1,..
+// start and i must be >= 0, n >= 1.
+int BackgroundIndex(int64_t start, int64_t i, int n, LoopMode mode);
+
+// True when `rect` lies inside `area`.
+inline bool Covers(const image::PixelRect& area, const CropRect& rect) {
+  return rect.x1 >= area.x && rect.y1 >= area.y && rect.x2 <= area.x + area.width &&
+         rect.y2 <= area.y + area.height;
+}
+
+struct BackgroundFrame {
+  int frame_width = 0;
+  int frame_height = 0;
+  // RGB pixels of `pixels_rect`: the whole frame, or in compact mode a full-width
+  // strip of MCU rows covering the crop rect plus margin.
+  image::Image pixels;
+  image::PixelRect pixels_rect;
+  // The original frame encoded once with restart intervals (region JPEG output);
+  // null when region JPEG is off.
+  std::shared_ptr<const image::RegionJpegBackground> jpeg;
+
+  bool compact() const { return pixels_rect.height < frame_height; }
+  size_t memory_bytes() const {
+    return pixels.pixels.capacity() + (jpeg ? static_cast<size_t>(jpeg->memory_bytes()) : 0);
+  }
+};
+using FrameHandle = std::shared_ptr<const BackgroundFrame>;
+
+struct AvatarOptions {
+  std::string id;
+  std::string frames_dir;
+  std::string crop_rects_path;
+  int num_frames = 0;  // 0: count frame_NNNN files from 0000 upwards
+  bool preload = true;
+  int cache_frames = 600;  // LRU size when !preload (>= 1)
+  // Keep each frame's JPEG (restart intervals) for region-only JPEG output at
+  // `jpeg_quality`.
+  bool region_jpeg = false;
+  int jpeg_quality = 75;
+  // Compact storage (needs region_jpeg): keep only a full-width strip of MCU rows
+  // covering the crop rect plus `compact_margin_px`. A frame whose strip would be more
+  // than half its height is kept whole.
+  bool compact = false;
+  int compact_margin_px = 8;
+};
+
+class Avatar {
+ public:
+  // Reads the crop rects, counts/validates the frames (the first frame gives the
+  // size; all frames must match it) and preloads if asked. Errors name the file.
+  static Expected<std::shared_ptr<Avatar>> Open(const AvatarOptions& options);
+
+  const std::string& id() const { return options_.id; }
+  int num_frames() const { return num_frames_; }
+  int width() const { return width_; }
+  int height() const { return height_; }
+  // Crop rect of background frame `index` (0 <= index < num_frames).
+  const CropRect& rect(int index) const { return rects_[index]; }
+
+  // Background frame `index`; INVALID_ARGUMENT if out of range, NOT_FOUND /
+  // INVALID_ARGUMENT naming the file if it vanished or became unreadable.
+  Expected<FrameHandle> Frame(int index);
+
+  // Bytes held now: cached frames (pixels + JPEG) and rects.
+  int64_t memory_bytes() const;
+  int cached_frames() const;
+  double load_ms() const { return load_ms_; }
+
+  // Path of frame `index` as found at Open.
+  const std::string& frame_path(int index) const { return paths_[index]; }
+
+ private:
+  explicit Avatar(AvatarOptions options) : options_(std::move(options)) {}
+  Expected<FrameHandle> LoadFrame(int index) const;
+
+  AvatarOptions options_;
+  std::vector<CropRect> rects_;
+  std::vector<std::string> paths_;
+  int num_frames_ = 0;
+  int width_ = 0;
+  int height_ = 0;
+  double load_ms_ = 0;
+
+  mutable std::mutex mu_;
+  // preload: every slot set; otherwise an LRU (front = most recent).
+  std::vector<FrameHandle> frames_;
+  std::list<int> lru_;
+  std::vector<std::list<int>::iterator> lru_pos_;
+  int cached_ = 0;
+  int64_t cached_bytes_ = 0;
+};
+
+}  // namespace lipsync::avatar

@@ -1,0 +1,388 @@
+#include "avatar/avatar_registry.h"
+
+#include <algorithm>
+#include <atomic>
+#include <filesystem>
+
+#include "common/log.h"
+#include "common/model_id.h"
+
+namespace lipsync::avatar {
+
+namespace fs = std::filesystem;
+
+struct AvatarRegistry::Entry {
+  std::string id;
+  AvatarState state = AvatarState::kUnloaded;
+  std::shared_ptr<Avatar> avatar;
+  std::atomic<int> pins{0};
+  int64_t usage_count = 0;
+  Clock::time_point last_used{};
+  int64_t last_used_unix_ms = 0;
+  double load_ms = 0;
+  Status error;
+  Clock::time_point failed_at{};
+  double composite_ms_sum = 0;
+  int64_t composite_count = 0;
+};
+
+const char* AvatarStateName(AvatarState state) {
+  switch (state) {
+    case AvatarState::kUnloaded:
+      return "UNLOADED";
+    case AvatarState::kLoading:
+      return "LOADING";
+    case AvatarState::kLoaded:
+      return "LOADED";
+    case AvatarState::kFailed:
+      return "FAILED";
+  }
+  return "UNKNOWN";
+}
+
+AvatarRegistryOptions AvatarRegistryOptions::FromConfig(const config::CompositingConfig& config) {
+  AvatarRegistryOptions o;
+  o.models = config.models;
+  o.model_root = config.model_root;
+  o.max_models = config.capacity.max_models;
+  o.background_cache_frames = config.capacity.background_cache_frames;
+  o.eviction_policy = config.capacity.eviction_policy;
+  o.idle_timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60'000.0));
+  o.memory_limit_bytes = config.capacity.memory_limit_mb * 1024 * 1024;
+  o.region_jpeg = config.output.format == config::OutputFormat::kJpeg && config.output.region_jpeg;
+  o.compact_backgrounds = o.region_jpeg && config.output.compact_backgrounds;
+  o.jpeg_quality = config.output.jpeg_quality;
+  return o;
+}
+
+AvatarRegistry::AvatarRegistry(AvatarRegistryOptions options) : options_(std::move(options)) {
+  bool sweep = options_.idle_timeout.count() > 0 || options_.memory_limit_bytes > 0;
+  if (options_.start_sweeper && sweep) sweeper_ = std::thread([this] { SweeperLoop(); });
+}
+
+AvatarRegistry::~AvatarRegistry() {
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    stopping_ = true;
+  }
+  sweeper_cv_.notify_all();
+  if (sweeper_.joinable()) sweeper_.join();
+}
+
+void AvatarRegistry::SweeperLoop() {
+  auto period = std::chrono::milliseconds(30'000);
+  if (options_.idle_timeout.count() > 0) {
+    period = std::clamp(options_.idle_timeout / 4, std::chrono::milliseconds(100), period);
+  }
+  std::unique_lock<std::mutex> lock(mu_);
+  while (!stopping_) {
+    sweeper_cv_.wait_for(lock, period, [this] { return stopping_; });
+    if (stopping_) break;
+    lock.unlock();
+    int n = SweepIdle();
+    if (n > 0) LOG_INFO("avatar registry: unloaded %d idle avatar(s)", n);
+    lock.lock();
+  }
+}
+
+std::optional<AvatarOptions> AvatarRegistry::SourceFor(const std::string& id) const {
+  AvatarOptions o;
+  o.id = id;
+  o.cache_frames = options_.background_cache_frames;
+  o.region_jpeg = options_.region_jpeg || options_.compact_backgrounds;
+  o.compact = options_.compact_backgrounds;
+  o.jpeg_quality = options_.jpeg_quality;
+  auto it = options_.models.find(id);
+  if (it != options_.models.end()) {
+    o.frames_dir = it->second.background_dir;
+    o.crop_rects_path = it->second.crop_rects_path;
+    o.num_frames = it->second.num_frames;
+    o.preload = it->second.preload_backgrounds;
+    return o;
+  }
+  if (options_.model_root.empty()) return std::nullopt;
+  fs::path dir = fs::path(options_.model_root) / id;
+  std::error_code ec;
+  if (!fs::is_directory(dir / "frames", ec)) return std::nullopt;
+  o.frames_dir = (dir / "frames").string();
+  o.crop_rects_path = (dir / "crop_rects.json").string();
+  o.preload = true;
+  return o;
+}
+
+bool AvatarRegistry::Exists(const std::string& id) const {
+  return ValidateModelId(id).ok() && SourceFor(id).has_value();
+}
+
+std::vector<std::string> AvatarRegistry::KnownIds() const {
+  std::vector<std::string> ids;
+  for (const auto& [id, entry] : options_.models) ids.push_back(id);
+  std::error_code ec;
+  if (!options_.model_root.empty() && fs::is_directory(options_.model_root, ec)) {
+    for (const auto& d : fs::directory_iterator(options_.model_root, ec)) {
+      std::string id = d.path().filename().string();
+      std::error_code ec2;
+      if (ValidateModelId(id).ok() && fs::is_directory(d.path() / "frames", ec2) &&
+          !options_.models.count(id)) {
+        ids.push_back(id);
+      }
+    }
+  }
+  std::sort(ids.begin(), ids.end());
+  return ids;
+}
+
+AvatarHandle AvatarRegistry::Pin(const std::shared_ptr<Entry>& entry,
+                                 std::shared_ptr<Avatar> avatar) {
+  struct PinToken {
+    std::shared_ptr<Entry> entry;
+    std::shared_ptr<Avatar> avatar;
+    ~PinToken() { entry->pins.fetch_sub(1); }
+  };
+  entry->pins.fetch_add(1);
+  auto token = std::make_shared<PinToken>(PinToken{entry, std::move(avatar)});
+  Avatar* raw = token->avatar.get();
+  return AvatarHandle(token, raw);
+}
+
+bool AvatarRegistry::MakeRoomLocked(int extra_models, const std::string& keep) {
+  for (;;) {
+    int loaded = 0;
+    int64_t bytes = 0;
+    for (const auto& [id, e] : entries_) {
+      if (e->avatar || e->state == AvatarState::kLoading) loaded++;
+      if (e->avatar) bytes += e->avatar->memory_bytes();
+    }
+    bool over_count = loaded + extra_models > options_.max_models;
+    bool over_bytes = options_.memory_limit_bytes > 0 && bytes > options_.memory_limit_bytes;
+    if (!over_count && !over_bytes) return true;
+    Entry* victim = nullptr;
+    for (const auto& [id, e] : entries_) {
+      if (!e->avatar || e->state != AvatarState::kLoaded || e->pins.load() > 0 || id == keep) {
+        continue;
+      }
+      if (!victim) {
+        victim = e.get();
+        continue;
+      }
+      bool better;
+      if (options_.eviction_policy == config::EvictionPolicy::kLfu &&
+          e->usage_count != victim->usage_count) {
+        better = e->usage_count < victim->usage_count;
+      } else {
+        better = e->last_used < victim->last_used;
+      }
+      if (better) victim = e.get();
+    }
+    if (!victim) return false;
+    LOG_INFO("avatar registry: evicting '%s' (%s, uses %lld)", victim->id.c_str(),
+             over_count ? "model cap" : "memory cap", static_cast<long long>(victim->usage_count));
+    victim->avatar.reset();
+    victim->state = AvatarState::kUnloaded;
+  }
+}
+
+Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(std::unique_lock<std::mutex>& lock,
+                                                             const std::string& id, bool force,
+                                                             bool* loaded_now, double* load_ms) {
+  for (;;) {
+    auto it = entries_.find(id);
+    std::shared_ptr<Entry> entry = it == entries_.end() ? nullptr : it->second;
+    if (entry && entry->state == AvatarState::kLoading) {
+      load_done_.wait(lock);
+      continue;
+    }
+    if (entry && entry->state == AvatarState::kLoaded && !force) return entry->avatar;
+    if (entry && entry->state == AvatarState::kFailed && !force) {
+      auto age = std::chrono::duration<double>(options_.now() - entry->failed_at).count();
+      if (age < options_.failed_load_retry_seconds) return entry->error;
+    }
+    std::optional<AvatarOptions> source = SourceFor(id);
+    if (!source) {
+      return Status::NotFound(
+          "avatar '" + id + "' does not exist: not in the config's models and no " +
+          (options_.model_root.empty() ? std::string("model_root is set")
+                                       : (fs::path(options_.model_root) / id / "frames").string()));
+    }
+    if (!entry) {
+      entry = std::make_shared<Entry>();
+      entry->id = id;
+      entries_[id] = entry;
+    }
+    bool reload = entry->avatar != nullptr;
+    if (!reload && !MakeRoomLocked(1, id)) {
+      return Status::ResourceExhausted("avatar '" + id + "': all " +
+                                       std::to_string(options_.max_models) +
+                                       " avatar slots (max_models) are in use; retry later");
+    }
+    entry->state = AvatarState::kLoading;
+    lock.unlock();
+    Expected<std::shared_ptr<Avatar>> opened = Avatar::Open(*source);
+    lock.lock();
+    load_done_.notify_all();
+    if (!opened.ok()) {
+      if (reload) {
+        entry->state = AvatarState::kLoaded;  // a failed reload keeps the old one
+      } else {
+        entry->state = AvatarState::kFailed;
+        entry->error = opened.status();
+        entry->failed_at = options_.now();
+      }
+      LOG_WARN("avatar '%s' failed to load: %s", id.c_str(), opened.status().ToString().c_str());
+      return opened.status();
+    }
+    entry->avatar = *opened;
+    entry->state = AvatarState::kLoaded;
+    entry->load_ms = entry->avatar->load_ms();
+    entry->error = Status::Ok();
+    entry->last_used = options_.now();
+    if (!MakeRoomLocked(0, id)) {
+      int64_t own = entry->avatar->memory_bytes();
+      entry->avatar.reset();
+      entry->state = AvatarState::kUnloaded;
+      return Status::ResourceExhausted(
+          "avatar '" + id + "' needs " + std::to_string(own) + " bytes; memory_limit_mb allows " +
+          std::to_string(options_.memory_limit_bytes) +
+          " bytes over all avatars and the others are in use; retry later or raise the limit");
+    }
+    if (loaded_now) *loaded_now = true;
+    if (load_ms) *load_ms = entry->load_ms;
+    LOG_INFO("avatar '%s' loaded: %d frames %dx%d, %.1f MB, %.1f ms", id.c_str(),
+             entry->avatar->num_frames(), entry->avatar->width(), entry->avatar->height(),
+             entry->avatar->memory_bytes() / 1e6, entry->load_ms);
+    return entry->avatar;
+  }
+}
+
+Expected<AvatarHandle> AvatarRegistry::Acquire(const std::string& id, bool* loaded_now,
+                                               double* load_ms) {
+  if (loaded_now) *loaded_now = false;
+  if (load_ms) *load_ms = 0;
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
+  std::unique_lock<std::mutex> lock(mu_);
+  LIPSYNC_ASSIGN_OR_RETURN(std::shared_ptr<Avatar> avatar,
+                           LoadLocked(lock, id, false, loaded_now, load_ms));
+  const std::shared_ptr<Entry>& entry = entries_[id];
+  entry->usage_count++;
+  entry->last_used = options_.now();
+  entry->last_used_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
+                                 std::chrono::system_clock::now().time_since_epoch())
+                                 .count();
+  return Pin(entry, std::move(avatar));
+}
+
+Status AvatarRegistry::Load(const std::string& id, bool force_reload) {
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
+  std::unique_lock<std::mutex> lock(mu_);
+  auto loaded = LoadLocked(lock, id, force_reload, nullptr, nullptr);
+  return loaded.status();
+}
+
+Status AvatarRegistry::Unload(const std::string& id) {
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end() ||
+      (it->second->state != AvatarState::kLoaded && it->second->state != AvatarState::kFailed)) {
+    return Status::NotFound("avatar '" + id + "' is not loaded");
+  }
+  it->second->avatar.reset();
+  it->second->error = Status::Ok();
+  it->second->state = AvatarState::kUnloaded;
+  return Status::Ok();
+}
+
+void AvatarRegistry::RecordComposite(const std::string& id, double ms) {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) return;
+  it->second->composite_ms_sum += ms;
+  it->second->composite_count++;
+}
+
+namespace {
+
+AvatarStats StatsOf(const std::string& id, AvatarState state, const Avatar* a) {
+  AvatarStats s;
+  s.id = id;
+  s.state = state;
+  if (a) {
+    s.num_frames = a->num_frames();
+    s.frame_width = a->width();
+    s.frame_height = a->height();
+    s.cached_frames = a->cached_frames();
+    s.memory_bytes = a->memory_bytes();
+  }
+  return s;
+}
+
+}  // namespace
+
+Expected<AvatarStats> AvatarRegistry::Stats(const std::string& id) const {
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  if (it == entries_.end()) {
+    if (!SourceFor(id)) return Status::NotFound("avatar '" + id + "' does not exist");
+    return StatsOf(id, AvatarState::kUnloaded, nullptr);
+  }
+  const Entry& e = *it->second;
+  AvatarStats s = StatsOf(id, e.state, e.avatar.get());
+  s.usage_count = e.usage_count;
+  s.last_used_unix_ms = e.last_used_unix_ms;
+  s.load_ms = e.load_ms;
+  s.error = e.state == AvatarState::kFailed ? e.error.message() : "";
+  s.avg_composite_ms = e.composite_count ? e.composite_ms_sum / e.composite_count : 0;
+  return s;
+}
+
+std::vector<AvatarStats> AvatarRegistry::LoadedStats() const {
+  std::vector<std::string> ids;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    for (const auto& [id, e] : entries_) {
+      if (e->state != AvatarState::kUnloaded) ids.push_back(id);
+    }
+  }
+  std::vector<AvatarStats> out;
+  for (const auto& id : ids) {
+    auto s = Stats(id);
+    if (s.ok()) out.push_back(*s);
+  }
+  return out;
+}
+
+int AvatarRegistry::loaded_count() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int n = 0;
+  for (const auto& [id, e] : entries_) n += e->avatar ? 1 : 0;
+  return n;
+}
+
+int64_t AvatarRegistry::memory_bytes() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  int64_t n = 0;
+  for (const auto& [id, e] : entries_) n += e->avatar ? e->avatar->memory_bytes() : 0;
+  return n;
+}
+
+int AvatarRegistry::SweepIdle() {
+  std::lock_guard<std::mutex> lock(mu_);
+  int unloaded = 0;
+  if (options_.idle_timeout.count() > 0) {
+    auto now = options_.now();
+    for (auto& [id, e] : entries_) {
+      if (e->state == AvatarState::kLoaded && e->pins.load() == 0 &&
+          now - e->last_used >= options_.idle_timeout) {
+        e->avatar.reset();
+        e->state = AvatarState::kUnloaded;
+        unloaded++;
+      }
+    }
+  }
+  MakeRoomLocked(0, "");
+  return unloaded;
+}
+
+}  // namespace lipsync::avatar
