@@ -1,0 +1,360 @@
+#include "inference/inference_server.h"
+
+#include <algorithm>
+#include <cstdint>
+#include <cstring>
+#include <filesystem>
+#include <string_view>
+
+#include "common/log.h"
+#include "common/model_id.h"
+#include "inference/gpu_info.h"
+#include "inference/ort_runtime.h"
+
+namespace lipsync::inference {
+namespace {
+
+double MsSince(Clock::time_point start) {
+  return std::chrono::duration<double, std::milli>(Clock::now() - start).count();
+}
+
+// One request inside the scheduler. Lives on Infer()'s stack until Submit returns.
+struct InferTask : Task {
+  const OnnxModel* model = nullptr;
+  ModelHandle* handle = nullptr;
+  int batch = 0;
+  const float* visual = nullptr;  // batch frames
+  const float* audio = nullptr;   // batch frames
+  OutputFormat format = OutputFormat::kFloat32;
+  std::string* output = nullptr;
+  // Set by the runner.
+  Status status;
+  double inference_ms = 0;
+  WorkerInfo worker;
+};
+
+// Float view of request bytes. gRPC/protobuf buffers are heap-allocated and aligned,
+// so this is normally a reinterpretation; a misaligned view is copied into `storage`.
+const float* AsFloats(std::string_view bytes, std::vector<float>& storage) {
+  if (reinterpret_cast<uintptr_t>(bytes.data()) % alignof(float) == 0) {
+    return reinterpret_cast<const float*>(bytes.data());
+  }
+  storage.resize(bytes.size() / sizeof(float));
+  std::memcpy(storage.data(), bytes.data(), storage.size() * sizeof(float));
+  return storage.data();
+}
+
+std::string ModelFileBeside(const std::string& model_path, const char* name) {
+  const auto candidate = std::filesystem::path(model_path).parent_path() / name;
+  std::error_code ec;
+  return std::filesystem::exists(candidate, ec) ? candidate.string() : std::string();
+}
+
+RegistryOptions MakeRegistryOptions(const config::InferenceConfig& config,
+                                    const ExecutionPlan& plan) {
+  RegistryOptions options;
+  options.max_models = config.capacity.max_models_per_gpu;
+  options.max_bytes = static_cast<int64_t>(config.gpus.memory_gb_per_gpu * (1LL << 30));
+  options.policy = config.capacity.eviction_policy;
+  options.idle_timeout = std::chrono::milliseconds(
+      static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60'000.0));
+  options.failed_retry = std::chrono::milliseconds(
+      static_cast<int64_t>(config.capacity.failed_load_retry_seconds * 1000.0));
+  options.devices = plan.devices;
+  for (const auto& [id, entry] : config.models) {
+    ModelFiles files{entry.model_path, entry.audio_encoder_path};
+    if (files.audio_encoder_path.empty()) {
+      files.audio_encoder_path = ModelFileBeside(entry.model_path, "audio_encoder.onnx");
+    }
+    options.configured[id] = files;
+  }
+  options.model_root = config.model_root;
+  return options;
+}
+
+SchedulerOptions MakeSchedulerOptions(const config::InferenceConfig& config,
+                                      const ExecutionPlan& plan) {
+  SchedulerOptions options;
+  options.devices = plan.devices;
+  options.workers_per_device = config.server.worker_count_per_gpu;
+  options.queue_size = config.server.queue_size;
+  options.assignment = config.gpus.assignment_strategy == config::AssignmentStrategy::kLeastLoaded
+                           ? DeviceAssignment::kLeastLoaded
+                           : DeviceAssignment::kRoundRobin;
+  options.max_queue_delay_us = config.server.max_queue_delay_us;
+  options.max_batch_frames = config.server.max_batch_size;
+  return options;
+}
+
+}  // namespace
+
+Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
+    const config::InferenceConfig& config) {
+  if (config.server.max_batch_size < 1 || config.server.worker_count_per_gpu < 1 ||
+      config.server.queue_size < 1) {
+    return Status::InvalidArgument(
+        "server.max_batch_size, worker_count_per_gpu and queue_size must be >= 1; got " +
+        std::to_string(config.server.max_batch_size) + ", " +
+        std::to_string(config.server.worker_count_per_gpu) + ", " +
+        std::to_string(config.server.queue_size));
+  }
+  OrtRuntimeOptions ort_options;
+  ort_options.library_path = config.onnx.library_path;
+  ort_options.intra_op_threads = config.onnx.intra_op_threads;
+  ort_options.inter_op_threads = config.onnx.inter_op_threads;
+  LIPSYNC_ASSIGN_OR_RETURN(OrtRuntime * runtime, OrtRuntime::Initialize(ort_options));
+
+  ExecutionConfig execution;
+  execution.use_cuda = config.onnx.use_cuda && config.gpus.enabled;
+  execution.require_cuda = config.onnx.require_cuda;
+  execution.cuda_device_id = config.onnx.cuda_device_id;
+  execution.gpu_count = config.gpus.count;
+  LIPSYNC_ASSIGN_OR_RETURN(ExecutionPlan plan, PlanExecution(execution, *runtime));
+
+  std::unique_ptr<InferenceServer> server(new InferenceServer(config, std::move(plan)));
+  for (const auto& [id, entry] : config.models) {
+    if (!entry.preload) continue;
+    auto loaded = server->registry_->Load(id, /*force_reload=*/false);
+    if (loaded.ok()) {
+      ++server->preloaded_;
+      LOG_INFO("preloaded model '%s' in %.1f ms", id.c_str(), loaded->load_time_ms);
+    } else {
+      LOG_ERROR("preloading model '%s' failed (other models keep serving): %s", id.c_str(),
+                loaded.status().ToString().c_str());
+    }
+  }
+  return server;
+}
+
+InferenceServer::InferenceServer(config::InferenceConfig config, ExecutionPlan plan)
+    : config_(std::move(config)), plan_(std::move(plan)) {
+  registry_ = std::make_unique<ModelRegistry>(MakeRegistryOptions(config_, plan_));
+  scheduler_ = std::make_unique<Scheduler>(
+      MakeSchedulerOptions(config_, plan_),
+      [this](std::span<Task* const> group, const WorkerInfo& worker) { RunGroup(group, worker); });
+}
+
+InferenceServer::~InferenceServer() {
+  Shutdown(std::chrono::hours(24));
+  scheduler_.reset();
+  registry_.reset();
+}
+
+const std::string& InferenceServer::ort_library_path() const {
+  return OrtRuntime::Get()->library_path();
+}
+const std::string& InferenceServer::ort_version() const { return OrtRuntime::Get()->version(); }
+
+bool InferenceServer::Shutdown(std::chrono::milliseconds grace) {
+  if (!shutting_down_.exchange(true)) {
+    LOG_INFO("shutting down: refusing new requests, %d in flight (grace %lld ms)",
+             in_flight_.load(), static_cast<long long>(grace.count()));
+  }
+  scheduler_->StopAccepting();
+  std::unique_lock<std::mutex> lock(in_flight_mu_);
+  return in_flight_cv_.wait_for(lock, grace, [&] { return in_flight_.load() == 0; });
+}
+
+Status InferenceServer::CheckSizes(const InferRequest& request, const OnnxModel& model) const {
+  const size_t per_frame = kAudioFeatureFloats * sizeof(float);
+  const size_t batch = static_cast<size_t>(request.batch_size);
+  const size_t audio_bytes = request.audio_features.size();
+  if (audio_bytes != per_frame && audio_bytes != batch * per_frame) {
+    return Status::InvalidArgument("audio_features has " + std::to_string(audio_bytes) +
+                                   " bytes; expected " + std::to_string(batch * per_frame) +
+                                   " (batch_size " + std::to_string(batch) +
+                                   " x 8192 float32, one [32,16,16] tensor per frame) or " +
+                                   std::to_string(per_frame) + " (one tensor for every frame)");
+  }
+  return model.CheckInputSizes(request.batch_size, request.visual_frames.size(), batch * per_frame);
+}
+
+Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
+  const Clock::time_point received = Clock::now();
+  // Counted before the shutdown check so Shutdown() never misses a request that got in.
+  in_flight_.fetch_add(1);
+  struct Leave {
+    InferenceServer* server;
+    ~Leave() {
+      std::lock_guard<std::mutex> lock(server->in_flight_mu_);
+      if (server->in_flight_.fetch_sub(1) == 1) server->in_flight_cv_.notify_all();
+    }
+  } leave{this};
+  if (shutting_down_.load()) {
+    return Status::Unavailable("server is shutting down; send the request to another server");
+  }
+
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(request.model_id));
+  const int max_batch = config_.server.max_batch_size;
+  if (request.batch_size < 1 || request.batch_size > max_batch) {
+    return Status::InvalidArgument("batch_size is " + std::to_string(request.batch_size) +
+                                   "; expected 1.." + std::to_string(max_batch) +
+                                   " (server.max_batch_size)");
+  }
+  if (request.output_format != OutputFormat::kFloat32 &&
+      request.output_format != OutputFormat::kUint8) {
+    return Status::InvalidArgument("output_format " +
+                                   std::to_string(static_cast<int>(request.output_format)) +
+                                   " is unknown; expected FLOAT32 (0) or UINT8 (1)");
+  }
+  if (!request.raw_audio.empty()) {
+    if (!request.audio_features.empty()) {
+      return Status::InvalidArgument(
+          "both raw_audio and audio_features are set; expected exactly one of them");
+    }
+    return Status::FailedPrecondition(
+        "raw_audio is not supported yet by this server; send audio_features (batch_size x "
+        "8192 float32)");
+  }
+  if (request.audio_features.empty()) {
+    return Status::InvalidArgument(
+        "audio_features is empty; expected batch_size x 8192 or 8192 float32 values");
+  }
+
+  LIPSYNC_ASSIGN_OR_RETURN(ModelHandle handle, registry_->Acquire(request.model_id));
+  const OnnxModel& model = handle.model();
+  LIPSYNC_RETURN_IF_ERROR(CheckSizes(request, model));
+
+  std::vector<float> visual_storage, audio_storage;
+  const float* visual = AsFloats(request.visual_frames, visual_storage);
+  const float* audio = nullptr;
+  const size_t batch = static_cast<size_t>(request.batch_size);
+  if (request.audio_features.size() == batch * kAudioFeatureFloats * sizeof(float)) {
+    audio = AsFloats(request.audio_features, audio_storage);
+  } else {
+    // One tensor for every frame: the guide's example client sends this.
+    audio_storage.resize(batch * kAudioFeatureFloats);
+    for (size_t i = 0; i < batch; ++i) {
+      std::memcpy(audio_storage.data() + i * kAudioFeatureFloats, request.audio_features.data(),
+                  kAudioFeatureFloats * sizeof(float));
+    }
+    audio = audio_storage.data();
+  }
+
+  InferResult result;
+  InferTask task;
+  task.device_id = handle.device_id();
+  // Same model instance (a force-reload makes a new one) and output format may share a
+  // Run; a model with a fixed batch dimension never does.
+  if (model.visual_shape().dims.empty() || model.visual_shape().dims[0] <= 0) {
+    task.batch_key = request.model_id + '@' + std::to_string(reinterpret_cast<uintptr_t>(&model)) +
+                     '#' + std::to_string(static_cast<int>(request.output_format));
+  }
+  task.frames = request.batch_size;
+  task.deadline = request.deadline;
+  task.model = &model;
+  task.handle = &handle;
+  task.batch = request.batch_size;
+  task.visual = visual;
+  task.audio = audio;
+  task.format = request.output_format;
+  task.output = &result.output;
+  LIPSYNC_RETURN_IF_ERROR(scheduler_->Submit(&task));
+  LIPSYNC_RETURN_IF_ERROR(task.status);
+
+  result.batch_size = request.batch_size;
+  result.height = model.output_height();
+  result.width = model.output_width();
+  result.output_format = request.output_format;
+  result.device_id = task.worker.device_id;
+  result.worker_id = task.worker.worker_id;
+  result.inference_ms = task.inference_ms;
+  result.queue_wait_ms = task.queue_wait_ms;
+  result.loaded_on_demand = handle.loaded_now();
+  result.model_load_ms = handle.load_ms();
+  result.dynamic_batch_frames = task.group_frames;
+  result.total_ms = MsSince(received);
+  return result;
+}
+
+void InferenceServer::RunGroup(std::span<Task* const> group, const WorkerInfo& worker) {
+  auto* first = static_cast<InferTask*>(group.front());
+  const OnnxModel& model = *first->model;
+  const Clock::time_point start = Clock::now();
+  if (group.size() == 1) {
+    first->status =
+        model.Run(first->batch, first->visual, first->audio, first->format, first->output);
+  } else {
+    // Requests grouped by the scheduler: one Run over all their frames, then split.
+    const size_t visual_per_frame = model.visual_floats_per_frame();
+    int frames = 0;
+    for (Task* task : group) frames += static_cast<InferTask*>(task)->batch;
+    std::vector<float> visual(static_cast<size_t>(frames) * visual_per_frame);
+    std::vector<float> audio(static_cast<size_t>(frames) * kAudioFeatureFloats);
+    size_t offset = 0;
+    for (Task* task : group) {
+      const auto* t = static_cast<InferTask*>(task);
+      std::memcpy(visual.data() + offset * visual_per_frame, t->visual,
+                  t->batch * visual_per_frame * sizeof(float));
+      std::memcpy(audio.data() + offset * kAudioFeatureFloats, t->audio,
+                  t->batch * kAudioFeatureFloats * sizeof(float));
+      offset += t->batch;
+    }
+    std::string output;
+    const Status status = model.Run(frames, visual.data(), audio.data(), first->format, &output);
+    const size_t bytes_per_frame = output.size() / static_cast<size_t>(frames);
+    offset = 0;
+    for (Task* task : group) {
+      auto* t = static_cast<InferTask*>(task);
+      t->status = status;
+      if (status.ok()) {
+        t->output->assign(output, offset * bytes_per_frame, t->batch * bytes_per_frame);
+      }
+      offset += t->batch;
+    }
+  }
+  const double inference_ms = MsSince(start);
+  for (Task* task : group) {
+    auto* t = static_cast<InferTask*>(task);
+    t->inference_ms = inference_ms;
+    t->worker = worker;
+    if (t->status.ok()) t->handle->RecordRun(t->batch, inference_ms);
+  }
+}
+
+Expected<HealthInfo> InferenceServer::Health(std::optional<Clock::time_point>) {
+  HealthInfo info;
+  info.healthy = !shutting_down_.load();
+  info.loaded_models = registry_->loaded_count();
+  info.max_models = config_.capacity.max_models_per_gpu * static_cast<int>(plan_.devices.size());
+  info.gpu_count = plan_.cuda ? static_cast<int>(plan_.devices.size()) : 0;
+  info.version = kServerVersion;
+  info.cuda_available = plan_.cuda;
+  if (plan_.cuda) {
+    for (GpuStatus gpu : QueryGpus()) {
+      if (std::find(plan_.devices.begin(), plan_.devices.end(), gpu.device_id) ==
+          plan_.devices.end()) {
+        continue;
+      }
+      gpu.loaded_models = registry_->loaded_count(gpu.device_id);
+      gpu.active_requests = scheduler_->device_load(gpu.device_id);
+      info.gpus.push_back(gpu);
+    }
+  }
+  info.execution_provider = plan_.provider;
+  info.queue_depth = scheduler_->queue_depth();
+  info.queue_capacity = scheduler_->queue_capacity();
+  info.onnxruntime_version = ort_version();
+  return info;
+}
+
+Expected<std::vector<ModelStats>> InferenceServer::ListModels(bool include_available, int limit) {
+  return registry_->List(include_available, limit <= 0 ? 1000 : limit);
+}
+
+Expected<LoadResult> InferenceServer::LoadModel(const std::string& model_id, bool force_reload) {
+  if (shutting_down_.load()) return Status::Unavailable("server is shutting down");
+  return registry_->Load(model_id, force_reload);
+}
+
+Expected<bool> InferenceServer::UnloadModel(const std::string& model_id) {
+  return registry_->Unload(model_id);
+}
+
+Expected<std::vector<ModelStats>> InferenceServer::GetModelStats(const std::string& model_id) {
+  if (model_id.empty()) return registry_->AllLoadedStats();
+  LIPSYNC_ASSIGN_OR_RETURN(ModelStats stats, registry_->Stats(model_id));
+  return std::vector<ModelStats>{std::move(stats)};
+}
+
+}  // namespace lipsync::inference
