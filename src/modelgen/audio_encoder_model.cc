@@ -9,7 +9,7 @@ namespace lipsync::modelgen {
 namespace {
 constexpr uint64_t kEncoderSeed = 0x6175646965ull;  // fixed: one encoder for every avatar
 // A window of full-scale mel (+4 everywhere) maps to features of about this value.
-constexpr float kFullScaleFeature = 2.0f;
+constexpr float kFullScaleFeature = 1.0f;
 // Mel windows a hair above the silence floor (-4) still map to exactly 0, so room
 // noise after normalisation keeps the demo mouth shut.
 constexpr float kNoiseFloorFeature = 0.02f;

@@ -13,7 +13,8 @@ namespace lipsync::modelgen {
 namespace {
 
 // Audio energy (mean square of the features) at which the mouth is half open. The
-// demo audio encoder gives features around 0.3-0.6 for speech, i.e. energy 0.1-0.4.
+// demo audio encoder gives features around 0.3-0.6 for speech, i.e. energy 0.1-0.4,
+// so speech spans roughly half to fully open.
 constexpr float kEnergyHalfOpen = 0.1f;
 // Width of the sigmoid edge, in pixels.
 constexpr float kEdgeSoftness = 0.8f;
@@ -43,29 +44,37 @@ Status WriteDemoLipSyncModel(const std::string& path) {
       "Mul", {opening, graph.AddScalar("max_half_height", float(kMouthMaxHalfHeight))});
 
   // Per column: the ellipse's half-height at unit opening, sqrt(1 - (dx/half_width)^2),
-  // pre-divided by the softness. Per row: the distance from the mouth's centre line
-  // plus the closed margin, likewise. Then the signed vertical distance to the ellipse
-  // edge, in softness units, is half_height * column - row (broadcast to [B,1,H,W]).
-  std::vector<float> column(kFrameSize), interior_column(kFrameSize), row(kFrameSize);
+  // pre-divided by the softness. Per pixel: the distance from the mouth's centre line
+  // plus the closed margin, plus the distance beyond the mouth's corners (so the faint
+  // closed-mouth line stops at the corners instead of crossing the face), likewise.
+  // Then the signed distance to the ellipse edge, in softness units, is
+  // half_height * column - distance (broadcast to [B,1,H,W]).
+  std::vector<float> column(kFrameSize), interior_column(kFrameSize);
+  std::vector<float> row_distance(kFrameSize), column_distance(kFrameSize);
   for (int x = 0; x < kFrameSize; ++x) {
     float dx = float(x - kMouthCenterX) / float(kMouthHalfWidth);
     column[x] = std::sqrt(std::max(0.0f, 1.0f - dx * dx)) / kEdgeSoftness;
     interior_column[x] = column[x] * kInteriorFraction;
+    column_distance[x] =
+        std::max(0.0f, std::fabs(float(x - kMouthCenterX)) - kMouthHalfWidth) / kEdgeSoftness;
   }
   for (int y = 0; y < kFrameSize; ++y) {
-    row[y] = (std::fabs(float(y - kMouthCenterY)) + kClosedMargin) / kEdgeSoftness;
+    row_distance[y] = (std::fabs(float(y - kMouthCenterY)) + kClosedMargin) / kEdgeSoftness;
   }
   std::string column_map = graph.AddFloatTensor("column_profile", {1, 1, 1, kFrameSize}, column);
   std::string interior_column_map =
       graph.AddFloatTensor("interior_column_profile", {1, 1, 1, kFrameSize}, interior_column);
-  std::string row_map = graph.AddFloatTensor("row_distance", {1, 1, kFrameSize, 1}, row);
+  // [1,1,H,1] + [1,1,1,W]: constant, so ONNX Runtime folds it into one map at load.
+  std::string distance_map = graph.AddNode(
+      "Add", {graph.AddFloatTensor("row_distance", {1, 1, kFrameSize, 1}, row_distance),
+              graph.AddFloatTensor("corner_distance", {1, 1, 1, kFrameSize}, column_distance)});
 
   std::string mouth_mask = graph.AddNode(
       "Sigmoid",
-      {graph.AddNode("Sub", {graph.AddNode("Mul", {half_height, column_map}), row_map})});
+      {graph.AddNode("Sub", {graph.AddNode("Mul", {half_height, column_map}), distance_map})});
   std::string interior_mask = graph.AddNode(
-      "Sigmoid",
-      {graph.AddNode("Sub", {graph.AddNode("Mul", {half_height, interior_column_map}), row_map})});
+      "Sigmoid", {graph.AddNode("Sub", {graph.AddNode("Mul", {half_height, interior_column_map}),
+                                        distance_map})});
 
   // mouth colour = lips, blending to the interior colour inside the inner ellipse.
   std::vector<float> lip(kLipColor, kLipColor + 3), lip_to_interior(3);

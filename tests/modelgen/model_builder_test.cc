@@ -8,6 +8,7 @@
 #include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -224,7 +225,10 @@ TEST_F(ModelgenTest, DemoMouthOpensWithAudioEnergyAndStaysClosedOnSilence) {
   auto out = RunLipSync(*session, visual, audio, batch);
 
   std::vector<int> dark;
-  for (int64_t b = 0; b < batch; ++b) dark.push_back(DarkMouthPixels(out, b));
+  for (int64_t b = 0; b < batch; ++b) {
+    dark.push_back(DarkMouthPixels(out, b));
+    std::printf("demo: audio level %.2f -> %d dark mouth pixels\n", levels[size_t(b)], dark.back());
+  }
   EXPECT_EQ(dark[0], 0) << "silence must leave the mouth closed";
   for (size_t i = 1; i < dark.size(); ++i)
     EXPECT_GT(dark[i], dark[i - 1]) << "level " << levels[i] << " vs " << levels[i - 1];
@@ -232,10 +236,14 @@ TEST_F(ModelgenTest, DemoMouthOpensWithAudioEnergyAndStaysClosedOnSilence) {
   EXPECT_LT(dark.back(), int(3.1416 * kMouthHalfWidth * kMouthMaxHalfHeight));
   EXPECT_GT(dark.back(), 1000);
 
+  if (const char* dump = std::getenv("MODELGEN_DUMP_DIR")) {
+    std::ofstream f(std::string(dump) + "/demo_out.f32", std::ios::binary);
+    f.write(reinterpret_cast<const char*>(out.data()), std::streamsize(out.size() * sizeof(float)));
+  }
   // Away from the mouth the face passes through; everything stays in [0,1].
   for (int64_t b = 0; b < batch; ++b)
     for (int c = 0; c < 3; ++c)
-      for (int y : {0, 100, 180, 319})
+      for (int y : {0, 100, 180, kMouthCenterY, 319})
         EXPECT_FLOAT_EQ(out[size_t(b * kOutputSize + c * kFramePixels + y * kFrameSize + 20)],
                         kSkin[c]);
   for (float v : out) ASSERT_TRUE(v >= 0.f && v <= 1.f) << v;
@@ -297,7 +305,7 @@ TEST_F(ModelgenTest, AudioEncoderKeepsEnergySilenceZeroLouderLarger) {
   EXPECT_LT(means[0], 1e-6) << "silence must give ~0 features";
   for (size_t i = 1; i < means.size(); ++i)
     EXPECT_GT(means[i], means[i - 1]) << "mel level " << levels[i];
-  EXPECT_GT(means.back(), 1.0) << "full-scale mel should give large features";
+  EXPECT_GT(means.back(), 0.5) << "full-scale mel should give large features";
 
   // Any batch: 7 windows of random speech-like mel.
   auto random_mel = RandomValues(size_t(7 * kMelSize), 5, -4.f, 4.f);
@@ -327,7 +335,12 @@ TEST_F(ModelgenTest, LouderMelGivesWiderDemoMouthEndToEnd) {
   auto visual = SkinFaces(batch);
   auto out = RunLipSync(*demo, visual, audio, batch);
   std::vector<int> dark;
-  for (int64_t b = 0; b < batch; ++b) dark.push_back(DarkMouthPixels(out, b));
+  for (int64_t b = 0; b < batch; ++b) {
+    dark.push_back(DarkMouthPixels(out, b));
+    std::printf("encoder+demo: mel %.1f -> mean feature %.3f -> %d dark mouth pixels\n",
+                levels[size_t(b)],
+                MeanOf(features.data() + b * kAudioFeatureSize, kAudioFeatureSize), dark.back());
+  }
   EXPECT_EQ(dark[0], 0);
   for (size_t i = 1; i < dark.size(); ++i) EXPECT_GT(dark[i], dark[i - 1]) << "mel " << levels[i];
 }
@@ -363,6 +376,7 @@ TEST_F(ModelgenTest, BenchModelHasUnet328SizeAndGivesFiniteUnitRangeOutput) {
     lo = std::min<double>(lo, v);
     hi = std::max<double>(hi, v);
   }
+  std::printf("bench model: batch 1 output range [%.3f, %.3f]\n", lo, hi);
   EXPECT_LT(lo, hi) << "output should depend on the input, not be constant";
 
   // Batch 2: sample 0 is the batch-1 input, so its output must match.
