@@ -385,6 +385,32 @@ TEST_F(ModelgenTest, BenchModelHasUnet328SizeAndGivesFiniteUnitRangeOutput) {
   for (int64_t i = 0; i < kOutputSize; i += 97) ASSERT_NEAR(out2[size_t(i)], out1[size_t(i)], 1e-4);
 }
 
+// One-off CPU timing, skipped unless MODELGEN_BENCH_RUNS=N is set (never asserted).
+TEST_F(ModelgenTest, BenchModelCpuTiming) {
+  const char* runs_env = std::getenv("MODELGEN_BENCH_RUNS");
+  if (!runs_env) GTEST_SKIP() << "set MODELGEN_BENCH_RUNS=N to time the bench model";
+  const int runs = std::max(1, std::atoi(runs_env));
+  const std::string path = PathFor("bench.onnx");
+  ASSERT_TRUE(WriteBenchModel(path, 7).ok());
+  auto load_start = std::chrono::steady_clock::now();
+  auto session = Load(path);
+  std::printf(
+      "bench model: session load %.0f ms\n",
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - load_start)
+          .count());
+  for (int64_t batch : {1, 4}) {
+    auto visual = RandomValues(size_t(batch * kVisualSize), 1, 0.f, 1.f);
+    auto audio = RandomValues(size_t(batch * kAudioSize), 2, -1.f, 1.f);
+    RunLipSync(*session, visual, audio, batch);  // warm-up
+    auto start = std::chrono::steady_clock::now();
+    for (int i = 0; i < runs; ++i) RunLipSync(*session, visual, audio, batch);
+    double ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+    std::printf("bench model: batch %ld, %d runs: %.1f ms per Run, %.1f ms per frame\n",
+                long(batch), runs, ms / runs, ms / runs / double(batch));
+  }
+}
+
 TEST_F(ModelgenTest, BenchModelIsDeterministicPerSeed) {
   ASSERT_TRUE(WriteBenchModel(PathFor("a.onnx"), 1).ok());
   ASSERT_TRUE(WriteBenchModel(PathFor("b.onnx"), 1).ok());
