@@ -135,13 +135,19 @@ std::vector<std::string> AvatarRegistry::KnownIds() const {
 
 AvatarHandle AvatarRegistry::Pin(const std::shared_ptr<Entry>& entry,
                                  std::shared_ptr<Avatar> avatar) {
+  // Counts itself in the entry's pins for exactly its own lifetime (never copied).
   struct PinToken {
+    PinToken(std::shared_ptr<Entry> e, std::shared_ptr<Avatar> a)
+        : entry(std::move(e)), avatar(std::move(a)) {
+      entry->pins.fetch_add(1);
+    }
+    PinToken(const PinToken&) = delete;
+    PinToken& operator=(const PinToken&) = delete;
+    ~PinToken() { entry->pins.fetch_sub(1); }
     std::shared_ptr<Entry> entry;
     std::shared_ptr<Avatar> avatar;
-    ~PinToken() { entry->pins.fetch_sub(1); }
   };
-  entry->pins.fetch_add(1);
-  auto token = std::make_shared<PinToken>(PinToken{entry, std::move(avatar)});
+  auto token = std::make_shared<PinToken>(entry, std::move(avatar));
   Avatar* raw = token->avatar.get();
   return AvatarHandle(token, raw);
 }

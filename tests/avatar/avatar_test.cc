@@ -1,0 +1,166 @@
+#include "avatar/avatar.h"
+
+#include <gmock/gmock.h>
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <thread>
+
+#include "avatar/avatar_fixture.h"
+
+namespace lipsync::avatar {
+namespace {
+
+using ::testing::HasSubstr;
+namespace fs = std::filesystem;
+
+constexpr int kW = 320, kH = 240, kFrames = 8;
+const CropRect kRect{100, 60, 220, 180};
+
+AvatarOptions Options(const std::string& dir) {
+  AvatarOptions o;
+  o.id = "a";
+  o.frames_dir = dir + "/frames";
+  o.crop_rects_path = dir + "/crop_rects.json";
+  return o;
+}
+
+TEST(BackgroundIndexTest, WrapAndPingPong) {
+  std::vector<int> wrap, pp;
+  for (int i = 0; i < 10; ++i) {
+    wrap.push_back(BackgroundIndex(2, i, 4, LoopMode::kWrap));
+    pp.push_back(BackgroundIndex(0, i, 4, LoopMode::kPingPong));
+  }
+  EXPECT_EQ(wrap, (std::vector<int>{2, 3, 0, 1, 2, 3, 0, 1, 2, 3}));
+  EXPECT_EQ(pp, (std::vector<int>{0, 1, 2, 3, 2, 1, 0, 1, 2, 3}));
+  EXPECT_EQ(BackgroundIndex(5, 0, 4, LoopMode::kPingPong), 1);
+  EXPECT_EQ(BackgroundIndex(7, 3, 1, LoopMode::kPingPong), 0);
+  EXPECT_EQ(BackgroundIndex(int64_t(1) << 40, 1, 523, LoopMode::kWrap),
+            static_cast<int>(((int64_t(1) << 40) + 1) % 523));
+}
+
+TEST(AvatarTest, PreloadHoldsEveryFrame) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", kFrames, kW, kH, kRect);
+  auto a = Avatar::Open(Options(dir));
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)->num_frames(), kFrames);
+  EXPECT_EQ((*a)->width(), kW);
+  EXPECT_EQ((*a)->height(), kH);
+  EXPECT_EQ((*a)->cached_frames(), kFrames);
+  EXPECT_GE((*a)->memory_bytes(), int64_t(kFrames) * kW * kH * 3);
+  EXPECT_EQ((*a)->rect(4), (CropRect{101, 60, 221, 180}));
+  // Frames survive deletion of the files once preloaded.
+  fs::remove_all(fs::path(dir) / "frames");
+  auto f = (*a)->Frame(5);
+  ASSERT_TRUE(f.ok());
+  EXPECT_EQ((*f)->pixels.pixels, testing::MakeFrame(kW, kH, 5).pixels);
+  EXPECT_EQ((*a)->Frame(kFrames).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(AvatarTest, LruKeepsAtMostCacheFrames) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", kFrames, kW, kH, kRect);
+  auto o = Options(dir);
+  o.preload = false;
+  o.cache_frames = 3;
+  auto a = Avatar::Open(o);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)->cached_frames(), 1);
+  FrameHandle held = *(*a)->Frame(1);
+  for (int i : {2, 3, 4, 5, 6, 7}) ASSERT_TRUE((*a)->Frame(i).ok());
+  EXPECT_EQ((*a)->cached_frames(), 3);
+  EXPECT_EQ((*a)->memory_bytes(), 3 * int64_t(kW) * kH * 3 + 8 * int64_t(sizeof(CropRect)));
+  // An evicted frame's handle stays valid; it is read again from disk when needed.
+  EXPECT_EQ(held->pixels.pixels, testing::MakeFrame(kW, kH, 1).pixels);
+  // 7 is most recent: touching it then loading two more keeps it.
+  ASSERT_TRUE((*a)->Frame(7).ok());
+  ASSERT_TRUE((*a)->Frame(0).ok());
+  ASSERT_TRUE((*a)->Frame(1).ok());
+  fs::remove(fs::path(dir) / "frames" / "frame_0007.png");
+  EXPECT_TRUE((*a)->Frame(7).ok());  // still cached
+  fs::remove(fs::path(dir) / "frames" / "frame_0006.png");
+  auto missing = (*a)->Frame(6);  // evicted earlier, now gone from disk
+  ASSERT_FALSE(missing.ok());
+  EXPECT_THAT(missing.status().message(), HasSubstr("frame_0006.png"));
+}
+
+TEST(AvatarTest, ConcurrentFramesAreConsistent) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", kFrames, kW, kH, kRect);
+  auto o = Options(dir);
+  o.preload = false;
+  o.cache_frames = 2;
+  auto a = *Avatar::Open(o);
+  std::vector<std::thread> threads;
+  std::atomic<int> bad{0};
+  for (int t = 0; t < 4; ++t) {
+    threads.emplace_back([&, t] {
+      for (int i = 0; i < 20; ++i) {
+        int idx = (i * 3 + t) % kFrames;
+        auto f = a->Frame(idx);
+        if (!f.ok() || (*f)->pixels.pixels[0] != testing::MakeFrame(kW, kH, idx).pixels[0]) bad++;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(bad.load(), 0);
+  EXPECT_LE(a->cached_frames(), 2);
+}
+
+TEST(AvatarTest, ErrorsNameTheFile) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", kFrames, kW, kH, kRect);
+  // Corrupt frame 3.
+  ASSERT_TRUE(image::WriteFileBytes(dir + "/frames/frame_0003.png", "not a png").ok());
+  auto o = Options(dir);
+  auto a = Avatar::Open(o);
+  ASSERT_FALSE(a.ok());
+  EXPECT_THAT(a.status().message(), HasSubstr("frame_0003.png"));
+  // num_frames larger than what exists.
+  o.num_frames = 20;
+  auto b = Avatar::Open(o);
+  EXPECT_EQ(b.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(b.status().message(), HasSubstr("frame_0008.png"));
+  // Wrong size frame.
+  ASSERT_TRUE(
+      image::WritePng(dir + "/frames/frame_0003.png", testing::MakeFrame(100, 100, 3)).ok());
+  o.num_frames = 0;
+  auto c = Avatar::Open(o);
+  EXPECT_THAT(c.status().message(), HasSubstr("frame_0003.png is 100x100; expected 320x240"));
+  // Rect outside the frame.
+  ASSERT_TRUE(image::WritePng(dir + "/frames/frame_0003.png", testing::MakeFrame(kW, kH, 3)).ok());
+  ASSERT_TRUE(image::WriteFileBytes(dir + "/crop_rects.json", "[[0,0,10,10],[0,0,400,10]]").ok());
+  auto d = Avatar::Open(o);
+  EXPECT_THAT(d.status().message(), HasSubstr("crop_rects.json: has 2 rects"));
+}
+
+TEST(AvatarTest, CompactKeepsStripAndJpeg) {
+  testing::TempDir tmp;
+  // 640x480 so the crop strip is well under half the frame.
+  auto dir = testing::WriteAvatar(tmp.path(), "a", 3, 640, 480, {300, 200, 380, 280});
+  auto o = Options(dir);
+  auto full = *Avatar::Open(o);
+  o.region_jpeg = true;
+  o.compact = true;
+  auto compact = *Avatar::Open(o);
+  auto f = *compact->Frame(1);
+  EXPECT_TRUE(f->compact());
+  EXPECT_TRUE(f->jpeg);
+  EXPECT_EQ(f->pixels_rect.x, 0);
+  EXPECT_EQ(f->pixels_rect.width, 640);
+  EXPECT_EQ(f->pixels_rect.y % 16, 0);
+  EXPECT_TRUE(Covers(f->pixels_rect, compact->rect(1)));
+  EXPECT_LE(f->pixels_rect.height, 112);  // 80 px + 2 x 8 margin, snapped to 16
+  // Strip pixels are the original's.
+  auto orig = testing::MakeFrame(640, 480, 1);
+  EXPECT_TRUE(
+      std::equal(f->pixels.pixels.begin(), f->pixels.pixels.end(), orig.row(f->pixels_rect.y)));
+  EXPECT_LT(compact->memory_bytes(), full->memory_bytes() / 2);
+  int64_t held = 3 * int64_t(sizeof(CropRect));
+  for (int i = 0; i < 3; ++i) held += int64_t((*compact->Frame(i))->memory_bytes());
+  EXPECT_EQ(compact->memory_bytes(), held);
+}
+
+}  // namespace
+}  // namespace lipsync::avatar
