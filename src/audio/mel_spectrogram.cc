@@ -16,10 +16,10 @@ constexpr int kBins = kFftSize / 2 + 1;
 constexpr int kSampleRate = 16000;
 constexpr double kMelMinHz = 55.0;
 constexpr double kMelMaxHz = 7600.0;
-constexpr float kPreemphasis = 0.97f;
-constexpr float kMinLevelDb = -100.0f;
-constexpr float kRefLevelDb = 20.0f;
-constexpr float kMaxAbsValue = 4.0f;
+constexpr double kPreemphasis = 0.97;
+constexpr double kMinLevelDb = -100.0;
+constexpr double kRefLevelDb = 20.0;
+constexpr double kMaxAbsValue = 4.0;
 constexpr double kMinAmplitude = 1e-5;  // 10^(kMinLevelDb / 20)
 
 // Slaney's auditory scale (librosa htk=False): linear below 1 kHz, logarithmic above.
@@ -44,7 +44,7 @@ double MelToHz(double mel) {
 // triangles, stored sparsely: each band touches a few dozen of the 401 bins.
 struct MelBand {
   int first_bin = 0;
-  std::vector<float> weights;
+  std::vector<double> weights;
 };
 
 std::vector<MelBand> BuildFilterbank() {
@@ -71,7 +71,7 @@ std::vector<MelBand> BuildFilterbank() {
         continue;
       }
       if (band.first_bin < 0) band.first_bin = k;
-      band.weights.push_back(float(weight));
+      band.weights.push_back(weight);
     }
     if (band.first_bin < 0) band.first_bin = 0;
   }
@@ -79,6 +79,7 @@ std::vector<MelBand> BuildFilterbank() {
 }
 
 // One r2c plan for every thread: FFTW's planner is not thread-safe, its execute is.
+// Double precision: see src/audio/CMakeLists.txt.
 class Stft {
  public:
   static const Stft& Get() {
@@ -88,36 +89,36 @@ class Stft {
     return *instance;
   }
   ~Stft() {
-    if (plan_) fftwf_destroy_plan(plan_);
+    if (plan_) fftw_destroy_plan(plan_);
   }
 
-  // `in` (kFftSize floats) and `out` (kBins complex) must come from fftwf_malloc, so their
+  // `in` (kFftSize doubles) and `out` (kBins complex) must come from fftw_malloc, so their
   // alignment matches the plan's and results do not depend on where a buffer happened to land.
-  void Execute(float* in, fftwf_complex* out) const { fftwf_execute_dft_r2c(plan_, in, out); }
-  const float* window() const { return window_.data(); }
+  void Execute(double* in, fftw_complex* out) const { fftw_execute_dft_r2c(plan_, in, out); }
+  const double* window() const { return window_.data(); }
   const std::vector<MelBand>& filterbank() const { return filterbank_; }
 
  private:
   Stft() : window_(kFftSize), filterbank_(BuildFilterbank()) {
     // Periodic Hann (scipy get_window('hann', 800, fftbins=True)).
     for (int n = 0; n < kFftSize; ++n) {
-      window_[size_t(n)] = float(0.5 - 0.5 * std::cos(2.0 * M_PI * n / kFftSize));
+      window_[size_t(n)] = 0.5 - 0.5 * std::cos(2.0 * M_PI * n / kFftSize);
     }
-    float* in = fftwf_alloc_real(kFftSize);
-    fftwf_complex* out = fftwf_alloc_complex(kBins);
+    double* in = fftw_alloc_real(kFftSize);
+    fftw_complex* out = fftw_alloc_complex(kBins);
     // ESTIMATE: the same algorithm in every process, so results are reproducible.
-    plan_ = fftwf_plan_dft_r2c_1d(kFftSize, in, out, FFTW_ESTIMATE);
-    fftwf_free(in);
-    fftwf_free(out);
+    plan_ = fftw_plan_dft_r2c_1d(kFftSize, in, out, FFTW_ESTIMATE);
+    fftw_free(in);
+    fftw_free(out);
   }
 
-  fftwf_plan plan_ = nullptr;
-  std::vector<float> window_;
+  fftw_plan plan_ = nullptr;
+  std::vector<double> window_;
   std::vector<MelBand> filterbank_;
 };
 
 struct FftwFree {
-  void operator()(void* p) const { fftwf_free(p); }
+  void operator()(void* p) const { fftw_free(p); }
 };
 
 // numpy.pad(mode='reflect') index: mirror about the first and last sample, repeating.
@@ -155,11 +156,11 @@ Expected<std::vector<float>> MelSteps(const SignalSpan& span, int64_t first_step
                                    " lies outside the utterance " + Range(0, total));
   }
   const Stft& stft = Stft::Get();
-  std::unique_ptr<float, FftwFree> frame(fftwf_alloc_real(kFftSize));
-  std::unique_ptr<fftwf_complex, FftwFree> spectrum(fftwf_alloc_complex(kBins));
-  std::vector<float> magnitude(kBins);
+  std::unique_ptr<double, FftwFree> frame(fftw_alloc_real(kFftSize));
+  std::unique_ptr<fftw_complex, FftwFree> spectrum(fftw_alloc_complex(kBins));
+  std::vector<double> magnitude(kBins);
   std::vector<float> out(size_t(kMelBands) * size_t(step_count));
-  const float* window = stft.window();
+  const double* window = stft.window();
   const float* x = span.samples;
 
   for (int c = 0; c < step_count; ++c) {
@@ -189,31 +190,31 @@ Expected<std::vector<float>> MelSteps(const SignalSpan& span, int64_t first_step
                                      Range(need_lo, need_hi) + " but the span holds " +
                                      Range(span_lo, span_hi));
     }
-    auto preemphasised = [&](int64_t n) -> float {
+    auto preemphasised = [&](int64_t n) -> double {
       const size_t i = size_t(n - span_lo);
-      return n == 0 ? x[i] : x[i] - kPreemphasis * x[i - 1];
+      return n == 0 ? double(x[i]) : double(x[i]) - kPreemphasis * double(x[i - 1]);
     };
-    float* f = frame.get();
+    double* f = frame.get();
     if (!reflected) {
       for (int u = 0; u < kFftSize; ++u) f[u] = preemphasised(lo + u) * window[u];
     } else {
       for (int u = 0; u < kFftSize; ++u) f[u] = preemphasised(source_index(lo + u)) * window[u];
     }
     stft.Execute(f, spectrum.get());
-    const fftwf_complex* s = spectrum.get();
+    const fftw_complex* s = spectrum.get();
     for (int k = 0; k < kBins; ++k) magnitude[size_t(k)] = std::hypot(s[k][0], s[k][1]);
     const auto& bands = stft.filterbank();
     for (int b = 0; b < kMelBands; ++b) {
       const MelBand& band = bands[size_t(b)];
       double sum = 0.0;
       for (size_t k = 0; k < band.weights.size(); ++k) {
-        sum += double(band.weights[k]) * double(magnitude[size_t(band.first_bin) + k]);
+        sum += band.weights[k] * magnitude[size_t(band.first_bin) + k];
       }
-      const float db = float(20.0 * std::log10(std::max(kMinAmplitude, sum))) - kRefLevelDb;
-      const float normalised =
-          2.0f * kMaxAbsValue * ((db - kMinLevelDb) / -kMinLevelDb) - kMaxAbsValue;
+      const double db = 20.0 * std::log10(std::max(kMinAmplitude, sum)) - kRefLevelDb;
+      const double normalised =
+          2.0 * kMaxAbsValue * ((db - kMinLevelDb) / -kMinLevelDb) - kMaxAbsValue;
       out[size_t(b) * size_t(step_count) + size_t(c)] =
-          std::clamp(normalised, -kMaxAbsValue, kMaxAbsValue);
+          float(std::clamp(normalised, -kMaxAbsValue, kMaxAbsValue));
     }
   }
   return out;
