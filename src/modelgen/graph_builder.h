@@ -4,7 +4,8 @@
 // (one memcpy per tensor, so a 46 MB model writes in well under a second) and
 // validates the result with onnx::checker before writing it.
 //
-// Not thread-safe: one builder per model, used by one thread. Internal to modelgen.
+// Not thread-safe: one builder per model, used by one thread. Used by the generators
+// here and by tests elsewhere that need small custom models (tests/inference).
 #pragma once
 
 #include <onnx/onnx_pb.h>
