@@ -1,0 +1,179 @@
+#include "compositing/compositor.h"
+
+#include <gtest/gtest.h>
+
+#include "avatar/avatar_fixture.h"
+#include "compositing/compositing_test_util.h"
+#include "image/region_jpeg.h"
+
+namespace lipsync::compositing {
+namespace {
+
+constexpr int kW = 320, kH = 240, kFrames = 8;
+const avatar::CropRect kRect{100, 50, 220, 170};
+
+class CompositorTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = testing::WriteAvatar(tmp_.path(), "a", kFrames, kW, kH, kRect);
+    for (int i = 0; i < 5; ++i) {
+      auto p = testing::MakePrediction(i);
+      preds_.insert(preds_.end(), p.begin(), p.end());
+    }
+  }
+  std::shared_ptr<avatar::Avatar> Open(bool region_jpeg, bool compact, int quality = 75) {
+    avatar::AvatarOptions o;
+    o.id = "a";
+    o.frames_dir = dir_ + "/frames";
+    o.crop_rects_path = dir_ + "/crop_rects.json";
+    o.region_jpeg = region_jpeg;
+    o.compact = compact;
+    o.jpeg_quality = quality;
+    auto a = avatar::Avatar::Open(o);
+    EXPECT_TRUE(a.ok()) << a.status().ToString();
+    return *a;
+  }
+  ModelOutputView Output() const { return {preds_.data(), OutputType::kFloat32, 5}; }
+
+  testing::TempDir tmp_;
+  std::string dir_;
+  std::vector<float> preds_;
+  Compositor compositor_{2};
+};
+
+// Raw output equals background + paste-back done frame by frame; frames in order.
+TEST_F(CompositorTest, RawMatchesSequentialPaste) {
+  auto a = Open(false, false);
+  CompositeOptions opt;
+  opt.format = config::OutputFormat::kRaw;
+  opt.feather_px = 3;
+  auto r = compositor_.Compose(*a, Output(), 6, avatar::LoopMode::kWrap, opt);
+  ASSERT_TRUE(r.ok()) << r.status().ToString();
+  EXPECT_EQ(r->background_indices, (std::vector<int>{6, 7, 0, 1, 2}));
+  EXPECT_EQ(r->frame_width, kW);
+  PasteBack paste;
+  std::vector<uint8_t> face(320 * 320 * 3);
+  for (int i = 0; i < 5; ++i) {
+    int bg = r->background_indices[i];
+    image::Image expected = testing::MakeFrame(kW, kH, bg);
+    ModelOutputToRgb(preds_.data() + size_t(i) * 3 * 320 * 320, OutputType::kFloat32, face.data());
+    ASSERT_TRUE(paste
+                    .Paste(face.data(), opt.paste_mode, 3, a->rect(bg), expected.pixels.data(), kW,
+                           kH, expected.stride())
+                    .ok());
+    ASSERT_EQ(r->frames[i].size(), expected.pixels.size());
+    EXPECT_TRUE(std::equal(expected.pixels.begin(), expected.pixels.end(),
+                           reinterpret_cast<const uint8_t*>(r->frames[i].data())))
+        << "frame " << i;
+  }
+  EXPECT_GT(r->timings.paste_ms, 0);
+  EXPECT_EQ(r->timings.encode_ms >= 0, true);
+}
+
+// JPEG output: plain encode, region-spliced encode and compact storage all decode to
+// the composite; region and compact give the bytes of a full restart-interval encode.
+TEST_F(CompositorTest, JpegPathsAgree) {
+  CompositeOptions raw;
+  raw.format = config::OutputFormat::kRaw;
+  CompositeOptions jpeg;
+  auto plain = Open(false, false);
+  auto region = Open(true, false);
+  auto compact = Open(true, true);
+  auto expected = compositor_.Compose(*plain, Output(), 3, avatar::LoopMode::kPingPong, raw);
+  ASSERT_TRUE(expected.ok());
+  EXPECT_EQ(expected->background_indices, (std::vector<int>{3, 4, 5, 6, 7}));
+  auto a = compositor_.Compose(*plain, Output(), 3, avatar::LoopMode::kPingPong, jpeg);
+  auto b = compositor_.Compose(*region, Output(), 3, avatar::LoopMode::kPingPong, jpeg);
+  auto c = compositor_.Compose(*compact, Output(), 3, avatar::LoopMode::kPingPong, jpeg);
+  ASSERT_TRUE(a.ok() && b.ok() && c.ok());
+  for (int i = 0; i < 5; ++i) {
+    const auto& raw_frame = expected->frames[i];
+    auto full = image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(raw_frame.data()),
+                                              kW, kH, size_t(kW) * 3, image::JpegSettings{});
+    ASSERT_TRUE(full.ok());
+    EXPECT_EQ(b->frames[i], *full) << "region frame " << i;
+    EXPECT_EQ(c->frames[i], *full) << "compact frame " << i;
+    auto decoded = image::DecodeJpeg(a->frames[i]);
+    ASSERT_TRUE(decoded.ok());
+    image::Image want(kW, kH, 3);
+    std::copy(raw_frame.begin(), raw_frame.end(), want.pixels.begin());
+    EXPECT_GE(image::Psnr(*decoded, want), 30);
+  }
+  // A quality other than the cached JPEG's falls back to a full encode (compact: from
+  // the decoded JPEG plus the held strip).
+  jpeg.jpeg_quality = 90;
+  auto d = compositor_.Compose(*compact, Output(), 3, avatar::LoopMode::kPingPong, jpeg);
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  auto decoded = image::DecodeJpeg(d->frames[0]);
+  ASSERT_TRUE(decoded.ok());
+  EXPECT_EQ(decoded->width, kW);
+}
+
+// Compact storage proper: a 640x480 avatar keeps only a strip of MCU rows per frame,
+// and still produces the bytes of a full restart-interval encode of the composite.
+TEST_F(CompositorTest, CompactStripProducesFullEncodeBytes) {
+  auto dir = testing::WriteAvatar(tmp_.path(), "big", 3, 640, 480, {300, 200, 380, 280});
+  avatar::AvatarOptions o;
+  o.id = "big";
+  o.frames_dir = dir + "/frames";
+  o.crop_rects_path = dir + "/crop_rects.json";
+  auto plain = *avatar::Avatar::Open(o);
+  o.region_jpeg = o.compact = true;
+  auto compact = *avatar::Avatar::Open(o);
+  ASSERT_TRUE((*compact->Frame(0))->compact());
+  CompositeOptions raw, jpeg;
+  raw.format = config::OutputFormat::kRaw;
+  raw.feather_px = jpeg.feather_px = 6;
+  auto expected = compositor_.Compose(*plain, Output(), 1, avatar::LoopMode::kWrap, raw);
+  auto got = compositor_.Compose(*compact, Output(), 1, avatar::LoopMode::kWrap, jpeg);
+  ASSERT_TRUE(expected.ok() && got.ok()) << got.status().ToString();
+  for (int i = 0; i < 5; ++i) {
+    auto full =
+        image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(expected->frames[i].data()),
+                                      640, 480, 640 * 3, image::JpegSettings{});
+    EXPECT_EQ(got->frames[i], *full) << "frame " << i;
+  }
+  // Raw output from compact storage: the decoded JPEG outside the strip, exact inside.
+  auto raw_compact = compositor_.Compose(*compact, Output(), 1, avatar::LoopMode::kWrap, raw);
+  ASSERT_TRUE(raw_compact.ok());
+  auto strip = (*compact->Frame(1))->pixels_rect;
+  size_t begin = size_t(strip.y) * 640 * 3, end = size_t(strip.y + strip.height) * 640 * 3;
+  EXPECT_TRUE(std::equal(expected->frames[0].begin() + begin, expected->frames[0].begin() + end,
+                         raw_compact->frames[0].begin() + begin));
+}
+
+TEST_F(CompositorTest, VisualInputsMatchBuilder) {
+  auto a = Open(false, false);
+  std::vector<float> batch(3 * kVisualInputFloats);
+  std::vector<int> indices;
+  ASSERT_TRUE(
+      compositor_.BuildVisualInputs(*a, 7, 3, avatar::LoopMode::kWrap, batch.data(), &indices)
+          .ok());
+  EXPECT_EQ(indices, (std::vector<int>{7, 0, 1}));
+  VisualInputBuilder builder;
+  std::vector<float> one(kVisualInputFloats);
+  for (int i = 0; i < 3; ++i) {
+    auto f = *a->Frame(indices[i]);
+    ASSERT_TRUE(builder.Build(*f, a->rect(indices[i]), one.data()).ok());
+    EXPECT_TRUE(std::equal(one.begin(), one.end(), batch.begin() + i * kVisualInputFloats));
+  }
+}
+
+TEST_F(CompositorTest, BadArgumentsAreErrors) {
+  auto a = Open(false, false);
+  CompositeOptions opt;
+  EXPECT_EQ(
+      compositor_
+          .Compose(*a, {preds_.data(), OutputType::kFloat32, 0}, 0, avatar::LoopMode::kWrap, opt)
+          .status()
+          .code(),
+      StatusCode::kInvalidArgument);
+  EXPECT_EQ(compositor_.Compose(*a, Output(), -1, avatar::LoopMode::kWrap, opt).status().code(),
+            StatusCode::kInvalidArgument);
+  opt.jpeg_quality = 0;
+  EXPECT_EQ(compositor_.Compose(*a, Output(), 0, avatar::LoopMode::kWrap, opt).status().code(),
+            StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace lipsync::compositing
