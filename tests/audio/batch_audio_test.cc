@@ -131,8 +131,8 @@ TEST(BatchAudioTest, BatchesEqualTheWholeClipAtOtherRates) {
       const auto streamed =
           StreamedFeatures(pcm, rate, frames, batch, EndKnowledge::kEndOfUtterance, &stats);
       ASSERT_EQ(streamed.size(), whole->size());
-      // Features are sums of 24 window values of magnitude <= 4; 1e-3 absolute.
-      EXPECT_LE(MaxAbsDiff(streamed, *whole), 1e-3f) << rate << " Hz, batch " << batch;
+      // Features are sums of 24 window values (<= 4) with weights <= 1; measured <= 3e-5.
+      EXPECT_LE(MaxAbsDiff(streamed, *whole), 1e-4f) << rate << " Hz, batch " << batch;
     }
   }
 }

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <iostream>
 
 #include "audio/resampler.h"
 #include "audio_test_util.h"
@@ -36,6 +37,7 @@ void ExpectMatchesNumpy(const std::vector<float>& signal) {
     const float diff = std::abs(reference[i] - (*mel)[i]);
     if (diff > worst) worst = diff, worst_at = i;
   }
+  std::cout << "max |C++ - numpy| = " << worst << "\n";
   EXPECT_LE(worst, 1e-4f) << "band " << worst_at / size_t(steps) << " step "
                           << worst_at % size_t(steps);
   // The signal is not trivially clipped: many values lie inside (-4, 4).
