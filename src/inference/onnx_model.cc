@@ -1,5 +1,6 @@
 #include "inference/onnx_model.h"
 
+#include <malloc.h>
 #include <onnxruntime_cxx_api.h>
 #include <unistd.h>
 
@@ -27,10 +28,36 @@ int64_t ResidentBytes() {
   return resident_pages * static_cast<int64_t>(sysconf(_SC_PAGESIZE));
 }
 
-// Device memory in use where the model lives: process RSS on CPU, NVML on a GPU.
-int64_t DeviceMemoryUsed(int device_id) {
-  if (device_id < 0) return ResidentBytes();
-  return GpuMemoryUsedBytes(device_id).value_or(0);
+// Heap bytes the process holds (malloc'ed and not freed, mmapped chunks included).
+// Unlike RSS it is not blurred by freed memory the allocator keeps or reuses.
+int64_t HeapBytesInUse() {
+  struct mallinfo2 info = mallinfo2();
+  return static_cast<int64_t>(info.uordblks + info.hblkhd);
+}
+
+struct MemorySample {
+  int64_t heap = 0;
+  int64_t resident = 0;
+  int64_t gpu = 0;
+};
+
+MemorySample SampleMemory(int device_id) {
+  MemorySample m;
+  if (device_id < 0) {
+    m.heap = HeapBytesInUse();
+    m.resident = ResidentBytes();
+  } else {
+    m.gpu = GpuMemoryUsedBytes(device_id).value_or(0);
+  }
+  return m;
+}
+
+// Footprint from two samples: on CPU the heap delta, else the RSS delta; on a GPU
+// the device-memory delta. <= 0 when nothing measurable changed.
+int64_t Footprint(const MemorySample& before, const MemorySample& after, int device_id) {
+  if (device_id >= 0) return after.gpu - before.gpu;
+  int64_t heap = after.heap - before.heap;
+  return heap > 0 ? heap : after.resident - before.resident;
 }
 
 int64_t FileSize(const std::string& path) {
@@ -150,7 +177,10 @@ Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, i
 
 std::string TensorShape::ToString() const {
   std::string s = "[";
-  for (size_t i = 0; i < dims.size(); ++i) s += (i ? "," : "") + std::to_string(dims[i]);
+  for (size_t i = 0; i < dims.size(); ++i) {
+    if (i) s += ',';
+    s += std::to_string(dims[i]);
+  }
   return s + "]";
 }
 
@@ -175,7 +205,7 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
   std::shared_ptr<OnnxModel> model(new OnnxModel());
   model->files_ = files;
   model->device_id_ = device_id;
-  const int64_t memory_before = DeviceMemoryUsed(device_id);
+  const MemorySample memory_before = SampleMemory(device_id);
 
   LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateSession(files.model_path, device_id));
   try {
@@ -270,7 +300,7 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
     }
   }
 
-  const int64_t delta = DeviceMemoryUsed(device_id) - memory_before;
+  const int64_t delta = Footprint(memory_before, SampleMemory(device_id), device_id);
   if (delta > 0) {
     model->memory_bytes_ = delta;
   } else {

@@ -5,11 +5,13 @@
 // threads (ORT Session::Run is thread-safe). Immutable after Load. Shared through
 // shared_ptr so a model being replaced or unloaded lives until its last user is done.
 //
-// Footprint (memory_bytes): on CPU, the process RSS delta (/proc/self/statm) around
-// session creation plus one warm-up Run at batch 1; when that delta is <= 0 (another
-// thread freed memory meanwhile), the ONNX file sizes x 1.2. On a GPU, the NVML
-// used-memory delta on that device around the same steps (same fallback). Loads
-// running concurrently in one process can blur each other's deltas.
+// Footprint (memory_bytes), measured around session creation plus one warm-up Run at
+// batch 1: on CPU, the delta of heap bytes in use (glibc mallinfo2: what ORT holds
+// after load, not blurred by freed memory that malloc keeps or reuses, which made
+// the RSS delta vary 2-3x between loads of one model); if that is <= 0, the RSS delta
+// (/proc/self/statm). On a GPU, the NVML used-memory delta on that device. When the
+// delta is still <= 0, the ONNX file sizes x 1.2. Loads or frees running concurrently
+// in one process blur each other's deltas.
 #pragma once
 
 #include <cstdint>

@@ -1,0 +1,410 @@
+#include "inference/model_registry.h"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <thread>
+
+#include "inference/ort_runtime.h"
+#include "inference/test_models.h"
+
+namespace lipsync::inference {
+namespace {
+
+namespace fs = std::filesystem;
+using std::chrono::milliseconds;
+
+constexpr int kSize = 16;
+constexpr size_t kPlane = kSize * kSize;
+
+class ModelRegistryTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    ASSERT_TRUE(OrtRuntime::Initialize().ok());
+    root_ = fs::temp_directory_path() /
+            ("model_registry_test_" + std::to_string(::getpid()) + "_" +
+             ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(root_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(root_, ec);
+  }
+
+  // <root>/<id>/checkpoint/model_best.onnx, output = input[:,0:3] * scale.
+  void AddRootModel(const std::string& id, float scale = 1.f) {
+    fs::create_directories(root_ / id / "checkpoint");
+    ASSERT_TRUE(testing::WriteScaledModel(ModelPath(id), kSize, scale).ok());
+  }
+  std::string ModelPath(const std::string& id) const {
+    return (root_ / id / "checkpoint" / "model_best.onnx").string();
+  }
+
+  RegistryOptions Options() const {
+    RegistryOptions o;
+    o.model_root = root_.string();
+    o.policy = config::EvictionPolicy::kLru;
+    return o;
+  }
+
+  // Runs one frame through the handle; returns output[0] for the input value 0.5.
+  static float RunOnce(ModelHandle& handle) {
+    std::vector<float> visual(6 * kPlane, 0.5f), audio(8192, 0.f);
+    std::string out;
+    Status st = handle.model().Run(1, visual.data(), audio.data(), OutputFormat::kFloat32, &out);
+    EXPECT_TRUE(st.ok()) << st.ToString();
+    if (!st.ok()) return -1;
+    handle.RecordRun(1, 0.1);
+    float first;
+    std::memcpy(&first, out.data(), 4);
+    return first;
+  }
+
+  void Use(ModelRegistry& registry, const std::string& id, int times = 1) {
+    for (int i = 0; i < times; ++i) {
+      auto handle = registry.Acquire(id);
+      ASSERT_TRUE(handle.ok()) << handle.status().ToString();
+    }
+  }
+
+  static ModelState State(ModelRegistry& registry, const std::string& id) {
+    auto stats = registry.Stats(id);
+    EXPECT_TRUE(stats.ok()) << stats.status().ToString();
+    return stats.ok() ? stats->state : ModelState::kFailed;
+  }
+
+  fs::path root_;
+};
+
+TEST_F(ModelRegistryTest, LazyLoadsFromModelRootAndServes) {
+  AddRootModel("alice", 0.5f);
+  ModelRegistry registry(Options());
+  EXPECT_EQ(registry.loaded_count(), 0);
+  EXPECT_EQ(State(registry, "alice"), ModelState::kAvailable);
+  auto first = registry.Acquire("alice");
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(first->loaded_now());
+  EXPECT_GT(first->load_ms(), 0);
+  EXPECT_EQ(first->id(), "alice");
+  EXPECT_EQ(first->device_id(), -1);
+  EXPECT_FLOAT_EQ(RunOnce(*first), 0.25f);
+  auto second = registry.Acquire("alice");
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->loaded_now());
+  EXPECT_EQ(registry.load_attempts(), 1);
+
+  auto stats = registry.Stats("alice");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->state, ModelState::kReady);
+  EXPECT_EQ(stats->usage_count, 2);
+  EXPECT_EQ(stats->in_flight, 2);
+  EXPECT_EQ(stats->frames_processed, 1);
+  EXPECT_GT(stats->memory_bytes, 0);
+  EXPECT_EQ(stats->memory_bytes, registry.loaded_bytes(-1));
+  EXPECT_EQ(stats->model_path, ModelPath("alice"));
+}
+
+TEST_F(ModelRegistryTest, ConfiguredModelsAndUnknownAndBadIds) {
+  AddRootModel("on_disk");
+  RegistryOptions o = Options();
+  o.configured["named"] = ModelFiles{ModelPath("on_disk"), ""};
+  ModelRegistry registry(o);
+  ASSERT_TRUE(registry.Acquire("named").ok());
+
+  auto unknown = registry.Acquire("ghost");
+  EXPECT_EQ(unknown.status().code(), StatusCode::kNotFound);
+  EXPECT_NE(unknown.status().message().find("model 'ghost' not found"), std::string::npos);
+  EXPECT_NE(unknown.status().message().find((root_ / "ghost").string()), std::string::npos)
+      << unknown.status().message();
+
+  for (const char* bad : {"../x", "a/b", "", ".hidden"}) {
+    EXPECT_EQ(registry.Acquire(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(registry.Load(bad, false).status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(registry.Unload(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+    EXPECT_EQ(registry.Stats(bad).status().code(), StatusCode::kInvalidArgument) << bad;
+  }
+  EXPECT_EQ(registry.load_attempts(), 1);
+
+  auto listed = registry.List(/*include_available=*/true, 0);
+  ASSERT_EQ(listed.size(), 2u);
+  EXPECT_EQ(listed[0].model_id, "named");  // loaded first
+  EXPECT_EQ(listed[0].state, ModelState::kReady);
+  EXPECT_EQ(listed[1].model_id, "on_disk");
+  EXPECT_EQ(listed[1].state, ModelState::kAvailable);
+  EXPECT_EQ(registry.List(false, 0).size(), 1u);
+  EXPECT_EQ(registry.List(true, 1).size(), 1u);
+}
+
+TEST_F(ModelRegistryTest, LruEvictsTheLeastRecentlyUsedUnderCountCap) {
+  for (const char* id : {"a", "b", "c"}) AddRootModel(id);
+  RegistryOptions o = Options();
+  o.max_models = 2;
+  o.policy = config::EvictionPolicy::kLru;
+  ModelRegistry registry(o);
+  Use(registry, "a", 3);
+  Use(registry, "b");
+  Use(registry, "a");  // a is now the most recent; b is the oldest
+  Use(registry, "c");
+  EXPECT_EQ(State(registry, "b"), ModelState::kAvailable);
+  EXPECT_EQ(State(registry, "a"), ModelState::kReady);
+  EXPECT_EQ(State(registry, "c"), ModelState::kReady);
+  EXPECT_EQ(registry.loaded_count(-1), 2);
+}
+
+TEST_F(ModelRegistryTest, LfuEvictsTheLeastFrequentlyUsedUnderCountCap) {
+  for (const char* id : {"a", "b", "c"}) AddRootModel(id);
+  RegistryOptions o = Options();
+  o.max_models = 2;
+  o.policy = config::EvictionPolicy::kLfu;
+  ModelRegistry registry(o);
+  Use(registry, "a", 3);
+  Use(registry, "b");  // b is the most recent but the least used: LFU drops it, LRU would drop a
+  Use(registry, "c");
+  EXPECT_EQ(State(registry, "b"), ModelState::kAvailable);
+  EXPECT_EQ(State(registry, "a"), ModelState::kReady);
+  EXPECT_EQ(State(registry, "c"), ModelState::kReady);
+}
+
+// Footprints are measured, so the cap is set from a measurement: room for two of
+// three equal models whose size is dominated by a 16 MB resident weight.
+class ByteCapTest : public ModelRegistryTest,
+                    public ::testing::WithParamInterface<config::EvictionPolicy> {};
+
+TEST_P(ByteCapTest, EvictsTheRightModelUnderTheByteCap) {
+  const int64_t kWeights = 4 << 20;
+  for (const char* id : {"probe", "a", "b", "c"}) {
+    fs::create_directories(root_ / id / "checkpoint");
+    ASSERT_TRUE(testing::WriteHeavyIdentityModel(ModelPath(id), kSize, kWeights).ok());
+  }
+  int64_t footprint = 0;
+  {
+    ModelRegistry probe(Options());
+    Use(probe, "probe");
+    footprint = probe.loaded_bytes(-1);
+  }
+  ASSERT_GE(footprint, kWeights * 4 * 9 / 10) << "the resident weight is not in the footprint";
+  RegistryOptions o = Options();
+  o.policy = GetParam();
+  o.max_bytes = footprint * 5 / 2;
+  ModelRegistry registry(o);
+  Use(registry, "a", 3);
+  Use(registry, "b");
+  if (GetParam() == config::EvictionPolicy::kLru) Use(registry, "a");
+  Use(registry, "c");
+  EXPECT_EQ(State(registry, "b"), ModelState::kAvailable);
+  EXPECT_EQ(State(registry, "a"), ModelState::kReady);
+  EXPECT_EQ(State(registry, "c"), ModelState::kReady);
+  EXPECT_LE(registry.loaded_bytes(-1), o.max_bytes);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ByteCapTest,
+                         ::testing::Values(config::EvictionPolicy::kLru,
+                                           config::EvictionPolicy::kLfu));
+
+TEST_F(ModelRegistryTest, EvictionNeverHitsAPinnedModel) {
+  for (const char* id : {"a", "b", "c"}) AddRootModel(id);
+  RegistryOptions o = Options();
+  o.max_models = 2;
+  ModelRegistry registry(o);
+  auto a = registry.Acquire("a");  // held: the LRU victim, but pinned
+  ASSERT_TRUE(a.ok());
+  Use(registry, "b");
+  Use(registry, "c");
+  EXPECT_EQ(State(registry, "a"), ModelState::kReady);
+  EXPECT_EQ(State(registry, "b"), ModelState::kAvailable);
+  EXPECT_FLOAT_EQ(RunOnce(*a), 0.5f);
+
+  auto c = registry.Acquire("c");
+  ASSERT_TRUE(c.ok());
+  auto b = registry.Acquire("b");  // everything pinned
+  EXPECT_EQ(b.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(b.status().message().find("in use"), std::string::npos) << b.status().message();
+  a = ModelHandle();  // releasing a makes room
+  EXPECT_TRUE(registry.Acquire("b").ok());
+  EXPECT_EQ(State(registry, "a"), ModelState::kAvailable);
+  EXPECT_EQ(State(registry, "c"), ModelState::kReady);
+}
+
+TEST_F(ModelRegistryTest, IdleModelsAreUnloadedButNotWhileHeld) {
+  AddRootModel("idle");
+  AddRootModel("busy");
+  RegistryOptions o = Options();
+  o.idle_timeout = milliseconds(100);
+  ModelRegistry registry(o);
+  Use(registry, "idle");
+  auto busy = registry.Acquire("busy");
+  ASSERT_TRUE(busy.ok());
+  registry.SweepIdleNow();
+  EXPECT_EQ(State(registry, "idle"), ModelState::kReady);  // not idle long enough yet
+  std::this_thread::sleep_for(milliseconds(150));
+  registry.SweepIdleNow();
+  EXPECT_EQ(State(registry, "idle"), ModelState::kAvailable);
+  EXPECT_EQ(State(registry, "busy"), ModelState::kReady);
+  EXPECT_FLOAT_EQ(RunOnce(*busy), 0.5f);
+  // The background sweeper does the same without being asked.
+  busy = ModelHandle();
+  for (int i = 0; i < 100 && registry.loaded_count() > 0; ++i)
+    std::this_thread::sleep_for(milliseconds(20));
+  EXPECT_EQ(registry.loaded_count(), 0);
+}
+
+TEST_F(ModelRegistryTest, ConcurrentFirstAcquiresLoadOnce) {
+  AddRootModel("popular");
+  ModelRegistry registry(Options());
+  constexpr int kThreads = 8;
+  std::atomic<int> ok{0}, loaded_now{0};
+  std::vector<std::thread> threads;
+  for (int i = 0; i < kThreads; ++i) {
+    threads.emplace_back([&] {
+      auto handle = registry.Acquire("popular");
+      if (handle.ok()) {
+        ++ok;
+        if (handle->loaded_now()) ++loaded_now;
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(ok.load(), kThreads);
+  EXPECT_EQ(loaded_now.load(), 1);
+  EXPECT_EQ(registry.load_attempts(), 1);
+  EXPECT_EQ(registry.Stats("popular")->usage_count, kThreads);
+}
+
+TEST_F(ModelRegistryTest, CorruptModelFailsOnlyItsTenantAndIsRemembered) {
+  AddRootModel("good");
+  fs::create_directories(root_ / "broken" / "checkpoint");
+  ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("broken")).ok());
+  RegistryOptions o = Options();
+  o.failed_retry = milliseconds(60000);
+  ModelRegistry registry(o);
+
+  auto first = registry.Acquire("broken");
+  ASSERT_FALSE(first.ok());
+  EXPECT_TRUE(first.status().code() == StatusCode::kFailedPrecondition ||
+              first.status().code() == StatusCode::kUnavailable);
+  EXPECT_NE(first.status().message().find(ModelPath("broken")), std::string::npos)
+      << first.status().message();
+  EXPECT_EQ(registry.load_attempts(), 1);
+
+  auto again = registry.Acquire("broken");  // fails fast: no second load attempt
+  EXPECT_EQ(again.status().code(), first.status().code());
+  EXPECT_NE(again.status().message().find("remembered"), std::string::npos);
+  EXPECT_EQ(registry.load_attempts(), 1);
+  EXPECT_EQ(State(registry, "broken"), ModelState::kFailed);
+
+  auto good = registry.Acquire("good");
+  ASSERT_TRUE(good.ok());
+  EXPECT_FLOAT_EQ(RunOnce(*good), 0.5f);
+
+  // Fixed on disk + an explicit LoadModel retries at once.
+  ASSERT_TRUE(testing::WriteScaledModel(ModelPath("broken"), kSize, 1.f).ok());
+  auto load = registry.Load("broken", false);
+  ASSERT_TRUE(load.ok()) << load.status().ToString();
+  EXPECT_FALSE(load->already_loaded);
+  EXPECT_TRUE(registry.Acquire("broken").ok());
+}
+
+TEST_F(ModelRegistryTest, FailedRetryWindowExpires) {
+  fs::create_directories(root_ / "flaky" / "checkpoint");
+  ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("flaky")).ok());
+  RegistryOptions o = Options();
+  o.failed_retry = milliseconds(50);
+  ModelRegistry registry(o);
+  EXPECT_FALSE(registry.Acquire("flaky").ok());
+  ASSERT_TRUE(testing::WriteScaledModel(ModelPath("flaky"), kSize, 1.f).ok());
+  std::this_thread::sleep_for(milliseconds(80));
+  EXPECT_TRUE(registry.Acquire("flaky").ok());
+  EXPECT_EQ(registry.load_attempts(), 2);
+}
+
+TEST_F(ModelRegistryTest, ForceReloadUnderConcurrentUseLosesNothing) {
+  AddRootModel("live", 0.5f);  // v1 answers 0.25 for 0.5
+  ModelRegistry registry(Options());
+  ASSERT_TRUE(registry.Load("live", false).ok());
+  std::atomic<bool> stop{false};
+  std::atomic<int> failures{0}, v1{0}, v2{0};
+  std::vector<std::thread> clients;
+  for (int t = 0; t < 4; ++t) {
+    clients.emplace_back([&] {
+      std::vector<float> visual(6 * kPlane, 0.5f), audio(8192, 0.f);
+      while (!stop) {
+        auto handle = registry.Acquire("live");
+        if (!handle.ok()) {
+          ++failures;
+          continue;
+        }
+        std::string out;
+        if (!handle->model()
+                 .Run(1, visual.data(), audio.data(), OutputFormat::kFloat32, &out)
+                 .ok()) {
+          ++failures;
+          continue;
+        }
+        float x;
+        std::memcpy(&x, out.data(), 4);
+        if (x == 0.25f)
+          ++v1;
+        else if (x == 0.5f)
+          ++v2;
+        else
+          ++failures;
+      }
+    });
+  }
+  std::this_thread::sleep_for(milliseconds(50));
+  AddRootModel("live", 1.f);  // v2: identity
+  auto reload = registry.Load("live", true);
+  ASSERT_TRUE(reload.ok()) << reload.status().ToString();
+  EXPECT_FALSE(reload->already_loaded);
+  const int v2_before = v2.load();
+  std::this_thread::sleep_for(milliseconds(50));
+  stop = true;
+  for (auto& t : clients) t.join();
+  EXPECT_EQ(failures.load(), 0);
+  EXPECT_GT(v1.load(), 0);
+  EXPECT_GT(v2.load(), v2_before);
+  auto after = registry.Acquire("live");
+  ASSERT_TRUE(after.ok());
+  EXPECT_FLOAT_EQ(RunOnce(*after), 0.5f);
+  EXPECT_EQ(registry.loaded_count(), 1);
+}
+
+TEST_F(ModelRegistryTest, FailedReloadKeepsTheOldVersionServing) {
+  AddRootModel("steady", 0.5f);
+  ModelRegistry registry(Options());
+  auto held = registry.Acquire("steady");
+  ASSERT_TRUE(held.ok());
+  ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("steady")).ok());
+  auto reload = registry.Load("steady", true);
+  ASSERT_FALSE(reload.ok());
+  EXPECT_NE(reload.status().message().find("previous version keeps serving"), std::string::npos)
+      << reload.status().message();
+  EXPECT_EQ(State(registry, "steady"), ModelState::kReady);
+  auto fresh = registry.Acquire("steady");
+  ASSERT_TRUE(fresh.ok()) << fresh.status().ToString();
+  EXPECT_FLOAT_EQ(RunOnce(*fresh), 0.25f);
+  EXPECT_FLOAT_EQ(RunOnce(*held), 0.25f);
+}
+
+TEST_F(ModelRegistryTest, UnloadLetsHeldHandlesFinish) {
+  AddRootModel("gone", 0.5f);
+  ModelRegistry registry(Options());
+  auto held = registry.Acquire("gone");
+  ASSERT_TRUE(held.ok());
+  auto unloaded = registry.Unload("gone");
+  ASSERT_TRUE(unloaded.ok());
+  EXPECT_TRUE(*unloaded);
+  EXPECT_EQ(registry.loaded_count(), 0);
+  EXPECT_FLOAT_EQ(RunOnce(*held), 0.25f);  // the old object lives on in the handle
+  EXPECT_FALSE(*registry.Unload("gone"));
+  EXPECT_EQ(registry.Unload("ghost").status().code(), StatusCode::kNotFound);
+  // Preload brings it back.
+  EXPECT_TRUE(registry.Preload({"gone"}).ok());
+  EXPECT_EQ(registry.loaded_count(), 1);
+  EXPECT_EQ(registry.Preload({"ghost"}).code(), StatusCode::kNotFound);
+}
+
+}  // namespace
+}  // namespace lipsync::inference
