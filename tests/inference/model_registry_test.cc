@@ -201,7 +201,10 @@ TEST_P(ByteCapTest, EvictsTheRightModelUnderTheByteCap) {
 
 INSTANTIATE_TEST_SUITE_P(Policies, ByteCapTest,
                          ::testing::Values(config::EvictionPolicy::kLru,
-                                           config::EvictionPolicy::kLfu));
+                                           config::EvictionPolicy::kLfu),
+                         [](const auto& info) {
+                           return info.param == config::EvictionPolicy::kLru ? "Lru" : "Lfu";
+                         });
 
 TEST_F(ModelRegistryTest, EvictionNeverHitsAPinnedModel) {
   for (const char* id : {"a", "b", "c"}) AddRootModel(id);
@@ -404,6 +407,35 @@ TEST_F(ModelRegistryTest, UnloadLetsHeldHandlesFinish) {
   EXPECT_TRUE(registry.Preload({"gone"}).ok());
   EXPECT_EQ(registry.loaded_count(), 1);
   EXPECT_EQ(registry.Preload({"ghost"}).code(), StatusCode::kNotFound);
+}
+
+TEST_F(ModelRegistryTest, OptionsFromConfigConvertUnitsAndFindTheEncoder) {
+  AddRootModel("cfg");
+  ASSERT_TRUE(testing::WriteScaledModel(
+                  (root_ / "cfg" / "checkpoint" / "audio_encoder.onnx").string(), kSize, 1.f)
+                  .ok());
+  config::InferenceConfig cfg;
+  cfg.capacity.max_models_per_gpu = 7;
+  cfg.capacity.eviction_policy = config::EvictionPolicy::kLru;
+  cfg.capacity.idle_timeout_minutes = 0.5;
+  cfg.capacity.failed_load_retry_seconds = 2.5;
+  cfg.gpus.memory_gb_per_gpu = 1.5;
+  cfg.models["m"].model_path = ModelPath("cfg");
+  cfg.models["n"].model_path = ModelPath("cfg");
+  cfg.models["n"].audio_encoder_path = "/explicit/enc.onnx";
+  cfg.model_root = root_.string();
+  RegistryOptions o = RegistryOptionsFromConfig(cfg, {0, 1});
+  EXPECT_EQ(o.max_models, 7);
+  EXPECT_EQ(o.policy, config::EvictionPolicy::kLru);
+  EXPECT_EQ(o.idle_timeout, milliseconds(30000));
+  EXPECT_EQ(o.failed_retry, milliseconds(2500));
+  EXPECT_EQ(o.max_bytes, int64_t{3} << 29);
+  EXPECT_EQ(o.devices, (std::vector<int>{0, 1}));
+  EXPECT_EQ(o.configured["m"].audio_encoder_path,
+            (root_ / "cfg" / "checkpoint" / "audio_encoder.onnx").string());
+  EXPECT_EQ(o.configured["n"].audio_encoder_path, "/explicit/enc.onnx");
+  EXPECT_EQ(o.model_root, root_.string());
+  EXPECT_EQ(RegistryOptionsFromConfig(cfg, {}).devices, std::vector<int>{-1});
 }
 
 }  // namespace
