@@ -202,7 +202,10 @@ Expected<std::vector<float>> MelSteps(const SignalSpan& span, int64_t first_step
     }
     stft.Execute(f, spectrum.get());
     const fftw_complex* s = spectrum.get();
-    for (int k = 0; k < kBins; ++k) magnitude[size_t(k)] = std::hypot(s[k][0], s[k][1]);
+    for (int k = 0; k < kBins; ++k) {
+      magnitude[size_t(k)] =
+          std::sqrt(s[k][0] * s[k][0] + s[k][1] * s[k][1]);  // no overflow in double
+    }
     const auto& bands = stft.filterbank();
     for (int b = 0; b < kMelBands; ++b) {
       const MelBand& band = bands[size_t(b)];
