@@ -64,27 +64,49 @@ void Resize(const uint8_t* src, int sw, int sh, size_t src_stride, uint8_t* dst,
   BuildTable(sw, dw, interpolation, /*horizontal=*/true, s.x_offsets, s.x_coeffs);
   BuildTable(sh, dh, interpolation, /*horizontal=*/false, s.y_offsets, s.y_coeffs);
 
-  // Horizontal pass over every source row the vertical pass reads.
+  // Horizontal pass over every source row the vertical pass reads. Tap byte offsets
+  // are clamped once here (OpenCV replicates the border pixel).
   int first_row = sh, last_row = -1;
   for (int d = 0; d < dh; ++d) {
     first_row = std::min(first_row, std::clamp(s.y_offsets[d], 0, sh - 1));
     last_row = std::max(last_row, std::clamp(s.y_offsets[d] + k - 1, 0, sh - 1));
+  }
+  s.taps.resize(size_t(dw) * k);
+  for (int dx = 0; dx < dw; ++dx) {
+    for (int j = 0; j < k; ++j)
+      s.taps[size_t(dx) * k + j] = std::clamp(s.x_offsets[dx] + j, 0, sw - 1) * cn;
   }
   const int rows = last_row - first_row + 1;
   s.rows.resize(size_t(rows) * row_len);
   for (int r = 0; r < rows; ++r) {
     const uint8_t* in = src + size_t(first_row + r) * src_stride;
     int* out = s.rows.data() + size_t(r) * row_len;
-    for (int dx = 0; dx < dw; ++dx) {
-      const int16_t* w = &s.x_coeffs[size_t(dx) * k];
-      int sx0 = s.x_offsets[dx];
-      for (int c = 0; c < cn; ++c) {
-        int acc = 0;
-        for (int j = 0; j < k; ++j) {
-          int sx = std::clamp(sx0 + j, 0, sw - 1);
-          acc += in[sx * cn + c] * w[j];
+    if (k == 2 && cn == 3) {
+      for (int dx = 0; dx < dw; ++dx) {
+        const int16_t* w = &s.x_coeffs[size_t(dx) * 2];
+        const uint8_t* p0 = in + s.taps[size_t(dx) * 2];
+        const uint8_t* p1 = in + s.taps[size_t(dx) * 2 + 1];
+        out[dx * 3 + 0] = p0[0] * w[0] + p1[0] * w[1];
+        out[dx * 3 + 1] = p0[1] * w[0] + p1[1] * w[1];
+        out[dx * 3 + 2] = p0[2] * w[0] + p1[2] * w[1];
+      }
+    } else if (k == 4 && cn == 3) {
+      for (int dx = 0; dx < dw; ++dx) {
+        const int16_t* w = &s.x_coeffs[size_t(dx) * 4];
+        const int* t = &s.taps[size_t(dx) * 4];
+        const uint8_t *p0 = in + t[0], *p1 = in + t[1], *p2 = in + t[2], *p3 = in + t[3];
+        for (int c = 0; c < 3; ++c) {
+          out[dx * 3 + c] = p0[c] * w[0] + p1[c] * w[1] + p2[c] * w[2] + p3[c] * w[3];
         }
-        out[dx * cn + c] = acc;
+      }
+    } else {
+      for (int dx = 0; dx < dw; ++dx) {
+        const int16_t* w = &s.x_coeffs[size_t(dx) * k];
+        for (int c = 0; c < cn; ++c) {
+          int acc = 0;
+          for (int j = 0; j < k; ++j) acc += in[s.taps[size_t(dx) * k + j] + c] * w[j];
+          out[dx * cn + c] = acc;
+        }
       }
     }
   }
@@ -109,11 +131,12 @@ void Resize(const uint8_t* src, int sw, int sh, size_t src_stride, uint8_t* dst,
       const float b0 = b[0] * cubic_scale, b1 = b[1] * cubic_scale, b2 = b[2] * cubic_scale,
                   b3 = b[3] * cubic_scale;
       for (int x = 0; x < row_len; ++x) {
-        float v = std::fma(
-            static_cast<float>(r[0][x]), b0,
-            std::fma(static_cast<float>(r[1][x]), b1,
-                     std::fma(static_cast<float>(r[2][x]), b2, static_cast<float>(r[3][x]) * b3)));
-        out[x] = SaturateU8(static_cast<int>(std::lrint(v)));
+        // OpenCV evaluates r0*b0 + (r1*b1 + (r2*b2 + r3*b3)) with fused multiply-adds;
+        // plain float here (std::fma is a libm call without -mfma) differs in rare ties.
+        float v = static_cast<float>(r[0][x]) * b0 +
+                  (static_cast<float>(r[1][x]) * b1 +
+                   (static_cast<float>(r[2][x]) * b2 + static_cast<float>(r[3][x]) * b3));
+        out[x] = SaturateU8(static_cast<int>(std::nearbyint(v)));
       }
     }
   }
