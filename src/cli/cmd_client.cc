@@ -1,0 +1,148 @@
+// `lipsync client`: the deployment guide's test client (see client/client_runner.h).
+#include <cstdio>
+#include <string>
+
+#include "cli/command.h"
+#include "client/client_runner.h"
+#include "client/utterance.h"
+#include "common/flags.h"
+
+namespace {
+
+constexpr const char* kUsage = R"(usage: lipsync client [flags]
+
+Streams batches of one model through a compositing server and prints per-batch timings
+and a summary (FPS, p50/p99 latency, bytes per frame each way).
+
+  --server HOST:PORT      compositing server (default localhost:50052)
+  --model ID              model / avatar id (default demo)
+  --batches N             batches per stream (default 10; ignored with --audio)
+  --batch-size B          frames per batch (default 24)
+  --concurrency K         parallel streams, each its own connection (default 1)
+  --start-frame S         first background frame (default 0; not with --audio)
+  --send-visual           send random 6x320x320 visual frames, like the guide's example
+                          (default: the server builds them from its cached backgrounds)
+  --audio FILE            stream this speech (WAV or any libsndfile format) as raw audio,
+                          batch by batch, over the whole utterance
+  --realtime              pace each stream at 25 frames per second
+  --audio-features KIND   synthetic features without --audio: loud | silence | random
+                          (default random: a different loudness per frame)
+  --format jpeg|raw       ask for JPEG or raw RGB frames (default: the server's)
+  --jpeg-quality Q        1..100 (default: the server's)
+  --ping-pong             loop the avatar video back and forth instead of wrapping
+  --timeout SECONDS       per call (default 60)
+  --seed N                random seed (default 1)
+  --save DIR              write stream 0's frames to DIR/frames/, an MP4 DIR/<model>.mp4
+                          (25 fps, with the speech when --audio) and DIR/contact_sheet.png
+  --quiet                 only the summary
+)";
+
+int RunClient(int argc, char** argv) {
+  using namespace lipsync;
+  auto flags =
+      Flags::Parse(argc, argv,
+                   {"server", "model", "batches", "batch-size", "concurrency", "start-frame",
+                    "audio", "audio-features", "format", "jpeg-quality", "timeout", "seed", "save"},
+                   {"send-visual", "realtime", "ping-pong", "quiet", "help"});
+  if (!flags.ok()) {
+    std::fprintf(stderr, "lipsync client: %s\n\n%s", flags.status().message().c_str(), kUsage);
+    return 2;
+  }
+  if (flags->Has("help")) {
+    std::printf("%s", kUsage);
+    return 0;
+  }
+  client::ClientOptions o;
+  o.server = flags->GetString("server", o.server);
+  o.model = flags->GetString("model", o.model);
+  auto fail = [](const Status& st) {
+    std::fprintf(stderr, "lipsync client: %s\n", st.message().c_str());
+    return 2;
+  };
+  auto batches = flags->GetInt("batches", o.batches);
+  auto batch_size = flags->GetInt("batch-size", o.batch_size);
+  auto concurrency = flags->GetInt("concurrency", o.concurrency);
+  auto start = flags->GetInt("start-frame", 0);
+  auto quality = flags->GetInt("jpeg-quality", 0);
+  auto timeout = flags->GetDouble("timeout", o.timeout_seconds);
+  auto seed = flags->GetInt("seed", 1);
+  for (const Status* st : {&batches.status(), &batch_size.status(), &concurrency.status(),
+                           &start.status(), &quality.status(), &timeout.status(), &seed.status()}) {
+    if (!st->ok()) return fail(*st);
+  }
+  o.batches = int(*batches);
+  o.batch_size = int(*batch_size);
+  o.concurrency = int(*concurrency);
+  o.start_frame = int(*start);
+  o.jpeg_quality = int(*quality);
+  o.timeout_seconds = *timeout;
+  o.seed = uint64_t(*seed);
+  o.send_visual = flags->Has("send-visual");
+  o.realtime = flags->Has("realtime");
+  o.ping_pong = flags->Has("ping-pong");
+  o.save_dir = flags->GetString("save");
+
+  std::string kind = flags->GetString("audio-features", "random");
+  if (kind == "loud") {
+    o.synthetic_audio = client::SyntheticAudio::kLoud;
+  } else if (kind == "silence") {
+    o.synthetic_audio = client::SyntheticAudio::kSilence;
+  } else if (kind == "random") {
+    o.synthetic_audio = client::SyntheticAudio::kRandom;
+  } else {
+    return fail(Status::InvalidArgument("--audio-features must be loud, silence or random, got '" +
+                                        kind + "'"));
+  }
+  std::string format = flags->GetString("format", "");
+  if (format == "jpeg") {
+    o.format = client::FrameFormat::kJpeg;
+  } else if (format == "raw") {
+    o.format = client::FrameFormat::kRawRgb;
+  } else if (!format.empty()) {
+    return fail(Status::InvalidArgument("--format must be jpeg or raw, got '" + format + "'"));
+  }
+
+  const std::string audio_path = flags->GetString("audio");
+  if (!audio_path.empty()) {
+    if (flags->Has("start-frame")) {
+      return fail(Status::InvalidArgument(
+          "--start-frame cannot be used with --audio: the utterance starts at frame 0"));
+    }
+    auto utterance = client::LoadUtterance(audio_path);
+    if (!utterance.ok()) return fail(utterance.status());
+    std::printf("Audio: %s, %.2f s at %d Hz -> %d frames\n", audio_path.c_str(),
+                (*utterance)->seconds, (*utterance)->sample_rate, (*utterance)->frames);
+    o.utterance_frames = (*utterance)->frames;
+    o.audio_slicer = client::MakeUtteranceSlicer(*utterance);
+    o.wav_path = audio_path;
+  }
+
+  const bool quiet = flags->Has("quiet");
+  std::printf(
+      "Client: %s, model '%s', batch %d, %s, %d stream(s), visual %s\n", o.server.c_str(),
+      o.model.c_str(), o.batch_size,
+      o.utterance_frames > 0 ? "whole utterance" : (std::to_string(o.batches) + " batches").c_str(),
+      o.concurrency, o.send_visual ? "sent by client" : "built by server");
+  std::fflush(stdout);
+  auto run = client::RunClient(o, [quiet](const client::BatchRecord& r) {
+    if (!quiet || !r.ok) std::printf("%s\n", client::FormatBatch(r).c_str());
+    std::fflush(stdout);
+  });
+  if (!run.ok()) return fail(run.status());
+  std::printf("\n%s", client::FormatSummary(run->summary).c_str());
+  if (run->saved) {
+    const auto& out = run->outputs;
+    std::printf("\nSaved\n  frames:        %s (%d JPEGs)\n", out.frames_dir.c_str(), out.frames);
+    if (!out.video_path.empty()) {
+      std::printf("  video:         %s\n", out.video_path.c_str());
+    } else {
+      std::printf("  video:         not written: %s\n", out.video_error.c_str());
+    }
+    std::printf("  contact sheet: %s\n", out.contact_sheet_path.c_str());
+  }
+  return run->summary.failed_batches == 0 && run->summary.batches > 0 ? 0 : 1;
+}
+
+}  // namespace
+
+LIPSYNC_COMMAND("client", "test client: stream batches through a compositing server", RunClient);

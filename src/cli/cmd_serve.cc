@@ -1,0 +1,139 @@
+// `lipsync serve`: both services in one process for a single box. The compositing
+// server calls the InferenceServer object directly (no serialization, no copies of
+// the tensors); both gRPC services still listen on their configured ports, so clients
+// and tools see the same APIs as in the split deployment.
+#include <signal.h>
+
+#include <chrono>
+#include <cstdio>
+#include <string>
+
+#include "cli/command.h"
+#include "common/flags.h"
+#include "common/log.h"
+#include "compositing/compositing_server.h"
+#include "config/config.h"
+#include "inference/inference_server.h"
+#include "rpc/compositing_service.h"
+#include "rpc/inference_service.h"
+#include "rpc/server_setup.h"
+
+namespace {
+
+constexpr const char* kUsage =
+    R"(usage: lipsync serve --inference-config inference.yaml --compositing-config compositing.yaml
+
+Runs the inference server and the compositing server in one process: each config file is
+the one its server takes on its own (`lipsync inference --config`, `lipsync compositing
+--config`), and each service listens on its own `server.port`. The compositing side calls
+inference in-process (its `inference_server.url` is not used; `timeout_seconds` still
+bounds each call). SIGINT/SIGTERM: graceful shutdown of both, exit 0.
+)";
+
+int Fail(const lipsync::Status& status) {
+  std::fprintf(stderr, "lipsync serve: %s\n", status.message().c_str());
+  return 1;
+}
+
+int RunServe(int argc, char** argv) {
+  using namespace lipsync;
+  auto flags = Flags::Parse(argc, argv, {"inference-config", "compositing-config"}, {"help"});
+  const bool help = flags.ok() && flags->Has("help");
+  if (!flags.ok() || help || !flags->Has("inference-config") || !flags->Has("compositing-config")) {
+    if (!flags.ok())
+      std::fprintf(stderr, "lipsync serve: %s\n\n", flags.status().message().c_str());
+    std::fprintf(help ? stdout : stderr, "%s", kUsage);
+    return help ? 0 : 2;
+  }
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
+
+  const std::string inference_path = flags->GetString("inference-config");
+  const std::string compositing_path = flags->GetString("compositing-config");
+  auto inference_config = config::LoadInferenceConfig(inference_path);
+  if (!inference_config.ok()) return Fail(inference_config.status());
+  auto compositing_config = config::LoadCompositingConfig(compositing_path);
+  if (!compositing_config.ok()) return Fail(compositing_config.status());
+  if (auto level = ParseLogLevel(compositing_config->logging.level); level.ok()) {
+    SetLogLevel(*level);
+  }
+
+  const char* rule =
+      "================================================================================";
+  std::printf("%s\n🚀 Lip-sync server, single process (inference + compositing)\n%s\n", rule, rule);
+  std::printf("✅ Configuration loaded from %s and %s\n", inference_path.c_str(),
+              compositing_path.c_str());
+  std::fflush(stdout);
+
+  auto inference_server = lipsync::inference::InferenceServer::Create(*inference_config);
+  if (!inference_server.ok()) return Fail(inference_server.status());
+  std::printf("✅ Inference: ONNX Runtime %s, %d workers, %d models preloaded\n",
+              (*inference_server)->ort_version().c_str(), (*inference_server)->worker_count(),
+              (*inference_server)->preloaded_models());
+
+  lipsync::compositing::CompositingServerOptions options;
+  options.inference_label = "in-process";
+  auto compositing_server = lipsync::compositing::CompositingServer::Create(
+      *compositing_config, **inference_server, options);
+  if (!compositing_server.ok()) return Fail(compositing_server.status());
+  std::printf("✅ Compositing: %zu avatars known, %zu compositing threads, JPEG quality %d\n",
+              (*compositing_server)->avatars().KnownIds().size(),
+              (*compositing_server)->compositing_threads(),
+              compositing_config->output.jpeg_quality);
+
+  auto inference_listen = config::ListenAddress(inference_config->server.port);
+  if (!inference_listen.ok()) return Fail(inference_listen.status());
+  auto compositing_listen = config::ListenAddress(compositing_config->server.port);
+  if (!compositing_listen.ok()) return Fail(compositing_listen.status());
+
+  rpc::InferenceServiceImpl inference_service(inference_server->get(),
+                                              inference_config->server.api_key);
+  rpc::ServerOptions inference_options;
+  inference_options.listen_address = *inference_listen;
+  inference_options.max_message_size_mb = inference_config->server.max_message_size_mb;
+  inference_options.tls = inference_config->server.tls;
+  auto inference_grpc = rpc::GrpcServer::Start(inference_options, {&inference_service});
+  if (!inference_grpc.ok()) return Fail(inference_grpc.status());
+
+  rpc::CompositingServiceImpl compositing_service(compositing_server->get(),
+                                                  compositing_config->server.api_key);
+  rpc::ServerOptions compositing_options;
+  compositing_options.listen_address = *compositing_listen;
+  compositing_options.max_message_size_mb = compositing_config->server.max_message_size_mb;
+  compositing_options.tls = compositing_config->server.tls;
+  auto compositing_grpc = rpc::GrpcServer::Start(compositing_options, {&compositing_service});
+  if (!compositing_grpc.ok()) return Fail(compositing_grpc.status());
+
+  std::printf("\n🌐 Inference server listening on %s (port %d)\n", inference_listen->c_str(),
+              (*inference_grpc)->port());
+  std::printf("🌐 Compositing server listening on %s (port %d), calling inference in-process\n",
+              compositing_listen->c_str(), (*compositing_grpc)->port());
+  std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
+  std::fflush(stdout);
+
+  int signal_number = 0;
+  sigwait(&stop_signals, &signal_number);
+  LOG_INFO("serve: received %s, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  // Outside in: stop taking calls, drain compositing (which drains its inference
+  // calls), then inference.
+  const auto compositing_grace =
+      std::chrono::seconds(compositing_config->server.shutdown_grace_seconds);
+  const auto inference_grace =
+      std::chrono::seconds(inference_config->server.shutdown_grace_seconds);
+  (*compositing_grpc)->Shutdown(compositing_grace);
+  (*compositing_grpc)->Wait();
+  (*compositing_server)->Shutdown(compositing_grace);
+  (*inference_grpc)->Shutdown(inference_grace);
+  (*inference_grpc)->Wait();
+  (*inference_server)->Shutdown(inference_grace);
+  LOG_INFO("serve: stopped");
+  return 0;
+}
+
+}  // namespace
+
+LIPSYNC_COMMAND("serve", "inference + compositing in one process (no serialization between them)",
+                RunServe);

@@ -1,0 +1,44 @@
+// gRPC CompositingService: translation only between compositing.proto /
+// model_management.proto and compositing::CompositingServer. Request bytes are passed
+// as views into the request message, never copied; errors are the call's gRPC status
+// (and the response's success/error pair where the message has one).
+//
+// Thread-safe (gRPC calls it from many threads); the server must outlive it.
+#pragma once
+
+#include <string>
+
+#include "compositing.grpc.pb.h"
+#include "compositing/compositing_server.h"
+
+namespace lipsync::rpc {
+
+class CompositingServiceImpl final : public ::compositing::CompositingService::Service {
+ public:
+  // `api_key` non-empty: every call must carry "authorization: Bearer <api_key>".
+  CompositingServiceImpl(compositing::CompositingServer* server, std::string api_key);
+
+  grpc::Status InferBatchComposite(grpc::ServerContext* context,
+                                   const ::compositing::CompositeBatchRequest* request,
+                                   ::compositing::CompositeBatchResponse* response) override;
+  grpc::Status Health(grpc::ServerContext* context, const ::compositing::HealthRequest* request,
+                      ::compositing::HealthResponse* response) override;
+  grpc::Status ListModels(grpc::ServerContext* context,
+                          const ::lipsync::admin::ListModelsRequest* request,
+                          ::lipsync::admin::ListModelsResponse* response) override;
+  grpc::Status LoadModel(grpc::ServerContext* context,
+                         const ::lipsync::admin::LoadModelRequest* request,
+                         ::lipsync::admin::LoadModelResponse* response) override;
+  grpc::Status UnloadModel(grpc::ServerContext* context,
+                           const ::lipsync::admin::UnloadModelRequest* request,
+                           ::lipsync::admin::UnloadModelResponse* response) override;
+  grpc::Status GetModelStats(grpc::ServerContext* context,
+                             const ::lipsync::admin::GetModelStatsRequest* request,
+                             ::lipsync::admin::GetModelStatsResponse* response) override;
+
+ private:
+  compositing::CompositingServer* server_;
+  std::string api_key_;
+};
+
+}  // namespace lipsync::rpc
