@@ -59,6 +59,11 @@ Expected<AudioFrameRange> BatchAudioFrames(const BatchAudioSpec& spec) {
                                    "; expected >= 0 (0 = unknown)");
   }
   const int64_t batch_end = int64_t(spec.start_frame) + spec.batch_size;
+  if (batch_end + kRightContextFrames > std::numeric_limits<int>::max()) {
+    return Status::InvalidArgument(SpecText(spec) +
+                                   " lies beyond the largest frame index; expected "
+                                   "start_frame_idx + batch_size + 13 < 2^31");
+  }
   if (spec.utterance_frames > 0 && batch_end > spec.utterance_frames) {
     return Status::InvalidArgument(SpecText(spec) + " extends past the utterance's " +
                                    std::to_string(spec.utterance_frames) +

@@ -4,6 +4,7 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <limits>
 
 #include "audio/mel_spectrogram.h"
 #include "audio/resampler.h"
@@ -267,6 +268,12 @@ TEST(BatchAudioTest, InvalidInputsAreRejectedWithTheExpectedCount) {
   spec.batch_size = 5;
   spec.start_frame = -1;
   expect_invalid(PrepareBatchAudio(std::string(2 * 640, '\0'), spec), "start_frame_idx");
+  spec.start_frame = std::numeric_limits<int>::max() - 1;
+  spec.batch_size = 1;
+  spec.end_of_utterance = true;  // would put the utterance's end past the int range
+  expect_invalid(PrepareBatchAudio(std::string(2 * 12 * 640, '\0'), spec), "largest frame index");
+  spec.end_of_utterance = false;
+  spec.batch_size = 5;
   spec.start_frame = 10;
   spec.utterance_frames = 12;
   expect_invalid(PrepareBatchAudio(std::string(2 * 640, '\0'), spec), "past the utterance");
