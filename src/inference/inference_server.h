@@ -62,6 +62,7 @@ class InferenceServer : public InferenceBackend {
   int preloaded_models() const { return preloaded_; }
   int in_flight() const { return in_flight_.load(); }
   ModelRegistry& registry() { return *registry_; }
+  const Scheduler& scheduler() const { return *scheduler_; }
 
  private:
   InferenceServer(config::InferenceConfig config, ExecutionPlan plan);
