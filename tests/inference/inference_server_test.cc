@@ -1,0 +1,207 @@
+// InferenceServer in-process (no gRPC): force-reload under load, graceful shutdown with
+// requests in flight, exact queue/deadline messages, validation order. Small 16x16
+// models from test_models.h keep it fast; runs use real ONNX Runtime sessions.
+#include "inference/inference_server.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cstring>
+#include <filesystem>
+#include <future>
+#include <thread>
+
+#include "inference/test_models.h"
+
+namespace lipsync::inference {
+namespace {
+
+namespace fs = std::filesystem;
+using namespace std::chrono_literals;
+
+constexpr int kSize = 16;
+constexpr size_t kPlane = kSize * kSize;
+
+class InferenceServerTest : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    dir_ = fs::temp_directory_path() /
+           ("inference_server_test_" + std::to_string(::getpid()) + "_" +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::create_directories(dir_);
+  }
+  void TearDown() override {
+    std::error_code ec;
+    fs::remove_all(dir_, ec);
+  }
+  // Writes atomically (rename) so a concurrent load never sees half a file.
+  std::string WriteModel(const std::string& name, float scale) {
+    const fs::path path = dir_ / (name + ".onnx");
+    const fs::path tmp = dir_ / (name + ".onnx.tmp");
+    EXPECT_TRUE(testing::WriteScaledModel(tmp.string(), kSize, scale).ok());
+    fs::rename(tmp, path);
+    return path.string();
+  }
+  config::InferenceConfig Config() {
+    config::InferenceConfig config;
+    config.onnx.use_cuda = false;
+    config.server.worker_count_per_gpu = 2;
+    config.server.max_batch_size = 8;
+    config.capacity.idle_timeout_minutes = 0;
+    return config;
+  }
+  std::unique_ptr<InferenceServer> Make(const config::InferenceConfig& config) {
+    auto server = InferenceServer::Create(config);
+    EXPECT_TRUE(server.ok()) << server.status().ToString();
+    return server.ok() ? std::move(*server) : nullptr;
+  }
+
+  fs::path dir_;
+};
+
+struct Inputs {
+  std::vector<float> visual, audio;
+  InferRequest Request(const std::string& model, int batch) const {
+    InferRequest request;
+    request.model_id = model;
+    request.batch_size = batch;
+    request.visual_frames = {reinterpret_cast<const char*>(visual.data()),
+                             static_cast<size_t>(batch) * 6 * kPlane * sizeof(float)};
+    request.audio_features = {reinterpret_cast<const char*>(audio.data()),
+                              static_cast<size_t>(batch) * kAudioFeatureFloats * sizeof(float)};
+    return request;
+  }
+};
+
+Inputs MakeInputs(int batch, float value) {
+  return {std::vector<float>(static_cast<size_t>(batch) * 6 * kPlane, value),
+          std::vector<float>(static_cast<size_t>(batch) * kAudioFeatureFloats, 0.f)};
+}
+
+float FirstValue(const InferResult& result) {
+  float v;
+  std::memcpy(&v, result.output.data(), sizeof v);
+  return v;
+}
+
+TEST_F(InferenceServerTest, ForceReloadUnderLoadLosesNoRequest) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.f), true, ""};
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(2, 0.25f);
+  std::atomic<bool> stop{false};
+  std::atomic<int> ok{0}, failed{0}, old_version{0}, new_version{0};
+  std::vector<std::thread> clients;
+  for (int c = 0; c < 4; ++c) {
+    clients.emplace_back([&] {
+      while (!stop.load()) {
+        auto result = server->Infer(inputs.Request("m", 2));
+        if (!result.ok()) {
+          ++failed;
+          ADD_FAILURE() << result.status().ToString();
+          continue;
+        }
+        ++ok;
+        const float v = FirstValue(*result);
+        if (v == 0.25f) ++old_version;
+        if (v == 0.5f) ++new_version;
+      }
+    });
+  }
+  while (ok.load() < 20) std::this_thread::sleep_for(1ms);
+  WriteModel("m", 2.f);
+  for (int i = 0; i < 3; ++i) {
+    auto reloaded = server->LoadModel("m", /*force_reload=*/true);
+    ASSERT_TRUE(reloaded.ok()) << reloaded.status().ToString();
+  }
+  const int after_reload = ok.load();
+  while (ok.load() < after_reload + 20) std::this_thread::sleep_for(1ms);
+  stop = true;
+  for (auto& client : clients) client.join();
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_GT(old_version.load(), 0);
+  EXPECT_GT(new_version.load(), 0);
+  EXPECT_EQ(old_version.load() + new_version.load(), ok.load()) << "an output was neither version";
+  auto after = server->Infer(inputs.Request("m", 1));
+  ASSERT_TRUE(after.ok());
+  EXPECT_EQ(FirstValue(*after), 0.5f);
+}
+
+TEST_F(InferenceServerTest, ShutdownWaitsForRequestsInFlightAndRefusesNewOnes) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.f), true, ""};
+  config.models["other"] = {WriteModel("other", 1.f), true, ""};
+  config.server.worker_count_per_gpu = 1;
+  // The worker holds the first request for its batching window: it is in flight
+  // when Shutdown starts.
+  config.server.max_queue_delay_us = 300000;
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(1, 0.5f);
+  auto in_flight =
+      std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
+  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  EXPECT_TRUE(server->Shutdown(10s));
+  auto result = in_flight.get();
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(FirstValue(*result), 0.5f);
+  auto refused = server->Infer(inputs.Request("other", 1));
+  EXPECT_EQ(refused.status().code(), StatusCode::kUnavailable);
+  EXPECT_EQ(refused.status().message().rfind("server is shutting down", 0), 0u);
+  EXPECT_FALSE(server->Health(std::nullopt)->healthy);
+}
+
+TEST_F(InferenceServerTest, DeadlineWhileQueuedSaysItWasNotRun) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.f), true, ""};
+  config.models["other"] = {WriteModel("other", 1.f), true, ""};
+  config.server.worker_count_per_gpu = 1;
+  config.server.max_queue_delay_us = 400000;
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(1, 0.5f);
+  auto held = std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
+  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  InferRequest late = inputs.Request("other", 1);
+  late.deadline = Clock::now() + 50ms;
+  auto result = server->Infer(late);
+  EXPECT_EQ(result.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(result.status().message().find("it was not run"), std::string::npos)
+      << result.status().message();
+  ASSERT_TRUE(held.get().ok());
+  auto stats = server->GetModelStats("other");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->at(0).frames_processed, 0);
+}
+
+TEST_F(InferenceServerTest, ReportsTimingsAndDevice) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.f), false, ""};
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(3, 0.5f);
+  auto first = server->Infer(inputs.Request("m", 3));
+  ASSERT_TRUE(first.ok()) << first.status().ToString();
+  EXPECT_TRUE(first->loaded_on_demand);
+  EXPECT_GT(first->model_load_ms, 0.0);
+  EXPECT_EQ(first->device_id, -1);
+  EXPECT_GE(first->worker_id, 0);
+  EXPECT_EQ(first->dynamic_batch_frames, 3);
+  EXPECT_GE(first->total_ms, first->inference_ms + first->queue_wait_ms - 1e-6);
+  EXPECT_EQ(first->output.size(), 3 * 3 * kPlane * sizeof(float));
+  auto second = server->Infer(inputs.Request("m", 3));
+  ASSERT_TRUE(second.ok());
+  EXPECT_FALSE(second->loaded_on_demand);
+}
+
+TEST_F(InferenceServerTest, InvalidConfigIsRefusedAtCreate) {
+  config::InferenceConfig config = Config();
+  config.server.queue_size = 0;
+  auto server = InferenceServer::Create(config);
+  EXPECT_EQ(server.status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace lipsync::inference
