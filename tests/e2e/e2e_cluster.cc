@@ -1,0 +1,127 @@
+#include "e2e/e2e_cluster.h"
+
+#include <gtest/gtest.h>
+#include <unistd.h>
+
+#include <fstream>
+
+#include "demo/avatar_generator.h"
+#include "modelgen/model_builder.h"
+
+namespace lipsync::e2e {
+
+namespace {
+
+void MakeTenant(const fs::path& dir, bool demo_model, uint64_t seed) {
+  fs::create_directories(dir / "checkpoint");
+  demo::AvatarSpec spec;
+  spec.width = kWidth;
+  spec.height = kHeight;
+  spec.frames = kFrames;
+  spec.seed = seed;
+  Status st = demo::GenerateAvatarFrames(spec, dir.string(), nullptr, 1);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+  const std::string model = (dir / "checkpoint" / "model_best.onnx").string();
+  st = demo_model ? modelgen::WriteDemoLipSyncModel(model) : modelgen::WriteIdentityModel(model);
+  EXPECT_TRUE(st.ok()) << st.ToString();
+}
+
+}  // namespace
+
+const fs::path& ModelRoot() {
+  static const fs::path root = [] {
+    fs::path r = fs::temp_directory_path() / ("lipsync_e2e_" + std::to_string(::getpid()));
+    fs::remove_all(r);
+    MakeTenant(r / "identity", false, 1);
+    MakeTenant(r / "demo", true, 2);
+    MakeTenant(r / "badrects", false, 3);
+    std::ofstream(r / "badrects" / "crop_rects.json") << "{ this is not json";
+    MakeTenant(r / "noframes", false, 4);
+    for (const auto& e : fs::directory_iterator(r / "noframes" / "frames")) fs::remove(e.path());
+    return r;
+  }();
+  return root;
+}
+
+config::InferenceConfig InferenceTestConfig() {
+  config::InferenceConfig c;
+  c.server.port = "127.0.0.1:0";
+  c.server.worker_count_per_gpu = 1;
+  c.onnx.use_cuda = false;
+  c.capacity.idle_timeout_minutes = 0;
+  c.model_root = ModelRoot().string();
+  return c;
+}
+
+config::CompositingConfig CompositingTestConfig() {
+  config::CompositingConfig c;
+  c.server.port = "127.0.0.1:0";
+  c.server.compositing_threads = 2;
+  c.inference_server.timeout_seconds = 20;
+  c.capacity.idle_timeout_minutes = 0;
+  c.output.region_jpeg = false;
+  c.output.compact_backgrounds = false;
+  c.model_root = ModelRoot().string();
+  return c;
+}
+
+std::shared_ptr<grpc::Channel> LoopbackChannel(int port) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(200 << 20);
+  args.SetMaxSendMessageSize(200 << 20);
+  return grpc::CreateCustomChannel("127.0.0.1:" + std::to_string(port),
+                                   grpc::InsecureChannelCredentials(), args);
+}
+
+Cluster::Cluster(Mode mode, const config::CompositingConfig& compositing_config,
+                 compositing::CompositingServerOptions options) {
+  auto created = inference::InferenceServer::Create(InferenceTestConfig());
+  EXPECT_TRUE(created.ok()) << created.status().ToString();
+  if (!created.ok()) return;
+  inference_ = std::move(*created);
+  inference::InferenceBackend* backend = inference_.get();
+  if (mode == Mode::kSplit) {
+    inference_service_ = std::make_unique<rpc::InferenceServiceImpl>(inference_.get(), "");
+    rpc::ServerOptions io;
+    io.listen_address = "127.0.0.1:0";
+    auto started = rpc::GrpcServer::Start(io, {inference_service_.get()});
+    EXPECT_TRUE(started.ok()) << started.status().ToString();
+    if (!started.ok()) return;
+    inference_grpc_ = std::move(*started);
+    rpc::GrpcBackendOptions bo;
+    bo.target = "127.0.0.1:" + std::to_string(inference_grpc_->port());
+    bo.max_retries = compositing_config.inference_server.max_retries;
+    auto remote = rpc::GrpcInferenceBackend::Create(bo);
+    EXPECT_TRUE(remote.ok()) << remote.status().ToString();
+    if (!remote.ok()) return;
+    remote_ = std::move(*remote);
+    backend = remote_.get();
+    inference_stub_ =
+        ::inference::InferenceService::NewStub(LoopbackChannel(inference_grpc_->port()));
+    options.inference_label = bo.target;
+  } else {
+    options.inference_label = "in-process";
+  }
+  auto server = compositing::CompositingServer::Create(compositing_config, *backend, options);
+  EXPECT_TRUE(server.ok()) << server.status().ToString();
+  if (!server.ok()) return;
+  server_ = std::move(*server);
+  service_ = std::make_unique<rpc::CompositingServiceImpl>(server_.get(), "");
+  rpc::ServerOptions co;
+  co.listen_address = "127.0.0.1:0";
+  auto started = rpc::GrpcServer::Start(co, {service_.get()});
+  EXPECT_TRUE(started.ok()) << started.status().ToString();
+  if (!started.ok()) return;
+  compositing_grpc_ = std::move(*started);
+  stub_ = ::compositing::CompositingService::NewStub(LoopbackChannel(compositing_grpc_->port()));
+  ok_ = true;
+}
+
+Cluster::~Cluster() {
+  using namespace std::chrono_literals;
+  if (compositing_grpc_) compositing_grpc_->Shutdown(1s);
+  if (server_) server_->Shutdown(1s);
+  if (inference_grpc_) inference_grpc_->Shutdown(1s);
+}
+
+}  // namespace lipsync::e2e
