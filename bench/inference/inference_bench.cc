@@ -1,19 +1,25 @@
 // Server throughput vs. raw ONNX Runtime on the same model and batch, side by side.
 //
 //   inference_bench [--model bench.onnx] [--batches 1,8,24] [--clients 1,4] [--seconds 2]
-//                   [--workers 8] [--intra-op-threads 0] [--cuda]
+//                   [--workers 8] [--intra-op-threads 0] [--cuda] [--ort-library PATH]
+//                   [--compare-cpu] [--server-only]
 //
 // For each (batch, clients) point: `clients` threads call OnnxModel::Run directly for
 // --seconds ("raw ORT"), then `clients` threads send InferBatch through the real gRPC
 // server on loopback for --seconds ("server"); frames/s of each and their ratio. Every
 // client does at least one call after a warm-up call. Without --model the bench model
 // (modelgen::WriteBenchModel, unet_328-sized, ~9.8 GFLOP/frame) is written to /tmp.
+// --cuda requires the CUDA provider (startup error otherwise); --compare-cpu then checks
+// the GPU output against the CPU provider's on one batch (max relative error < 1e-3,
+// exit 1 otherwise); --server-only skips the raw column. bench/gpu_check.sh uses these.
 // Not run by ctest.
 #include <grpcpp/grpcpp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <filesystem>
 #include <random>
@@ -99,6 +105,8 @@ int Main(int argc, char** argv) {
 
   config::InferenceConfig config;
   config.onnx.use_cuda = flags->Has("cuda");
+  config.onnx.require_cuda = flags->Has("cuda");
+  config.onnx.library_path = flags->GetString("ort-library");
   config.onnx.intra_op_threads = static_cast<int>(flags->GetInt("intra-op-threads", 0).value());
   config.server.worker_count_per_gpu = static_cast<int>(flags->GetInt("workers", 8).value());
   config.server.max_message_size_mb = 512;
@@ -125,6 +133,42 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", raw_model.status().ToString().c_str());
     return 1;
   }
+  if (flags->Has("compare-cpu")) {
+    auto cpu_model = inf::OnnxModel::Load({model_path, ""}, -1);
+    if (!cpu_model.ok()) {
+      std::fprintf(stderr, "%s\n", cpu_model.status().ToString().c_str());
+      return 1;
+    }
+    const int batch = 2;
+    std::vector<float> visual(static_cast<size_t>(batch) * 6 * 320 * 320);
+    std::vector<float> audio(static_cast<size_t>(batch) * inf::kAudioFeatureFloats);
+    std::mt19937 rng(7);
+    std::uniform_real_distribution<float> dist(0.f, 1.f);
+    for (float& v : visual) v = dist(rng);
+    for (float& v : audio) v = dist(rng);
+    std::string on_device, on_cpu;
+    Status a =
+        (*raw_model)
+            ->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &on_device);
+    Status b =
+        (*cpu_model)->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &on_cpu);
+    if (!a.ok() || !b.ok() || on_device.size() != on_cpu.size()) {
+      std::fprintf(stderr, "compare run failed: %s / %s\n", a.ToString().c_str(),
+                   b.ToString().c_str());
+      return 1;
+    }
+    const auto* x = reinterpret_cast<const float*>(on_device.data());
+    const auto* y = reinterpret_cast<const float*>(on_cpu.data());
+    double max_rel = 0;
+    for (size_t i = 0; i < on_cpu.size() / sizeof(float); ++i) {
+      const double rel =
+          std::abs(x[i] - y[i]) / std::max(std::abs(static_cast<double>(y[i])), 1e-3);
+      max_rel = std::max(max_rel, rel);
+    }
+    std::printf("device %d vs CPU provider, batch %d: max relative error %.3g (%s, limit 1e-3)\n",
+                device, batch, max_rel, max_rel < 1e-3 ? "PASS" : "FAIL");
+    if (max_rel >= 1e-3) return 1;
+  }
   const std::string target = "127.0.0.1:" + std::to_string((*grpc_server)->port());
   grpc::ChannelArguments args;
   args.SetMaxReceiveMessageSize(512 << 20);
@@ -149,12 +193,13 @@ int Main(int argc, char** argv) {
     request.set_visual_frames(visual.data(), visual_floats * sizeof(float));
     request.set_audio_features(audio.data(), audio_floats * sizeof(float));
     for (int clients : client_counts) {
-      const double raw = Measure(clients, batch, seconds, [&](int) {
-        std::string out;
-        return (*raw_model)
-            ->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &out)
-            .ok();
-      });
+      const double raw =
+          flags->Has("server-only") ? 0.0 : Measure(clients, batch, seconds, [&](int) {
+            std::string out;
+            return (*raw_model)
+                ->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &out)
+                .ok();
+          });
       std::vector<std::unique_ptr<::inference::InferenceService::Stub>> stubs;
       for (int c = 0; c < clients; ++c) {
         // One channel per client, as separate compositing servers would have.
