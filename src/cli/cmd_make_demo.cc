@@ -77,7 +77,7 @@ static int RunMakeDemo(int argc, char** argv) {
   const auto start = std::chrono::steady_clock::now();
   lipsync::Status made = lipsync::demo::MakeDemo(options);
   if (!made.ok()) {
-    std::fprintf(stderr, "make-demo: %s\n", made.ToString().c_str());
+    std::fprintf(stderr, "%s\n", made.ToString().c_str());
     return 1;
   }
   const double seconds =
