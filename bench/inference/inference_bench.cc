@@ -85,8 +85,9 @@ double Measure(int clients, int batch, double seconds, Call call) {
 
 int Main(int argc, char** argv) {
   auto flags = Flags::Parse(
-      argc - 1, argv + 1, {"model", "batches", "clients", "seconds", "workers", "intra-op-threads"},
-      {"cuda"});
+      argc - 1, argv + 1,
+      {"model", "batches", "clients", "seconds", "workers", "intra-op-threads", "ort-library"},
+      {"cuda", "compare-cpu", "server-only"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n", flags.status().ToString().c_str());
     return 2;
