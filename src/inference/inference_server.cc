@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <string_view>
 
+#include "audio/batch_audio.h"
 #include "common/log.h"
 #include "common/model_id.h"
 #include "inference/gpu_info.h"
@@ -48,6 +49,29 @@ std::string ModelFileBeside(const std::string& model_path, const char* name) {
   const auto candidate = std::filesystem::path(model_path).parent_path() / name;
   std::error_code ec;
   return std::filesystem::exists(candidate, ec) ? candidate.string() : std::string();
+}
+
+// raw_audio -> mel windows -> ONE encoder Run for all windows -> per-frame features
+// (docs/AUDIO.md). FAILED_PRECONDITION when the model has no audio encoder.
+Expected<std::vector<float>> FeaturesFromRawAudio(const InferRequest& request,
+                                                  const OnnxModel& model) {
+  if (!model.has_audio_encoder()) {
+    return Status::FailedPrecondition(
+        "model '" + request.model_id +
+        "' has no audio encoder (checkpoint/audio_encoder.onnx beside the model), so it "
+        "cannot take raw_audio; send audio_features (batch_size x 8192 float32) instead");
+  }
+  audio::BatchAudioSpec spec;
+  spec.start_frame = request.start_frame_idx;
+  spec.batch_size = request.batch_size;
+  spec.utterance_frames = request.utterance_frames;
+  spec.end_of_utterance = request.end_of_utterance;
+  spec.sample_rate = request.sample_rate;
+  LIPSYNC_ASSIGN_OR_RETURN(audio::MelWindows windows,
+                           audio::PrepareBatchAudio(request.raw_audio, spec));
+  LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> vectors,
+                           model.EncodeAudio(windows.windows.data(), windows.count));
+  return audio::AssembleFrameFeatures(windows, vectors, spec);
 }
 
 RegistryOptions MakeRegistryOptions(const config::InferenceConfig& config,
@@ -197,39 +221,45 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
                                    std::to_string(static_cast<int>(request.output_format)) +
                                    " is unknown; expected FLOAT32 (0) or UINT8 (1)");
   }
-  if (!request.raw_audio.empty()) {
-    if (!request.audio_features.empty()) {
-      return Status::InvalidArgument(
-          "both raw_audio and audio_features are set; expected exactly one of them");
-    }
-    return Status::FailedPrecondition(
-        "raw_audio is not supported yet by this server; send audio_features (batch_size x "
-        "8192 float32)");
-  }
-  if (request.audio_features.empty()) {
+  const bool raw_audio = !request.raw_audio.empty();
+  if (raw_audio && !request.audio_features.empty()) {
     return Status::InvalidArgument(
-        "audio_features is empty; expected batch_size x 8192 or 8192 float32 values");
+        "both raw_audio and audio_features are set; expected exactly one of them");
+  }
+  if (!raw_audio && request.audio_features.empty()) {
+    return Status::InvalidArgument(
+        "audio_features is empty; expected batch_size x 8192 or 8192 float32 values, or "
+        "raw_audio");
   }
 
   LIPSYNC_ASSIGN_OR_RETURN(ModelHandle handle, registry_->Acquire(request.model_id));
   const OnnxModel& model = handle.model();
-  LIPSYNC_RETURN_IF_ERROR(CheckSizes(request, model));
-
-  std::vector<float> visual_storage, audio_storage;
-  const float* visual = AsFloats(request.visual_frames, visual_storage);
-  const float* audio = nullptr;
   const size_t batch = static_cast<size_t>(request.batch_size);
-  if (request.audio_features.size() == batch * kAudioFeatureFloats * sizeof(float)) {
-    audio = AsFloats(request.audio_features, audio_storage);
-  } else {
-    // One tensor for every frame: the guide's example client sends this.
-    audio_storage.resize(batch * kAudioFeatureFloats);
-    for (size_t i = 0; i < batch; ++i) {
-      std::memcpy(audio_storage.data() + i * kAudioFeatureFloats, request.audio_features.data(),
-                  kAudioFeatureFloats * sizeof(float));
-    }
+  std::vector<float> visual_storage, audio_storage;
+  const float* audio = nullptr;
+  double audio_processing_ms = 0;
+  if (raw_audio) {
+    LIPSYNC_RETURN_IF_ERROR(model.CheckInputSizes(request.batch_size, request.visual_frames.size(),
+                                                  batch * kAudioFeatureFloats * sizeof(float)));
+    const Clock::time_point audio_start = Clock::now();
+    LIPSYNC_ASSIGN_OR_RETURN(audio_storage, FeaturesFromRawAudio(request, model));
+    audio_processing_ms = MsSince(audio_start);
     audio = audio_storage.data();
+  } else {
+    LIPSYNC_RETURN_IF_ERROR(CheckSizes(request, model));
+    if (request.audio_features.size() == batch * kAudioFeatureFloats * sizeof(float)) {
+      audio = AsFloats(request.audio_features, audio_storage);
+    } else {
+      // One tensor for every frame: the guide's example client sends this.
+      audio_storage.resize(batch * kAudioFeatureFloats);
+      for (size_t i = 0; i < batch; ++i) {
+        std::memcpy(audio_storage.data() + i * kAudioFeatureFloats, request.audio_features.data(),
+                    kAudioFeatureFloats * sizeof(float));
+      }
+      audio = audio_storage.data();
+    }
   }
+  const float* visual = AsFloats(request.visual_frames, visual_storage);
 
   InferResult result;
   InferTask task;
@@ -263,6 +293,7 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   result.loaded_on_demand = handle.loaded_now();
   result.model_load_ms = handle.load_ms();
   result.dynamic_batch_frames = task.group_frames;
+  result.audio_processing_ms = audio_processing_ms;
   result.total_ms = MsSince(received);
   return result;
 }

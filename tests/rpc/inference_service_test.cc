@@ -21,8 +21,10 @@
 #include <random>
 #include <thread>
 
+#include "audio/batch_audio.h"
 #include "inference.grpc.pb.h"
 #include "inference/inference_server.h"
+#include "inference/onnx_model.h"
 #include "modelgen/model_builder.h"
 #include "rpc/grpc_inference_backend.h"
 #include "rpc/inference_service.h"
@@ -61,6 +63,7 @@ std::vector<float> RandomFloats(size_t n, uint32_t seed) {
 struct Models {
   fs::path dir;
   std::string identity, identity2, demo, corrupt;
+  std::string talking, talking_encoder;  // demo model with an audio encoder beside it
 };
 
 const Models& TestModels() {
@@ -76,6 +79,11 @@ const Models& TestModels() {
     EXPECT_TRUE(modelgen::WriteIdentityModel(m.identity2).ok());
     EXPECT_TRUE(modelgen::WriteDemoLipSyncModel(m.demo).ok());
     std::ofstream(m.corrupt) << "this is not an ONNX model";
+    fs::create_directories(m.dir / "talking");
+    m.talking = (m.dir / "talking" / "model_best.onnx").string();
+    m.talking_encoder = (m.dir / "talking" / "audio_encoder.onnx").string();
+    EXPECT_TRUE(modelgen::WriteDemoLipSyncModel(m.talking).ok());
+    EXPECT_TRUE(modelgen::WriteAudioEncoderModel(m.talking_encoder).ok());
     return m;
   }();
   return models;
@@ -94,6 +102,7 @@ config::InferenceConfig BaseConfig() {
   config.models["identity2"] = {models.identity2, false, ""};
   config.models["demo"] = {models.demo, false, ""};
   config.models["corrupt"] = {models.corrupt, false, ""};
+  config.models["talking"] = {models.talking, false, ""};
   return config;
 }
 
@@ -289,11 +298,12 @@ TEST_F(InferenceServiceTest, UnknownOutputFormatIsInvalidArgument) {
   ExpectError(*server_, request, grpc::StatusCode::INVALID_ARGUMENT, {"output_format"});
 }
 
-TEST_F(InferenceServiceTest, RawAudioIsFailedPrecondition) {
+TEST_F(InferenceServiceTest, RawAudioWithoutAudioEncoderIsFailedPrecondition) {
   pb::InferBatchRequest request = MakeRequest("identity", 1, 1);
   request.clear_audio_features();
   request.set_raw_audio(std::string(6400, '\0'));
-  ExpectError(*server_, request, grpc::StatusCode::FAILED_PRECONDITION, {"raw_audio"});
+  ExpectError(*server_, request, grpc::StatusCode::FAILED_PRECONDITION,
+              {"raw_audio", "no audio encoder"});
 }
 
 TEST_F(InferenceServiceTest, CorruptModelFailsItsTenantOnlyAndOthersKeepServing) {
@@ -310,6 +320,43 @@ TEST_F(InferenceServiceTest, CorruptModelFailsItsTenantOnlyAndOthersKeepServing)
   pb::InferBatchResponse ok_response;
   EXPECT_TRUE(Call(*server_, MakeRequest("identity", 1, 2), &ok_response).ok());
   EXPECT_TRUE(ok_response.success());
+}
+
+// raw_audio: the server's mel -> encoder -> features path gives the same frames as
+// sending the features computed by the audio library's whole-clip reference path.
+TEST_F(InferenceServiceTest, RawAudioEqualsFeaturesFromWholeClipReference) {
+  const int batch = 3;
+  std::string pcm(static_cast<size_t>(batch) * 640 * 2, '\0');
+  for (size_t i = 0; i < pcm.size() / 2; ++i) {
+    const auto sample = static_cast<int16_t>(12000 * std::sin(2 * M_PI * 440 * i / 16000.0));
+    std::memcpy(pcm.data() + 2 * i, &sample, 2);
+  }
+  auto encoder =
+      inference::OnnxModel::Load({TestModels().talking, TestModels().talking_encoder}, -1);
+  ASSERT_TRUE(encoder.ok()) << encoder.status().ToString();
+  int frames = 0;
+  auto features = audio::WholeClipFeatures(
+      pcm, 16000, [&](const float* windows, int n) { return (*encoder)->EncodeAudio(windows, n); },
+      &frames);
+  ASSERT_TRUE(features.ok()) << features.status().ToString();
+  ASSERT_EQ(frames, batch);
+
+  pb::InferBatchRequest with_features = MakeRequest("talking", batch, 21);
+  with_features.set_audio_features(Floats(*features));
+  pb::InferBatchRequest with_raw = with_features;
+  with_raw.clear_audio_features();
+  with_raw.set_raw_audio(pcm);
+  with_raw.set_utterance_frames(batch);
+  pb::InferBatchResponse from_features, from_raw, silent;
+  ASSERT_TRUE(Call(*server_, with_features, &from_features).ok());
+  grpc::Status status = Call(*server_, with_raw, &from_raw);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_GT(from_raw.audio_processing_ms(), 0.f);
+  EXPECT_EQ(from_raw.output_frames(), from_features.output_frames());
+  // And the audio matters: silence gives other frames.
+  with_raw.set_raw_audio(std::string(pcm.size(), '\0'));
+  ASSERT_TRUE(Call(*server_, with_raw, &silent).ok());
+  EXPECT_NE(silent.output_frames(), from_raw.output_frames());
 }
 
 // ---- health and model management ----
@@ -358,7 +405,7 @@ TEST_F(InferenceServiceTest, ModelManagementRoundTrip) {
     request.set_include_available(true);
     admin::ListModelsResponse response;
     ASSERT_TRUE(server_->stub->ListModels(&context, request, &response).ok());
-    EXPECT_GE(response.models_size(), 4);
+    EXPECT_GE(response.models_size(), 5);
   }
   {
     grpc::ClientContext context;
