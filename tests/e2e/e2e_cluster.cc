@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <fstream>
 
 #include "demo/avatar_generator.h"
@@ -38,6 +39,14 @@ const fs::path& ModelRoot() {
     std::ofstream(r / "badrects" / "crop_rects.json") << "{ this is not json";
     MakeTenant(r / "noframes", false, 4);
     for (const auto& e : fs::directory_iterator(r / "noframes" / "frames")) fs::remove(e.path());
+    // The temp dir goes with the process (set KEEP_E2E_DIR=1 to inspect it).
+    std::atexit([] {
+      if (std::getenv("KEEP_E2E_DIR") == nullptr) {
+        std::error_code ec;
+        fs::remove_all(fs::temp_directory_path() / ("lipsync_e2e_" + std::to_string(::getpid())),
+                       ec);
+      }
+    });
     return r;
   }();
   return root;
