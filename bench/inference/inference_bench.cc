@@ -128,12 +128,14 @@ int Main(int argc, char** argv) {
     return 1;
   }
   const int device = (*server)->plan().devices.front();
-  // The raw side gets its own session on the same device and the same global runtime.
-  auto raw_model = inf::OnnxModel::Load({model_path, ""}, device);
-  if (!raw_model.ok()) {
-    std::fprintf(stderr, "%s\n", raw_model.status().ToString().c_str());
+  // The raw side calls Run on the very session the server uses (pinned by this handle):
+  // same model, device and memory arena; a second session would double the arena.
+  auto handle = (*server)->registry().Acquire("bench");
+  if (!handle.ok()) {
+    std::fprintf(stderr, "%s\n", handle.status().ToString().c_str());
     return 1;
   }
+  const inf::OnnxModel* raw_model = &handle->model();
   if (flags->Has("compare-cpu")) {
     auto cpu_model = inf::OnnxModel::Load({model_path, ""}, -1);
     if (!cpu_model.ok()) {
@@ -149,8 +151,7 @@ int Main(int argc, char** argv) {
     for (float& v : audio) v = dist(rng);
     std::string on_device, on_cpu;
     Status a =
-        (*raw_model)
-            ->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &on_device);
+        raw_model->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &on_device);
     Status b =
         (*cpu_model)->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &on_cpu);
     if (!a.ok() || !b.ok() || on_device.size() != on_cpu.size()) {
@@ -197,7 +198,7 @@ int Main(int argc, char** argv) {
       const double raw =
           flags->Has("server-only") ? 0.0 : Measure(clients, batch, seconds, [&](int) {
             std::string out;
-            return (*raw_model)
+            return raw_model
                 ->Run(batch, visual.data(), audio.data(), inf::OutputFormat::kFloat32, &out)
                 .ok();
           });
@@ -220,6 +221,7 @@ int Main(int argc, char** argv) {
       std::fflush(stdout);
     }
   }
+  handle = inf::ModelHandle();  // unpin before the registry goes
   (*grpc_server)->Shutdown(std::chrono::seconds(1));
   if (!flags->Has("model")) std::filesystem::remove(model_path);
   return 0;
