@@ -2,6 +2,7 @@
 
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace lipsync::compositing {
@@ -50,27 +51,36 @@ Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size
                                    " frame; expected x1 < x2 <= width, y1 < y2 <= height");
   }
   const uint8_t* crop = rgb + size_t(rect.y1) * stride + size_t(rect.x1) * 3;
-  Resize(crop, rect.width(), rect.height(), stride, face_.pixels.data(), kCropSize, kCropSize,
-         face_.stride(), 3, Interpolation::kLinear, scratch_);
+  ResizeWindow(crop, rect.width(), rect.height(), stride, kCropSize, kCropSize,
+               {kCropBorder, kCropBorder, kFaceSize, kFaceSize}, roi_.pixels.data(), roi_.stride(),
+               3, Interpolation::kLinear, scratch_);
 
   const auto& unit = UnitScale();
   constexpr size_t plane = size_t(kFaceSize) * kFaceSize;
   for (int y = 0; y < kFaceSize; ++y) {
-    const uint8_t* src = face_.row(y + kCropBorder) + kCropBorder * 3;
-    bool masked_row = y >= kMaskY1 && y <= kMaskY2;
-    size_t base = size_t(y) * kFaceSize;
+    const uint8_t* src = roi_.row(y);
+    const size_t base = size_t(y) * kFaceSize;
+    float* b = out + base;
+    float* g = out + plane + base;
+    float* r = out + 2 * plane + base;
+    // Model channels are BGR; pixels are RGB.
     for (int x = 0; x < kFaceSize; ++x) {
-      const uint8_t* px = src + x * 3;
-      // Model channels are BGR; pixels are RGB.
-      float b = unit[px[2]], g = unit[px[1]], r = unit[px[0]];
-      size_t i = base + x;
-      out[i] = b;
-      out[plane + i] = g;
-      out[2 * plane + i] = r;
-      bool masked = masked_row && x >= kMaskX1 && x <= kMaskX2;
-      out[3 * plane + i] = masked ? 0.f : b;
-      out[4 * plane + i] = masked ? 0.f : g;
-      out[5 * plane + i] = masked ? 0.f : r;
+      b[x] = unit[src[x * 3 + 2]];
+      g[x] = unit[src[x * 3 + 1]];
+      r[x] = unit[src[x * 3]];
+    }
+    // Channels 3-5: the same rows with the mask rectangle zeroed.
+    const bool masked_row = y >= kMaskY1 && y <= kMaskY2;
+    for (int c = 0; c < 3; ++c) {
+      const float* from = out + c * plane + base;
+      float* to = out + (3 + c) * plane + base;
+      if (!masked_row) {
+        std::memcpy(to, from, kFaceSize * sizeof(float));
+        continue;
+      }
+      std::memcpy(to, from, kMaskX1 * sizeof(float));
+      std::memset(to + kMaskX1, 0, (kMaskX2 - kMaskX1 + 1) * sizeof(float));
+      std::memcpy(to + kMaskX2 + 1, from + kMaskX2 + 1, (kFaceSize - kMaskX2 - 1) * sizeof(float));
     }
   }
   return Status::Ok();

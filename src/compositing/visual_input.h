@@ -6,6 +6,10 @@
 //                                                       y 5..305 inclusive zeroed)
 // Output layout: float32 [6][320][320] planar.
 //
+// Only the 320x320 centre of the 328 resize is computed (ResizeWindow); the synctalk328
+// paste-back computes the 4-px border it needs itself, so per frame the crop is resized
+// to 328 once in total, split between the two.
+//
 // VisualInputBuilder holds scratch buffers: one per thread (not thread-safe);
 // writes only into caller memory, no allocation per frame after the first.
 #pragma once
@@ -33,12 +37,11 @@ class VisualInputBuilder {
   // Same from raw RGB pixels (rect in those pixels' coordinates).
   Status Build(const uint8_t* rgb, int width, int height, size_t stride,
                const avatar::CropRect& rect, float* out);
-  // The 328x328 RGB resize of the crop, as computed by the last Build (for tests and
-  // the synctalk328 paste-back).
-  const image::Image& face328() const { return face_; }
+  // The RGB face ROI of the last Build: [4:324, 4:324] of the crop resized to 328x328.
+  const image::Image& roi() const { return roi_; }
 
  private:
-  image::Image face_{kCropSize, kCropSize, 3};
+  image::Image roi_{kFaceSize, kFaceSize, 3};
   ResizeScratch scratch_;
 };
 
