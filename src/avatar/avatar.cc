@@ -33,13 +33,11 @@ std::string FindFramePath(const std::string& dir, int index) {
   return "";
 }
 
-constexpr int kMcu = 16;  // 4:2:0 JPEG MCU side
-
-// Full-width strip of whole MCU rows covering the rect plus margin.
-image::PixelRect CompactStrip(const CropRect& r, int margin, int width, int height) {
-  int y1 = std::max(0, r.y1 - margin) / kMcu * kMcu;
-  int y2 = std::min(height, (std::min(height, r.y2 + margin) + kMcu - 1) / kMcu * kMcu);
-  return {0, y1, width, y2 - y1};
+// The crop rect grown by `margin` on each side, clipped to the frame.
+image::PixelRect Grown(const CropRect& r, int margin, int width, int height) {
+  const int x1 = std::max(0, r.x1 - margin), y1 = std::max(0, r.y1 - margin);
+  const int x2 = std::min(width, r.x2 + margin), y2 = std::min(height, r.y2 + margin);
+  return {x1, y1, x2 - x1, y2 - y1};
 }
 
 }  // namespace
@@ -122,14 +120,25 @@ Expected<FrameHandle> Avatar::LoadFrame(int index) const {
     if (!jpeg.ok()) return jpeg.status().WithContext("avatar '" + options_.id + "': " + path);
     f->jpeg = std::make_shared<const image::RegionJpegBackground>(std::move(jpeg).value());
   }
-  image::PixelRect strip = CompactStrip(rects_[index], options_.compact_margin_px, width_, height_);
-  if (!options_.compact || strip.height * 2 > height_) {
+  if (!options_.compact || !f->jpeg) {
     f->pixels = std::move(img);
     return FrameHandle(std::move(f));
   }
-  f->pixels_rect = strip;
-  f->pixels = image::Image(strip.width, strip.height, 3);
-  std::copy_n(img.row(strip.y), f->pixels.pixels.size(), f->pixels.pixels.data());
+  // Exactly what the pipeline reads: the crop rect (visual input, paste-back) inside
+  // the restart intervals the region encode re-encodes for it.
+  const CropRect& rect = rects_[index];
+  const image::PixelRect grown =
+      Grown(rect, std::max(0, options_.compact_margin_px), width_, height_);
+  const image::PixelRect held = f->jpeg->ReadRect(grown);
+  if (int64_t(held.width) * held.height * 2 > int64_t(width_) * height_) {
+    f->pixels = std::move(img);  // most of the frame anyway: keep it whole
+    return FrameHandle(std::move(f));
+  }
+  f->pixels_rect = held;
+  f->pixels = image::Image(held.width, held.height, 3);
+  for (int y = 0; y < held.height; ++y) {
+    std::copy_n(img.row(held.y + y) + size_t(held.x) * 3, size_t(held.width) * 3, f->pixels.row(y));
+  }
   return FrameHandle(std::move(f));
 }
 

@@ -7,9 +7,11 @@
 // Two storage forms per frame (BackgroundFrame):
 //  - full: the whole decoded RGB frame;
 //  - compact (issue 6): the frame's JPEG, encoded once with restart intervals, plus
-//    only the pixels the pipeline reads (the MCU rows holding the crop rect with a
-//    margin). The compositor re-encodes only the touched restart intervals and splices
-//    them into the cached JPEG, so the full frame is never held decoded.
+//    only the pixels the pipeline reads: the crop rect snapped out to the restart
+//    intervals the region encode re-encodes for it (RegionJpegBackground::ReadRect),
+//    e.g. 256x192 px for a 182-px rect at 1280x720. The compositor re-encodes only
+//    those intervals and splices them into the cached JPEG, so the full frame is never
+//    held decoded.
 // With region_jpeg (and not compact) the whole frame is kept as well as its JPEG.
 //
 // Thread-safe (internal mutex). A FrameHandle stays valid while it lives, even if the
@@ -48,15 +50,17 @@ inline bool Covers(const image::PixelRect& area, const CropRect& rect) {
 struct BackgroundFrame {
   int frame_width = 0;
   int frame_height = 0;
-  // RGB pixels of `pixels_rect`: the whole frame, or in compact mode a full-width
-  // strip of MCU rows covering the crop rect plus margin.
+  // RGB pixels of `pixels_rect`: the whole frame, or in compact mode the region
+  // encode's ReadRect of the crop rect (plus margin).
   image::Image pixels;
   image::PixelRect pixels_rect;
   // The original frame encoded once with restart intervals (region JPEG output);
   // null when region JPEG is off.
   std::shared_ptr<const image::RegionJpegBackground> jpeg;
 
-  bool compact() const { return pixels_rect.height < frame_height; }
+  bool compact() const {
+    return pixels_rect.width < frame_width || pixels_rect.height < frame_height;
+  }
   size_t memory_bytes() const {
     return pixels.pixels.capacity() + (jpeg ? static_cast<size_t>(jpeg->memory_bytes()) : 0);
   }
@@ -74,11 +78,11 @@ struct AvatarOptions {
   // `jpeg_quality`.
   bool region_jpeg = false;
   int jpeg_quality = 75;
-  // Compact storage (needs region_jpeg): keep only a full-width strip of MCU rows
-  // covering the crop rect plus `compact_margin_px`. A frame whose strip would be more
-  // than half its height is kept whole.
+  // Compact storage (implies the JPEG): keep only the pixels the region encode reads
+  // for the crop rect grown by `compact_margin_px` (0: exactly what the pipeline
+  // reads). A frame whose region would be more than half of it is kept whole.
   bool compact = false;
-  int compact_margin_px = 8;
+  int compact_margin_px = 0;
 };
 
 class Avatar {

@@ -38,14 +38,18 @@ void CopyInto(const image::Image& src, image::Image& dst) {
 }
 
 // Whole original frame in `work`: the held pixels, or (compact) the cached JPEG decoded
-// with the held strip restored on top.
+// with the held region restored on top (only for output other than the cached JPEG's).
 Status FullBackground(const avatar::BackgroundFrame& bg, image::Image& work) {
   if (!bg.compact()) {
     CopyInto(bg.pixels, work);
     return Status::Ok();
   }
   LIPSYNC_ASSIGN_OR_RETURN(work, image::DecodeJpeg(bg.jpeg->background_jpeg()));
-  std::memcpy(work.row(bg.pixels_rect.y), bg.pixels.pixels.data(), bg.pixels.pixels.size());
+  const image::PixelRect& held = bg.pixels_rect;
+  for (int y = 0; y < held.height; ++y) {
+    std::memcpy(work.row(held.y + y) + size_t(held.x) * 3, bg.pixels.row(y),
+                size_t(held.width) * 3);
+  }
   return Status::Ok();
 }
 
@@ -124,19 +128,18 @@ Expected<CompositeResult> Compositor::Compose(avatar::Avatar& avatar, const Mode
                               s.work.pixels.size());
     } else if (region) {
       bool outside = false;
-      const uint8_t* fallback = s.work.row(0);
-      auto rows = [&](int y) -> const uint8_t* {
-        if (y < area.y || y >= area.y + area.height) {
-          outside = true;  // cannot happen: compact strips are at most half the frame
-          return fallback;
+      auto rows = [&](int x0, int y) -> const uint8_t* {
+        if (y < area.y || y >= area.y + area.height || x0 < area.x) {
+          outside = true;  // cannot happen: compact frames hold the encode's ReadRect
+          return nullptr;
         }
-        return s.work.row(y - area.y);
+        return s.work.row(y - area.y) + size_t(x0 - area.x) * 3;
       };
       auto jpeg = bg.jpeg->EncodeWithRegion(rows, {rect.x1, rect.y1, rect.width(), rect.height()});
-      if (!jpeg.ok()) return fail(jpeg.status());
       if (outside) {
-        return fail(Status::Internal("region JPEG encode read rows outside the held strip"));
+        return fail(Status::Internal("region JPEG encode read pixels outside those held"));
       }
+      if (!jpeg.ok()) return fail(jpeg.status());
       result.frames[i] = std::move(jpeg).value();
     } else {
       auto jpeg = image::EncodeJpeg(s.work, options.jpeg_quality);

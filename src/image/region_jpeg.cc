@@ -275,9 +275,44 @@ Expected<std::string> RegionJpegBackground::EncodeWithRegion(const uint8_t* fram
                                                              PixelRect changed) const {
   LIPSYNC_RETURN_IF_ERROR(ValidateStride(width_, stride));
   if (frame_rgb == nullptr) return Status::InvalidArgument("no pixels; expected an RGB frame");
-  return EncodeWithRegion([frame_rgb, stride](int y) { return frame_rgb + size_t(y) * stride; },
-                          changed);
+  return EncodeWithRegion(
+      [frame_rgb, stride](int x0, int y) {
+        return frame_rgb + size_t(y) * stride + size_t(x0) * 3;
+      },
+      changed);
 }
+
+RegionJpegBackground::Grid RegionJpegBackground::Snap(PixelRect changed) const {
+  Grid g;
+  // 64-bit so that rects far outside the frame cannot overflow.
+  const int64_t x0 = std::max<int64_t>(0, changed.x);
+  const int64_t y0 = std::max<int64_t>(0, changed.y);
+  const int64_t x1 = std::min<int64_t>(width_, int64_t(changed.x) + std::max(0, changed.width));
+  const int64_t y1 = std::min<int64_t>(height_, int64_t(changed.y) + std::max(0, changed.height));
+  if (x1 <= x0 || y1 <= y0) return g;  // nothing inside the frame changed
+  g.empty = false;
+  // Snap to the restart-interval grid: whole intervals horizontally, whole MCU rows
+  // vertically.
+  const int interval_px = interval_mcus_ * kMcuSize;
+  g.first_col = static_cast<int>(x0 / interval_px);
+  g.last_col = static_cast<int>((x1 - 1) / interval_px);
+  g.first_row = static_cast<int>(y0 / kMcuSize);
+  g.last_row = static_cast<int>((y1 - 1) / kMcuSize);
+  const double touched = double(g.last_col - g.first_col + 1) * (g.last_row - g.first_row + 1);
+  if (touched > kFullEncodeFraction * double(intervals_per_row_) * mcu_rows_) {
+    // Whole MCU rows: when they are the whole frame this is a full encode whose output
+    // needs no splicing; rows outside the touched band are still never read.
+    g.first_col = 0;
+    g.last_col = intervals_per_row_ - 1;
+  }
+  g.pixels.x = g.first_col * interval_px;
+  g.pixels.y = g.first_row * kMcuSize;
+  g.pixels.width = std::min(width_, (g.last_col + 1) * interval_px) - g.pixels.x;
+  g.pixels.height = std::min(height_, (g.last_row + 1) * kMcuSize) - g.pixels.y;
+  return g;
+}
+
+PixelRect RegionJpegBackground::ReadRect(PixelRect changed) const { return Snap(changed).pixels; }
 
 Expected<std::string> RegionJpegBackground::EncodeWithRegion(const RowSource& rows,
                                                              PixelRect changed) const {
@@ -287,42 +322,21 @@ Expected<std::string> RegionJpegBackground::EncodeWithRegion(const RowSource& ro
                                    " has a negative size; expected width, height >= 0");
   }
   if (!rows) return Status::InvalidArgument("no row source; expected a callable");
-  // 64-bit so that rects far outside the frame cannot overflow.
-  const int64_t x0 = std::max<int64_t>(0, changed.x);
-  const int64_t y0 = std::max<int64_t>(0, changed.y);
-  const int64_t x1 = std::min<int64_t>(width_, int64_t(changed.x) + changed.width);
-  const int64_t y1 = std::min<int64_t>(height_, int64_t(changed.y) + changed.height);
-  if (x1 <= x0 || y1 <= y0) return jpeg_;  // nothing inside the frame changed
-
-  // Snap to the restart-interval grid: whole intervals horizontally, whole MCU rows
-  // vertically.
-  const int interval_px = interval_mcus_ * kMcuSize;
-  int first_col = static_cast<int>(x0 / interval_px);
-  int last_col = static_cast<int>((x1 - 1) / interval_px);
-  const int first_row = static_cast<int>(y0 / kMcuSize);
-  const int last_row = static_cast<int>((y1 - 1) / kMcuSize);
+  const Grid g = Snap(changed);
+  if (g.empty) return jpeg_;
+  const int first_col = g.first_col, last_col = g.last_col;
+  const int first_row = g.first_row, last_row = g.last_row;
   const int strip_rows = last_row - first_row + 1;
-  const double touched = double(last_col - first_col + 1) * strip_rows;
-  if (touched > kFullEncodeFraction * double(intervals_per_row_) * mcu_rows_) {
-    // Whole MCU rows: when they are the whole frame this is a full encode whose output
-    // needs no splicing; rows outside the touched band are still never read.
-    first_col = 0;
-    last_col = intervals_per_row_ - 1;
-  }
   const int strip_cols = last_col - first_col + 1;
   const bool whole_frame = strip_cols == intervals_per_row_ && strip_rows == mcu_rows_;
-
-  const int strip_x = first_col * interval_px;
-  const int strip_y = first_row * kMcuSize;
-  const int strip_w = std::min(width_, (last_col + 1) * interval_px) - strip_x;
-  const int strip_h = std::min(height_, (last_row + 1) * kMcuSize) - strip_y;
+  const int strip_x = g.pixels.x;
+  const int strip_y = g.pixels.y;
+  const int strip_w = g.pixels.width;
+  const int strip_h = g.pixels.height;
   std::string strip;
-  LIPSYNC_RETURN_IF_ERROR(EncodeRows(
-      [&rows, strip_x, strip_y](int y) -> const uint8_t* {
-        const uint8_t* row = rows(strip_y + y);
-        return row == nullptr ? nullptr : row + size_t(strip_x) * 3;
-      },
-      strip_w, strip_h, settings_.quality, interval_mcus_, &strip));
+  LIPSYNC_RETURN_IF_ERROR(
+      EncodeRows([&rows, strip_x, strip_y](int y) { return rows(strip_x, strip_y + y); }, strip_w,
+                 strip_h, settings_.quality, interval_mcus_, &strip));
   if (whole_frame) return strip;  // same size and settings: already the full encode
   std::vector<uint32_t> strip_begin;
   std::vector<uint32_t> strip_end;

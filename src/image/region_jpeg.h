@@ -58,10 +58,13 @@ Expected<std::string> EncodeJpegWithRestarts(const uint8_t* rgb, int width, int 
 
 class RegionJpegBackground {
  public:
-  // Supplies row `y` of a full-width RGB frame (pointer to pixel (0, y), at least
-  // width*3 bytes). Called only for rows the encode needs, in increasing order; the
-  // pointer must stay valid until the next call.
-  using RowSource = std::function<const uint8_t*(int y)>;
+  // Supplies pixel (x0, y) of the frame being encoded: a pointer to at least
+  // (ReadRect(changed).x + ReadRect(changed).width - x0) * 3 bytes of RGB, i.e. up to
+  // the right edge of the pixels the encode reads. x0 is ReadRect(changed).x in every
+  // call of one encode. Called only for rows the encode needs, in increasing order; the
+  // pointer must stay valid until the next call; nullptr if the source lacks the row.
+  // A source may therefore hold just ReadRect(changed) (compact backgrounds).
+  using RowSource = std::function<const uint8_t*(int x0, int y)>;
 
   // Encodes the background once and indexes its restart intervals.
   static Expected<RegionJpegBackground> Create(const uint8_t* rgb, int width, int height,
@@ -76,8 +79,14 @@ class RegionJpegBackground {
   // way). INVALID_ARGUMENT on negative rect sizes, stride < width*3 or a missing row.
   Expected<std::string> EncodeWithRegion(const uint8_t* frame_rgb, size_t stride,
                                          PixelRect changed) const;
-  // Same, reading rows on demand (e.g. a compositor that keeps only a strip).
+  // Same, reading rows on demand (e.g. a compositor that keeps only ReadRect).
   Expected<std::string> EncodeWithRegion(const RowSource& rows, PixelRect changed) const;
+
+  // The pixels EncodeWithRegion(rows, changed) reads: `changed` clipped to the frame,
+  // snapped out to whole restart intervals horizontally and whole MCU rows vertically
+  // (whole MCU rows when beyond kFullEncodeFraction), clipped again. Width/height 0
+  // when nothing inside the frame changed (nothing is read then).
+  PixelRect ReadRect(PixelRect changed) const;
 
   const std::string& background_jpeg() const { return jpeg_; }
   int width() const { return width_; }
@@ -94,6 +103,15 @@ class RegionJpegBackground {
 
  private:
   RegionJpegBackground() = default;
+
+  // `changed` on the restart-interval grid: intervals [first_col, last_col] of MCU rows
+  // [first_row, last_row], covering `pixels`.
+  struct Grid {
+    bool empty = true;
+    int first_col = 0, last_col = -1, first_row = 0, last_row = -1;
+    PixelRect pixels;
+  };
+  Grid Snap(PixelRect changed) const;
 
   int width_ = 0;
   int height_ = 0;

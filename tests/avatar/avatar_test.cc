@@ -135,9 +135,9 @@ TEST(AvatarTest, ErrorsNameTheFile) {
   EXPECT_THAT(d.status().message(), HasSubstr("crop_rects.json: has 2 rects"));
 }
 
-TEST(AvatarTest, CompactKeepsStripAndJpeg) {
+TEST(AvatarTest, CompactKeepsOnlyTheEncodedRegionAndJpeg) {
   testing::TempDir tmp;
-  // 640x480 so the crop strip is well under half the frame.
+  // 640x480 so the crop region is well under half the frame.
   auto dir = testing::WriteAvatar(tmp.path(), "a", 3, 640, 480, {300, 200, 380, 280});
   auto o = Options(dir);
   auto full = *Avatar::Open(o);
@@ -146,17 +146,29 @@ TEST(AvatarTest, CompactKeepsStripAndJpeg) {
   auto compact = *Avatar::Open(o);
   auto f = *compact->Frame(1);
   EXPECT_TRUE(f->compact());
-  EXPECT_TRUE(f->jpeg);
-  EXPECT_EQ(f->pixels_rect.x, 0);
-  EXPECT_EQ(f->pixels_rect.width, 640);
+  ASSERT_TRUE(f->jpeg);
+  const CropRect& r = compact->rect(1);
+  // Exactly the region encode's pixels: whole 64-px restart intervals (4 MCUs) and
+  // 16-px MCU rows around the rect, nothing more.
+  const image::PixelRect want = f->jpeg->ReadRect({r.x1, r.y1, r.width(), r.height()});
+  EXPECT_EQ(f->pixels_rect.x, want.x);
+  EXPECT_EQ(f->pixels_rect.y, want.y);
+  EXPECT_EQ(f->pixels_rect.width, want.width);
+  EXPECT_EQ(f->pixels_rect.height, want.height);
+  EXPECT_EQ(f->pixels_rect.x % 64, 0);
   EXPECT_EQ(f->pixels_rect.y % 16, 0);
-  EXPECT_TRUE(Covers(f->pixels_rect, compact->rect(1)));
-  EXPECT_LE(f->pixels_rect.height, 112);  // 80 px + 2 x 8 margin, snapped to 16
-  // Strip pixels are the original's.
+  EXPECT_TRUE(Covers(f->pixels_rect, r));
+  EXPECT_LE(f->pixels_rect.width, 80 + 2 * 64);
+  EXPECT_LE(f->pixels_rect.height, 80 + 2 * 16);
+  // Held pixels are the original's.
   auto orig = testing::MakeFrame(640, 480, 1);
-  EXPECT_TRUE(
-      std::equal(f->pixels.pixels.begin(), f->pixels.pixels.end(), orig.row(f->pixels_rect.y)));
-  EXPECT_LT(compact->memory_bytes(), full->memory_bytes() / 2);
+  for (int y = 0; y < f->pixels_rect.height; ++y) {
+    ASSERT_TRUE(std::equal(f->pixels.row(y), f->pixels.row(y) + f->pixels_rect.width * 3,
+                           orig.row(f->pixels_rect.y + y) + f->pixels_rect.x * 3))
+        << "row " << y;
+  }
+  // Memory: JPEG + region, under 1/8 of the decoded frames.
+  EXPECT_LT(compact->memory_bytes(), full->memory_bytes() / 8);
   int64_t held = 3 * int64_t(sizeof(CropRect));
   for (int i = 0; i < 3; ++i) held += int64_t((*compact->Frame(i))->memory_bytes());
   EXPECT_EQ(compact->memory_bytes(), held);

@@ -109,9 +109,10 @@ TEST_F(CompositorTest, JpegPathsAgree) {
   EXPECT_EQ(decoded->width, kW);
 }
 
-// Compact storage proper: a 640x480 avatar keeps only a strip of MCU rows per frame,
-// and still produces the bytes of a full restart-interval encode of the composite.
-TEST_F(CompositorTest, CompactStripProducesFullEncodeBytes) {
+// Compact storage proper: a 640x480 avatar keeps only the restart intervals around the
+// crop rect per frame, and still produces the bytes of a full restart-interval encode
+// of the composite, for rects in the middle and at every frame edge.
+TEST_F(CompositorTest, CompactRegionProducesFullEncodeBytes) {
   auto dir = testing::WriteAvatar(tmp_.path(), "big", 3, 640, 480, {300, 200, 380, 280});
   avatar::AvatarOptions o;
   o.id = "big";
@@ -133,13 +134,47 @@ TEST_F(CompositorTest, CompactStripProducesFullEncodeBytes) {
                                       640, 480, 640 * 3, image::JpegSettings{});
     EXPECT_EQ(got->frames[i], *full) << "frame " << i;
   }
-  // Raw output from compact storage: the decoded JPEG outside the strip, exact inside.
+  // Raw output from compact storage: the decoded JPEG outside the region, exact inside.
   auto raw_compact = compositor_.Compose(*compact, Output(), 1, avatar::LoopMode::kWrap, raw);
   ASSERT_TRUE(raw_compact.ok());
-  auto strip = (*compact->Frame(1))->pixels_rect;
-  size_t begin = size_t(strip.y) * 640 * 3, end = size_t(strip.y + strip.height) * 640 * 3;
-  EXPECT_TRUE(std::equal(expected->frames[0].begin() + begin, expected->frames[0].begin() + end,
-                         raw_compact->frames[0].begin() + begin));
+  auto held = (*compact->Frame(1))->pixels_rect;
+  for (int y = held.y; y < held.y + held.height; ++y) {
+    size_t begin = (size_t(y) * 640 + held.x) * 3, end = begin + size_t(held.width) * 3;
+    ASSERT_TRUE(std::equal(expected->frames[0].begin() + begin, expected->frames[0].begin() + end,
+                           raw_compact->frames[0].begin() + begin))
+        << "row " << y;
+  }
+
+  // Rects touching each edge and corner of the frame (160-px face, not MCU-aligned).
+  const std::vector<avatar::CropRect> edges = {
+      {0, 0, 160, 160},   {480, 0, 640, 160}, {0, 320, 160, 480},   {480, 320, 640, 480},
+      {237, 0, 397, 160}, {0, 171, 160, 331}, {480, 155, 640, 315}, {229, 320, 389, 480}};
+  std::string rects = "[";
+  for (size_t k = 0; k < edges.size(); ++k) {
+    const auto& e = edges[k];
+    rects += (k ? "," : "") + std::string("[") + std::to_string(e.x1) + "," + std::to_string(e.y1) +
+             "," + std::to_string(e.x2) + "," + std::to_string(e.y2) + "]";
+  }
+  auto edge_dir = testing::WriteAvatar(tmp_.path(), "edges", int(edges.size()), 640, 480, edges[0]);
+  ASSERT_TRUE(image::WriteFileBytes(edge_dir + "/crop_rects.json", rects + "]").ok());
+  o.id = "edges";
+  o.frames_dir = edge_dir + "/frames";
+  o.crop_rects_path = edge_dir + "/crop_rects.json";
+  auto edge_compact = *avatar::Avatar::Open(o);
+  o.region_jpeg = o.compact = false;
+  auto edge_plain = *avatar::Avatar::Open(o);
+  for (int start = 0; start < int(edges.size()); start += 5) {
+    auto want = compositor_.Compose(*edge_plain, Output(), start, avatar::LoopMode::kWrap, raw);
+    auto have = compositor_.Compose(*edge_compact, Output(), start, avatar::LoopMode::kWrap, jpeg);
+    ASSERT_TRUE(want.ok() && have.ok()) << have.status().ToString();
+    for (int i = 0; i < 5; ++i) {
+      auto full =
+          image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(want->frames[i].data()),
+                                        640, 480, 640 * 3, image::JpegSettings{});
+      EXPECT_EQ(have->frames[i], *full) << "edge rect " << have->background_indices[i];
+    }
+  }
+  EXPECT_TRUE((*edge_compact->Frame(3))->compact());
 }
 
 TEST_F(CompositorTest, VisualInputsMatchBuilder) {

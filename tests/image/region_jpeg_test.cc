@@ -170,9 +170,9 @@ TEST(RegionJpegTest, ReadsOnlyTheMcuRowsTheRectTouches) {
       RegionJpegBackground::Create(background.pixels.data(), 640, 480, background.stride(), {});
   ASSERT_TRUE(bg.ok());
   std::vector<int> rows_read;
-  const RegionJpegBackground::RowSource source = [&](int y) {
+  const RegionJpegBackground::RowSource source = [&](int x0, int y) {
     rows_read.push_back(y);
-    return background.row(y);
+    return background.row(y) + x0 * 3;
   };
   // Rows 40..59 lie in MCU rows 2 and 3 -> pixel rows 32..63.
   auto small = bg->EncodeWithRegion(source, {300, 40, 30, 20});
@@ -199,6 +199,49 @@ TEST(RegionJpegTest, ReadsOnlyTheMcuRowsTheRectTouches) {
   ASSERT_TRUE(whole.ok());
   EXPECT_EQ(*whole, bg->background_jpeg());
   EXPECT_EQ(rows_read.size(), 480u);
+}
+
+// A source holding only ReadRect(rect) (what compact backgrounds keep) gives the bytes
+// of a full encode, for rects inside, at the edges and past the fallback fraction.
+TEST(RegionJpegTest, SourceHoldingOnlyReadRectMatchesFullEncode) {
+  const Image background = TexturedFrame(640, 480, 11);
+  auto bg =
+      RegionJpegBackground::Create(background.pixels.data(), 640, 480, background.stride(), {});
+  ASSERT_TRUE(bg.ok());
+  for (PixelRect rect :
+       {PixelRect{300, 40, 30, 20}, PixelRect{0, 0, 70, 33}, PixelRect{590, 440, 50, 40},
+        PixelRect{-10, 200, 100, 300}, PixelRect{10, 20, 600, 400}}) {
+    Image frame = background;
+    for (int y = std::max(0, rect.y); y < std::min(480, rect.y + rect.height); ++y)
+      for (int x = std::max(0, rect.x); x < std::min(640, rect.x + rect.width); ++x)
+        frame.row(y)[x * 3] ^= 0x5A;
+    const PixelRect read = bg->ReadRect(rect);
+    ASSERT_GT(read.width, 0);
+    EXPECT_LE(read.x, std::max(0, rect.x));
+    EXPECT_GE(read.x + read.width, std::min(640, rect.x + rect.width));
+    EXPECT_EQ(read.y % 16, 0);
+    Image held(read.width, read.height, 3);
+    for (int y = 0; y < read.height; ++y)
+      std::copy_n(frame.row(read.y + y) + read.x * 3, read.width * 3, held.row(y));
+    bool outside = false;
+    auto spliced = bg->EncodeWithRegion(
+        [&](int x0, int y) -> const uint8_t* {
+          if (x0 != read.x || y < read.y || y >= read.y + read.height) {
+            outside = true;
+            return nullptr;
+          }
+          return held.row(y - read.y);
+        },
+        rect);
+    ASSERT_TRUE(spliced.ok()) << spliced.status().ToString();
+    EXPECT_FALSE(outside);
+    auto full = EncodeJpegWithRestarts(frame.pixels.data(), 640, 480, frame.stride(), {});
+    ASSERT_TRUE(full.ok());
+    EXPECT_EQ(*spliced, *full) << "rect " << rect.x << "," << rect.y;
+  }
+  EXPECT_EQ(bg->ReadRect({700, 10, 5, 5}).width, 0);
+  // Past the full-encode fraction: whole MCU rows.
+  EXPECT_EQ(bg->ReadRect({10, 20, 600, 400}).width, 640);
 }
 
 TEST(RegionJpegTest, EmptyOrOutsideRectReturnsBackground) {
@@ -253,7 +296,8 @@ TEST(RegionJpegTest, RejectsBadInput) {
   EXPECT_FALSE(bg->EncodeWithRegion(img.pixels.data(), 3, {0, 0, 4, 4}).ok());
   EXPECT_FALSE(bg->EncodeWithRegion(nullptr, img.stride(), {0, 0, 4, 4}).ok());
   auto missing_row = bg->EncodeWithRegion(
-      [&](int y) -> const uint8_t* { return y < 8 ? img.row(y) : nullptr; }, {0, 0, 4, 20});
+      [&](int x0, int y) -> const uint8_t* { return y < 8 ? img.row(y) + x0 * 3 : nullptr; },
+      {0, 0, 4, 20});
   ASSERT_FALSE(missing_row.ok());
   EXPECT_EQ(missing_row.status().code(), StatusCode::kInvalidArgument);
 }
