@@ -1,6 +1,7 @@
 #include "inference/inference_server.h"
 
 #include <algorithm>
+#include <array>
 #include <cstdint>
 #include <cstring>
 #include <filesystem>
@@ -25,7 +26,12 @@ struct InferTask : Task {
   ModelHandle* handle = nullptr;
   int batch = 0;
   const float* visual = nullptr;  // batch frames
-  const float* audio = nullptr;   // batch frames
+  const float* audio = nullptr;   // batch frames; null until raw audio is encoded
+  // raw_audio requests: the worker turns it into `audio` (mel -> encoder -> features)
+  // so the encoder Run is bounded by the queue and workers like the main Run.
+  const InferRequest* raw_audio_request = nullptr;
+  std::vector<float> raw_audio_features;
+  double audio_processing_ms = 0;
   OutputFormat format = OutputFormat::kFloat32;
   std::string* output = nullptr;
   // Set by the runner.
@@ -45,28 +51,68 @@ const float* AsFloats(std::string_view bytes, std::vector<float>& storage) {
   return storage.data();
 }
 
+// uint8 visual input -> v / 255.0f, bit-identical to the float form of a pixel.
+const float* Uint8ToUnitFloats(std::string_view bytes, std::vector<float>& storage) {
+  static const auto kTable = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
+    return t;
+  }();
+  storage.resize(bytes.size());
+  const auto* in = reinterpret_cast<const uint8_t*>(bytes.data());
+  for (size_t i = 0; i < bytes.size(); ++i) storage[i] = kTable[in[i]];
+  return storage.data();
+}
+
+// The size the visual input would have as float32, for the model's shape checks.
+size_t VisualBytesAsFloat32(const InferRequest& request) {
+  return request.visual_format == VisualFormat::kUint8
+             ? request.visual_frames.size() * sizeof(float)
+             : request.visual_frames.size();
+}
+
 std::string ModelFileBeside(const std::string& model_path, const char* name) {
   const auto candidate = std::filesystem::path(model_path).parent_path() / name;
   std::error_code ec;
   return std::filesystem::exists(candidate, ec) ? candidate.string() : std::string();
 }
 
-// raw_audio -> mel windows -> ONE encoder Run for all windows -> per-frame features
-// (docs/AUDIO.md). FAILED_PRECONDITION when the model has no audio encoder.
-Expected<std::vector<float>> FeaturesFromRawAudio(const InferRequest& request,
-                                                  const OnnxModel& model) {
-  if (!model.has_audio_encoder()) {
-    return Status::FailedPrecondition(
-        "model '" + request.model_id +
-        "' has no audio encoder (checkpoint/audio_encoder.onnx beside the model), so it "
-        "cannot take raw_audio; send audio_features (batch_size x 8192 float32) instead");
-  }
+audio::BatchAudioSpec RawAudioSpec(const InferRequest& request) {
   audio::BatchAudioSpec spec;
   spec.start_frame = request.start_frame_idx;
   spec.batch_size = request.batch_size;
   spec.utterance_frames = request.utterance_frames;
   spec.end_of_utterance = request.end_of_utterance;
   spec.sample_rate = request.sample_rate;
+  return spec;
+}
+
+// The checks on raw_audio that need no mel work, done on the calling thread so a
+// malformed request is answered at once and never takes a queue slot. The messages are
+// the audio library's: PrepareBatchAudio validates before it computes anything.
+Status CheckRawAudio(const InferRequest& request, const OnnxModel& model) {
+  if (!model.has_audio_encoder()) {
+    return Status::FailedPrecondition(
+        "model '" + request.model_id +
+        "' has no audio encoder (checkpoint/audio_encoder.onnx beside the model), so it "
+        "cannot take raw_audio; send audio_features (batch_size x 8192 float32) instead");
+  }
+  const audio::BatchAudioSpec spec = RawAudioSpec(request);
+  LIPSYNC_ASSIGN_OR_RETURN(const audio::AudioFrameRange range, audio::BatchAudioFrames(spec));
+  const int64_t frame_samples =
+      audio::SamplesPerFrame(spec.sample_rate == 0 ? 16000 : spec.sample_rate);
+  const int64_t expected_bytes = 2 * (range.end_frame - range.first_frame) * frame_samples;
+  if (frame_samples > 0 && int64_t(request.raw_audio.size()) == expected_bytes) {
+    return Status::Ok();
+  }
+  return audio::PrepareBatchAudio(request.raw_audio, spec).status();
+}
+
+// raw_audio -> mel windows -> ONE encoder Run for all windows -> per-frame features
+// (docs/AUDIO.md). Runs on a scheduler worker.
+Expected<std::vector<float>> FeaturesFromRawAudio(const InferRequest& request,
+                                                  const OnnxModel& model) {
+  const audio::BatchAudioSpec spec = RawAudioSpec(request);
   LIPSYNC_ASSIGN_OR_RETURN(audio::MelWindows windows,
                            audio::PrepareBatchAudio(request.raw_audio, spec));
   LIPSYNC_ASSIGN_OR_RETURN(std::vector<float> vectors,
@@ -190,7 +236,8 @@ Status InferenceServer::CheckSizes(const InferRequest& request, const OnnxModel&
                                    " x 8192 float32, one [32,16,16] tensor per frame) or " +
                                    std::to_string(per_frame) + " (one tensor for every frame)");
   }
-  return model.CheckInputSizes(request.batch_size, request.visual_frames.size(), batch * per_frame);
+  return model.CheckInputSizes(request.batch_size, VisualBytesAsFloat32(request),
+                               batch * per_frame);
 }
 
 Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
@@ -209,11 +256,23 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   }
 
   LIPSYNC_RETURN_IF_ERROR(ValidateModelId(request.model_id));
+  // Compositing picks backgrounds with it and raw audio places the batch with it: a
+  // negative index is a client bug whatever the audio form.
+  if (request.start_frame_idx < 0) {
+    return Status::InvalidArgument("start_frame_idx is " + std::to_string(request.start_frame_idx) +
+                                   "; expected >= 0 (the batch's first frame)");
+  }
   const int max_batch = config_.server.max_batch_size;
   if (request.batch_size < 1 || request.batch_size > max_batch) {
     return Status::InvalidArgument("batch_size is " + std::to_string(request.batch_size) +
                                    "; expected 1.." + std::to_string(max_batch) +
                                    " (server.max_batch_size)");
+  }
+  if (request.visual_format != VisualFormat::kFloat32 &&
+      request.visual_format != VisualFormat::kUint8) {
+    return Status::InvalidArgument("visual_format " +
+                                   std::to_string(static_cast<int>(request.visual_format)) +
+                                   " is unknown; expected VISUAL_FLOAT32 (0) or VISUAL_UINT8 (1)");
   }
   if (request.output_format != OutputFormat::kFloat32 &&
       request.output_format != OutputFormat::kUint8) {
@@ -235,16 +294,19 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   LIPSYNC_ASSIGN_OR_RETURN(ModelHandle handle, registry_->Acquire(request.model_id));
   const OnnxModel& model = handle.model();
   const size_t batch = static_cast<size_t>(request.batch_size);
+  if (request.visual_format == VisualFormat::kUint8 &&
+      request.visual_frames.size() != batch * model.visual_floats_per_frame()) {
+    return Status::InvalidArgument(
+        "visual_frames has " + std::to_string(request.visual_frames.size()) + " bytes; expected " +
+        std::to_string(batch * model.visual_floats_per_frame()) + " (batch_size x " +
+        model.visual_shape().ToString() + " as uint8, VISUAL_UINT8)");
+  }
   std::vector<float> visual_storage, audio_storage;
   const float* audio = nullptr;
-  double audio_processing_ms = 0;
   if (raw_audio) {
-    LIPSYNC_RETURN_IF_ERROR(model.CheckInputSizes(request.batch_size, request.visual_frames.size(),
+    LIPSYNC_RETURN_IF_ERROR(model.CheckInputSizes(request.batch_size, VisualBytesAsFloat32(request),
                                                   batch * kAudioFeatureFloats * sizeof(float)));
-    const Clock::time_point audio_start = Clock::now();
-    LIPSYNC_ASSIGN_OR_RETURN(audio_storage, FeaturesFromRawAudio(request, model));
-    audio_processing_ms = MsSince(audio_start);
-    audio = audio_storage.data();
+    LIPSYNC_RETURN_IF_ERROR(CheckRawAudio(request, model));
   } else {
     LIPSYNC_RETURN_IF_ERROR(CheckSizes(request, model));
     if (request.audio_features.size() == batch * kAudioFeatureFloats * sizeof(float)) {
@@ -259,7 +321,9 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
       audio = audio_storage.data();
     }
   }
-  const float* visual = AsFloats(request.visual_frames, visual_storage);
+  const float* visual = request.visual_format == VisualFormat::kUint8
+                            ? Uint8ToUnitFloats(request.visual_frames, visual_storage)
+                            : AsFloats(request.visual_frames, visual_storage);
 
   InferResult result;
   InferTask task;
@@ -277,6 +341,7 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   task.batch = request.batch_size;
   task.visual = visual;
   task.audio = audio;
+  if (raw_audio) task.raw_audio_request = &request;
   task.format = request.output_format;
   task.output = &result.output;
   LIPSYNC_RETURN_IF_ERROR(scheduler_->Submit(&task));
@@ -293,12 +358,34 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   result.loaded_on_demand = handle.loaded_now();
   result.model_load_ms = handle.load_ms();
   result.dynamic_batch_frames = task.group_frames;
-  result.audio_processing_ms = audio_processing_ms;
+  result.audio_processing_ms = task.audio_processing_ms;
   result.total_ms = MsSince(received);
   return result;
 }
 
-void InferenceServer::RunGroup(std::span<Task* const> group, const WorkerInfo& worker) {
+void InferenceServer::RunGroup(std::span<Task* const> all, const WorkerInfo& worker) {
+  // Raw audio first: each request's encoder Run on its own windows. A request whose
+  // audio fails keeps its error and leaves the group; the others still run.
+  std::vector<Task*> ready;
+  ready.reserve(all.size());
+  for (Task* task : all) {
+    auto* t = static_cast<InferTask*>(task);
+    t->worker = worker;
+    if (t->raw_audio_request != nullptr) {
+      const Clock::time_point audio_start = Clock::now();
+      auto features = FeaturesFromRawAudio(*t->raw_audio_request, *t->model);
+      t->audio_processing_ms = MsSince(audio_start);
+      if (!features.ok()) {
+        t->status = features.status();
+        continue;
+      }
+      t->raw_audio_features = std::move(*features);
+      t->audio = t->raw_audio_features.data();
+    }
+    ready.push_back(t);
+  }
+  if (ready.empty()) return;
+  const std::span<Task* const> group(ready);
   auto* first = static_cast<InferTask*>(group.front());
   const OnnxModel& model = *first->model;
   const Clock::time_point start = Clock::now();
@@ -338,7 +425,6 @@ void InferenceServer::RunGroup(std::span<Task* const> group, const WorkerInfo& w
   for (Task* task : group) {
     auto* t = static_cast<InferTask*>(task);
     t->inference_ms = inference_ms;
-    t->worker = worker;
     if (t->status.ok()) t->handle->RecordRun(t->batch, inference_ms);
   }
 }

@@ -4,10 +4,12 @@
 // calls it in-process.
 //
 // A request's journey through Infer(): validate the fields that need no model (id,
-// batch size, audio form) -> Acquire the model from the registry (lazy load, pinned
-// while the request lives) -> check byte counts against the model's declared shapes
-// -> queue on the model's device -> a worker runs ONE batched Run (several requests'
-// frames when dynamic batching groups them) -> timings -> reply.
+// batch size, start_frame_idx >= 0, audio form) -> Acquire the model from the registry
+// (lazy load, pinned while the request lives) -> check byte counts against the model's
+// declared shapes (raw_audio: its sample count, docs/AUDIO.md) -> queue on the model's
+// device -> a worker turns raw_audio into features (mel + one audio-encoder Run, so
+// that Run is bounded by the queue like the main one) and runs ONE batched Run
+// (several requests' frames when dynamic batching groups them) -> timings -> reply.
 //
 // Thread-safe. Shutdown() refuses new requests and waits for those in flight; the
 // destructor does the same with no grace limit.
@@ -68,7 +70,8 @@ class InferenceServer : public InferenceBackend {
   InferenceServer(config::InferenceConfig config, ExecutionPlan plan);
   // Validation that needs the loaded model: byte counts against declared shapes.
   Status CheckSizes(const InferRequest& request, const OnnxModel& model) const;
-  // The scheduler's Runner: one Run over every frame of the group.
+  // The scheduler's Runner: raw audio -> features per request, then one Run over every
+  // frame of the group.
   void RunGroup(std::span<Task* const> group, const WorkerInfo& worker);
 
   const config::InferenceConfig config_;

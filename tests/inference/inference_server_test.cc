@@ -7,12 +7,14 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <future>
 #include <thread>
 
 #include "inference/test_models.h"
+#include "modelgen/model_builder.h"
 
 namespace lipsync::inference {
 namespace {
@@ -50,6 +52,11 @@ class InferenceServerTest : public ::testing::Test {
     config.server.max_batch_size = 8;
     config.capacity.idle_timeout_minutes = 0;
     return config;
+  }
+  std::string WriteEncoder() {
+    const fs::path path = dir_ / "audio_encoder.onnx";
+    EXPECT_TRUE(modelgen::WriteAudioEncoderModel(path.string()).ok());
+    return path.string();
   }
   std::unique_ptr<InferenceServer> Make(const config::InferenceConfig& config) {
     auto server = InferenceServer::Create(config);
@@ -201,6 +208,90 @@ TEST_F(InferenceServerTest, InvalidConfigIsRefusedAtCreate) {
   config.server.queue_size = 0;
   auto server = InferenceServer::Create(config);
   EXPECT_EQ(server.status().code(), StatusCode::kInvalidArgument);
+}
+
+// Raw audio for frames [0, batch) of a `batch`-frame utterance at 16 kHz: exactly the
+// samples docs/AUDIO.md asks for (the whole utterance), a 440 Hz tone.
+std::string ToneUtterance(int frames) {
+  std::string pcm(static_cast<size_t>(frames) * 640 * 2, '\0');
+  for (size_t i = 0; i < pcm.size() / 2; ++i) {
+    const auto sample = static_cast<int16_t>(8000 * std::sin(2 * M_PI * 440 * i / 16000.0));
+    std::memcpy(pcm.data() + 2 * i, &sample, 2);
+  }
+  return pcm;
+}
+
+InferRequest RawAudioRequest(const Inputs& inputs, const std::string& model, int batch,
+                             const std::string& pcm) {
+  InferRequest request = inputs.Request(model, batch);
+  request.audio_features = {};
+  request.raw_audio = pcm;
+  request.utterance_frames = batch;
+  return request;
+}
+
+TEST_F(InferenceServerTest, NegativeStartFrameIsInvalidArgumentForEitherAudioForm) {
+  config::InferenceConfig config = Config();
+  config.models["t"] = {WriteModel("t", 1.f), false, WriteEncoder()};
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(2, 0.5f);
+  const std::string pcm = ToneUtterance(2);
+  InferRequest with_features = inputs.Request("t", 2);
+  InferRequest with_raw = RawAudioRequest(inputs, "t", 2, pcm);
+  for (InferRequest* request : {&with_features, &with_raw}) {
+    request->start_frame_idx = -3;
+    auto result = server->Infer(*request);
+    EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(result.status().message().find("start_frame_idx is -3; expected >= 0"),
+              std::string::npos)
+        << result.status().message();
+    request->start_frame_idx = 0;
+    auto ok = server->Infer(*request);
+    EXPECT_TRUE(ok.ok()) << ok.status().ToString();
+  }
+  // The refused requests ran nothing.
+  auto stats = server->GetModelStats("t");
+  ASSERT_TRUE(stats.ok());
+  EXPECT_EQ(stats->at(0).frames_processed, 4);
+}
+
+// The audio encoder runs on the scheduler's worker, so raw audio is bounded by the queue
+// like the main Run: with the only worker busy and the queue full, a well-formed raw
+// audio request is refused at once (RESOURCE_EXHAUSTED) and a malformed one is answered
+// with its own error without waiting for a slot; once the queue drains both forms run,
+// with the encoder's time reported.
+TEST_F(InferenceServerTest, RawAudioIsQueuedLikeTheMainRunAndCheckedBeforeIt) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.f), true, ""};
+  config.models["t"] = {WriteModel("t", 1.f), true, WriteEncoder()};
+  config.server.worker_count_per_gpu = 1;
+  config.server.queue_size = 1;
+  config.server.max_queue_delay_us = 1000000;  // the worker holds "m" this long
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const Inputs inputs = MakeInputs(2, 0.5f);
+  const std::string pcm = ToneUtterance(2);
+  auto held = std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
+  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  auto queued = std::async(std::launch::async,
+                           [&] { return server->Infer(RawAudioRequest(inputs, "t", 2, pcm)); });
+  while (server->scheduler().queue_depth() < 1) std::this_thread::sleep_for(1ms);
+
+  auto refused = server->Infer(RawAudioRequest(inputs, "t", 2, pcm));
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted) << refused.status().ToString();
+  auto short_audio = server->Infer(RawAudioRequest(inputs, "t", 2, pcm.substr(2)));
+  EXPECT_EQ(short_audio.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(short_audio.status().message().find("expected exactly 1280 samples"), std::string::npos)
+      << short_audio.status().message();
+
+  ASSERT_TRUE(held.get().ok());
+  auto from_raw = queued.get();
+  ASSERT_TRUE(from_raw.ok()) << from_raw.status().ToString();
+  EXPECT_GT(from_raw->audio_processing_ms, 0.0);
+  EXPECT_GE(from_raw->total_ms, from_raw->audio_processing_ms + from_raw->inference_ms +
+                                    from_raw->queue_wait_ms - 1e-6);
+  EXPECT_EQ(from_raw->output.size(), 2 * 3 * kPlane * sizeof(float));
 }
 
 }  // namespace
