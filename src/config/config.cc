@@ -27,6 +27,25 @@ void ReadLogging(MapReader& r, LoggingConfig* logging) {
   }
   r.Bool("log_compositing_times", &logging->log_compositing_times);
   r.Bool("log_cache_stats", &logging->log_cache_stats);
+  r.String("audit_log_path", &logging->audit_log_path);
+}
+
+void ReadRateLimit(MapReader& r, RateLimitConfig* limit) {
+  r.Double("frames_per_second_per_model", &limit->frames_per_second_per_model, 0);
+  r.Double("burst_frames", &limit->burst_frames, 0);
+  if (limit->burst_frames > 0 && limit->frames_per_second_per_model == 0) {
+    r.Fail("burst_frames",
+           "expected frames_per_second_per_model as well (a burst without a rate limits "
+           "nothing), got only burst_frames");
+  }
+}
+
+void ReadMetrics(MapReader& r, MetricsConfig* metrics) {
+  r.Int("port", &metrics->port, 0, kMaxPort);
+  r.String("host", &metrics->host);
+  if (metrics->host.empty()) {
+    r.Fail("host", "expected an address to bind, e.g. 127.0.0.1 or 0.0.0.0, got nothing");
+  }
 }
 
 void ReadTls(MapReader& r, TlsConfig* tls) {
@@ -97,6 +116,7 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
+    r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
   });
   root.Section("gpus", [&](MapReader& r) {
     auto& g = c->gpus;
@@ -134,6 +154,7 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
   });
   root.String("model_root", &c->model_root);
   root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
+  root.Section("metrics", [&](MapReader& r) { ReadMetrics(r, &c->metrics); });
 }
 
 void ReadCompositing(MapReader& root, CompositingConfig* c) {
@@ -146,6 +167,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
+    r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
   });
   root.Section("inference_server", [&](MapReader& r) {
     auto& i = c->inference_server;
@@ -189,6 +211,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
   });
   root.String("model_root", &c->model_root);
   root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
+  root.Section("metrics", [&](MapReader& r) { ReadMetrics(r, &c->metrics); });
 }
 
 Expected<std::string> ReadConfigFile(const std::string& path) {

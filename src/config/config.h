@@ -21,11 +21,24 @@ struct LoggingConfig {
   std::string level = "info";  // debug, info, warn, error
   bool log_compositing_times = true;
   bool log_cache_stats = false;
+  std::string audit_log_path;  // one JSON line per RPC appended here; empty = off
+};
+
+// Token bucket per model id (tenant), counted in frames. 0 frames/s = no limit.
+struct RateLimitConfig {
+  double frames_per_second_per_model = 0;
+  double burst_frames = 0;  // bucket size; 0 = one second's worth (min one batch of 1)
+};
+
+// Prometheus text exposition over plain HTTP (GET /metrics).
+struct MetricsConfig {
+  int port = 0;                    // 0 = off
+  std::string host = "127.0.0.1";  // "0.0.0.0" lets a remote Prometheus scrape
 };
 
 struct TlsConfig {
-  std::string cert_path;  // PEM server certificate chain; empty: plaintext
-  std::string key_path;   // PEM private key
+  std::string cert_path;       // PEM server certificate chain; empty: plaintext
+  std::string key_path;        // PEM private key
   std::string client_ca_path;  // set: clients must present a certificate it signed
 };
 
@@ -43,42 +56,44 @@ struct InferenceConfig {
     int max_message_size_mb = 100;
     int worker_count_per_gpu = 8;
     int queue_size = 50;
-    int max_batch_size = 64;             // frames per request (and per dynamic batch)
-    int max_queue_delay_us = 0;          // dynamic batching window; 0 = off
+    int max_batch_size = 64;     // frames per request (and per dynamic batch)
+    int max_queue_delay_us = 0;  // dynamic batching window; 0 = off
     int shutdown_grace_seconds = 30;
-    std::string api_key;                 // non-empty: requests need "authorization: Bearer <key>"
+    std::string api_key;  // non-empty: requests need "authorization: Bearer <key>"
     TlsConfig tls;
+    RateLimitConfig rate_limit;
   } server;
   struct Gpus {
     bool enabled = true;
-    int count = 0;                       // 0 = auto-detect (NVML)
+    int count = 0;  // 0 = auto-detect (NVML)
     double memory_gb_per_gpu = 24;
     AssignmentStrategy assignment_strategy = AssignmentStrategy::kRoundRobin;
   } gpus;
   struct Onnx {
-    std::string library_path;            // empty: the bundled libonnxruntime.so.1
+    std::string library_path;  // empty: the bundled libonnxruntime.so.1
     bool use_cuda = true;
     int cuda_device_id = 0;
-    bool require_cuda = false;           // true: no usable CUDA is a startup error
-    int intra_op_threads = 0;            // global ORT thread pool; 0 = ORT default
+    bool require_cuda = false;  // true: no usable CUDA is a startup error
+    int intra_op_threads = 0;   // global ORT thread pool; 0 = ORT default
     int inter_op_threads = 1;
   } onnx;
   struct Capacity {
     int max_models_per_gpu = 1000;
     EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
-    double idle_timeout_minutes = 60;    // 0 = never unload idle models
+    double idle_timeout_minutes = 60;       // 0 = never unload idle models
     double failed_load_retry_seconds = 30;  // a failed load is remembered this long
   } capacity;
   std::map<std::string, InferenceModelEntry> models;
-  std::string model_root;                // every <id>/checkpoint/model_best.onnx is a model
+  std::string model_root;  // every <id>/checkpoint/model_best.onnx is a model
   LoggingConfig logging;
+  MetricsConfig metrics;
 };
 
 // ---- compositing server (guide: go-compositing-server/config.yaml) ----
 struct CompositingModelEntry {
-  std::string background_dir;    // frames/frame_NNNN.png (or .jpg)
-  std::string crop_rects_path;   // crop_rects.json
-  int num_frames = 0;            // 0: count the frames found
+  std::string background_dir;   // frames/frame_NNNN.png (or .jpg)
+  std::string crop_rects_path;  // crop_rects.json
+  int num_frames = 0;           // 0: count the frames found
   bool preload_backgrounds = true;
 };
 
@@ -88,37 +103,39 @@ struct CompositingConfig {
     std::string port = ":50052";
     int max_message_size_mb = 100;
     int max_batch_size = 64;
-    int compositing_threads = 0;         // 0 = one per core
+    int compositing_threads = 0;  // 0 = one per core
     int shutdown_grace_seconds = 30;
     std::string api_key;
     TlsConfig tls;
+    RateLimitConfig rate_limit;
   } server;
   struct InferenceServer {
     std::string url = "localhost:50051";
     double timeout_seconds = 10;
     int max_retries = 3;
-    std::string api_key;                 // sent to the inference server
-    std::string tls_ca_path;             // set: connect with TLS, verifying with this CA
+    std::string api_key;      // sent to the inference server
+    std::string tls_ca_path;  // set: connect with TLS, verifying with this CA
   } inference_server;
   struct Capacity {
     int max_models = 11000;
     int background_cache_frames = 600;
     EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
     double idle_timeout_minutes = 60;
-    int64_t memory_limit_mb = 0;         // all avatars together; 0 = no limit
+    int64_t memory_limit_mb = 0;  // all avatars together; 0 = no limit
   } capacity;
   struct Output {
     OutputFormat format = OutputFormat::kJpeg;
     int jpeg_quality = 75;
     PasteMode paste_mode = PasteMode::kSynctalk328;
     int feather_px = 0;
-    bool ping_pong = false;              // default loop mode
-    bool region_jpeg = true;             // re-encode only the crop region (issue 6)
-    bool compact_backgrounds = true;     // keep JPEG + crop region, not full frames
+    bool ping_pong = false;           // default loop mode
+    bool region_jpeg = true;          // re-encode only the crop region (issue 6)
+    bool compact_backgrounds = true;  // keep JPEG + crop region, not full frames
   } output;
   std::map<std::string, CompositingModelEntry> models;
   std::string model_root;
   LoggingConfig logging;
+  MetricsConfig metrics;
 };
 
 // Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path

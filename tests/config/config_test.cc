@@ -288,6 +288,47 @@ TEST(ConfigTest, LoadedFileErrorsNameThePath) {
   std::filesystem::remove_all(dir);
 }
 
+TEST(ConfigTest, OperationsKeysAreReadOnBothServers) {
+  const char* text = R"(
+server:
+  rate_limit: {frames_per_second_per_model: 50, burst_frames: 120}
+logging: {audit_log_path: /var/log/lipsync/audit.jsonl}
+metrics: {port: 9464, host: 0.0.0.0}
+)";
+  auto i = ParseInferenceConfig(text, "i.yaml");
+  ASSERT_TRUE(i.ok()) << i.status().ToString();
+  EXPECT_DOUBLE_EQ(i->server.rate_limit.frames_per_second_per_model, 50);
+  EXPECT_DOUBLE_EQ(i->server.rate_limit.burst_frames, 120);
+  EXPECT_EQ(i->logging.audit_log_path, "/var/log/lipsync/audit.jsonl");
+  EXPECT_EQ(i->metrics.port, 9464);
+  EXPECT_EQ(i->metrics.host, "0.0.0.0");
+  auto c = ParseCompositingConfig(text, "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_DOUBLE_EQ(c->server.rate_limit.frames_per_second_per_model, 50);
+  EXPECT_DOUBLE_EQ(c->server.rate_limit.burst_frames, 120);
+  EXPECT_EQ(c->logging.audit_log_path, "/var/log/lipsync/audit.jsonl");
+  EXPECT_EQ(c->metrics.port, 9464);
+
+  // Defaults: everything off.
+  auto d = ParseCompositingConfig("{}", "c.yaml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_EQ(d->server.rate_limit.frames_per_second_per_model, 0);
+  EXPECT_TRUE(d->logging.audit_log_path.empty());
+  EXPECT_EQ(d->metrics.port, 0);
+  EXPECT_EQ(d->metrics.host, "127.0.0.1");
+
+  EXPECT_THAT(InferenceError("server: {rate_limit: {frames_per_second_per_model: -1}}"),
+              HasSubstr("server.rate_limit.frames_per_second_per_model: expected a number >= 0"));
+  EXPECT_THAT(CompositingError("server: {rate_limit: {burst_frames: 10}}"),
+              HasSubstr("server.rate_limit.burst_frames: expected frames_per_second_per_model"));
+  EXPECT_THAT(CompositingError("metrics: {port: 70000}"),
+              HasSubstr("metrics.port: expected an integer in 0..65535, got 70000"));
+  EXPECT_THAT(InferenceError("metrics: {host: ''}"),
+              HasSubstr("metrics.host: expected an address"));
+  EXPECT_THAT(InferenceError("server: {rate_limit: {fps: 1}}"),
+              HasSubstr("unknown key 'server.rate_limit.fps'"));
+}
+
 TEST(ConfigTest, DeployExamplesParse) {
   const std::string root = std::string(LIPSYNC_SOURCE_DIR) + "/deploy/";
   auto i = LoadInferenceConfig(root + "inference.yaml");
@@ -319,9 +360,13 @@ namespace lipsync::config {
 namespace {
 
 TEST(ConfigTest, GarbageIsAnErrorNotACrash) {
-  const std::string inputs[] = {std::string("\x00\xff\xfe", 3), std::string(5000, '['),
-                                "a: *undefined_alias", "server: {port: !!binary abc}",
-                                "? [a, b]\n: 1\n", "server:\n  port:\n    - 1\n", "\t\tx: 1"};
+  const std::string inputs[] = {std::string("\x00\xff\xfe", 3),
+                                std::string(5000, '['),
+                                "a: *undefined_alias",
+                                "server: {port: !!binary abc}",
+                                "? [a, b]\n: 1\n",
+                                "server:\n  port:\n    - 1\n",
+                                "\t\tx: 1"};
   for (const std::string& text : inputs) {
     auto parsed = ParseInferenceConfig(text, "x.yaml");
     if (!parsed.ok()) {
