@@ -21,13 +21,17 @@ using Clock = std::chrono::steady_clock;
 inline constexpr int kAudioFeatureFloats = 32 * 16 * 16;
 
 enum class OutputFormat { kFloat32 = 0, kUint8 = 1 };
+// kUint8: one byte per value, the server uses v / 255.0f (bit-identical to the float
+// form of a pixel), 4x fewer bytes between the servers.
+enum class VisualFormat { kFloat32 = 0, kUint8 = 1 };
 
 struct InferRequest {
   std::string model_id;
   int batch_size = 0;
   // Views of caller-owned bytes that stay valid for the whole call (e.g. the gRPC
   // request message): no copies on the way in.
-  std::string_view visual_frames;   // float32 LE [B,6,H,W]
+  std::string_view visual_frames;  // [B,6,H,W], float32 LE or uint8 (visual_format)
+  VisualFormat visual_format = VisualFormat::kFloat32;
   std::string_view audio_features;  // float32 LE, B*8192 or 8192 floats
   std::string_view raw_audio;       // s16le mono (docs/AUDIO.md)
   int sample_rate = 16000;
