@@ -1,52 +1,105 @@
-// Per-frame cost of the compositing stages at 1280x720 with a 182-px crop (the guide's
-// avatar), on one core: visual input build, model output conversion, resize + paste
-// (both modes), full JPEG encode, region JPEG encode, and one whole composed frame.
-// Run: <build>/bench/compositing/compositing_bench --benchmark_min_time=0.5
+// Per-frame cost of the compositing stages on ONE core, on the demo avatar (1280x720,
+// src/demo, crop rects about 180 px): visual input build, model output conversion
+// (float32 and uint8), resize + paste (both modes), full JPEG vs region JPEG, and one
+// whole frame measured as
+//   visual input build + output conversion + paste + encode
+// (BuildVisualInputs + Compose of batch 1 on the calling thread), side by side:
+//   full:    full decoded frames, full-frame JPEG encode
+//   region:  compact backgrounds (JPEG + ReadRect), region JPEG (byte-identical)
+// Frames cycle over the avatar's first --frames backgrounds.
+//   compositing_bench [--frames=N] [google benchmark flags]
+// Prints a "summary" block (CPU ms per frame, region speed-up) after the table.
 #include <benchmark/benchmark.h>
+#include <unistd.h>
 
+#include <chrono>
 #include <cmath>
+#include <cstdio>
+#include <cstring>
 #include <filesystem>
-#include <random>
+#include <map>
+#include <memory>
+#include <string>
 
 #include "avatar/avatar.h"
 #include "compositing/compositor.h"
 #include "compositing/paste_back.h"
 #include "compositing/visual_input.h"
+#include "demo/avatar_generator.h"
 #include "image/image.h"
 #include "image/region_jpeg.h"
 
 namespace lipsync::compositing {
 namespace {
 
-constexpr int kW = 1280, kH = 720;
-const avatar::CropRect kRect{532, 210, 714, 392};
+namespace fs = std::filesystem;
 
-image::Image Frame() {
-  image::Image img(kW, kH, 3);
-  std::mt19937 rng(1);
-  for (int y = 0; y < kH; ++y) {
-    for (int x = 0; x < kW; ++x) {
-      uint8_t* p = img.row(y) + x * 3;
-      p[0] = static_cast<uint8_t>(128 + 90 * std::sin(x / 37.0) + rng() % 16);
-      p[1] = static_cast<uint8_t>(128 + 90 * std::cos(y / 23.0) + rng() % 16);
-      p[2] = static_cast<uint8_t>((x + y) * 255 / (kW + kH));
-    }
+int g_frames = 16;
+
+struct DemoAvatar {
+  fs::path dir;
+  std::shared_ptr<avatar::Avatar> full;     // decoded frames, no JPEG
+  std::shared_ptr<avatar::Avatar> compact;  // JPEG + ReadRect
+  ~DemoAvatar() {
+    std::error_code ec;
+    fs::remove_all(dir, ec);
   }
-  return img;
+};
+
+DemoAvatar& Demo() {
+  static DemoAvatar* demo = [] {
+    auto* d = new DemoAvatar;
+    d->dir = fs::temp_directory_path() / ("lipsync-compositing-bench-" + std::to_string(getpid()));
+    demo::AvatarSpec spec;
+    spec.frames = g_frames;
+    if (Status st = demo::GenerateAvatarFrames(spec, d->dir.string()); !st.ok()) {
+      std::fprintf(stderr, "demo avatar: %s\n", st.ToString().c_str());
+      std::exit(1);
+    }
+    avatar::AvatarOptions o;
+    o.id = "demo";
+    o.frames_dir = (d->dir / "frames").string();
+    o.crop_rects_path = (d->dir / "crop_rects.json").string();
+    d->full = *avatar::Avatar::Open(o);
+    o.region_jpeg = o.compact = true;
+    d->compact = *avatar::Avatar::Open(o);
+    return d;
+  }();
+  return *demo;
 }
 
-std::vector<float> Prediction() {
-  std::vector<float> p(3 * 320 * 320);
-  for (size_t i = 0; i < p.size(); ++i) p[i] = 0.5f + 0.4f * std::sin(i * 0.001f);
+// The decoded background frame 0 and its rect.
+const image::Image& Frame0() {
+  static image::Image frame = (*Demo().full->Frame(0))->pixels;
+  return frame;
+}
+avatar::CropRect Rect0() { return Demo().full->rect(0); }
+
+// A prediction in each output type, BGR planar 3x320x320.
+const std::vector<float>& PredictionF() {
+  static std::vector<float> p = [] {
+    std::vector<float> v(3 * 320 * 320);
+    for (size_t i = 0; i < v.size(); ++i) v[i] = 0.5f + 0.4f * std::sin(float(i) * 0.001f);
+    return v;
+  }();
+  return p;
+}
+const std::vector<uint8_t>& PredictionU8() {
+  static std::vector<uint8_t> p = [] {
+    std::vector<uint8_t> v(PredictionF().size());
+    for (size_t i = 0; i < v.size(); ++i) v[i] = uint8_t(PredictionF()[i] * 255.f + 0.5f);
+    return v;
+  }();
   return p;
 }
 
 void BM_VisualInput(benchmark::State& state) {
-  image::Image frame = Frame();
+  const image::Image& frame = Frame0();
   VisualInputBuilder builder;
   std::vector<float> out(kVisualInputFloats);
   for (auto _ : state) {
-    auto st = builder.Build(frame.pixels.data(), kW, kH, frame.stride(), kRect, out.data());
+    auto st = builder.Build(frame.pixels.data(), frame.width, frame.height, frame.stride(), Rect0(),
+                            out.data());
     benchmark::DoNotOptimize(out.data());
     if (!st.ok()) state.SkipWithError(st.message().c_str());
   }
@@ -54,24 +107,33 @@ void BM_VisualInput(benchmark::State& state) {
 BENCHMARK(BM_VisualInput)->Unit(benchmark::kMillisecond);
 
 void BM_OutputToRgb(benchmark::State& state) {
-  auto pred = Prediction();
+  const bool u8 = state.range(0) == 1;
   std::vector<uint8_t> rgb(320 * 320 * 3);
   for (auto _ : state) {
-    ModelOutputToRgb(pred.data(), OutputType::kFloat32, rgb.data());
+    if (u8) {
+      ModelOutputToRgb(PredictionU8().data(), OutputType::kUint8, rgb.data());
+    } else {
+      ModelOutputToRgb(PredictionF().data(), OutputType::kFloat32, rgb.data());
+    }
     benchmark::DoNotOptimize(rgb.data());
   }
+  state.SetLabel(u8 ? "uint8" : "float32");
 }
-BENCHMARK(BM_OutputToRgb)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_OutputToRgb)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
 
 void BM_Paste(benchmark::State& state) {
   const auto mode = state.range(0) ? config::PasteMode::kSynctalk328 : config::PasteMode::kResize;
   const int feather = static_cast<int>(state.range(1));
-  image::Image frame = Frame(), work = frame;
+  const image::Image& frame = Frame0();
+  image::Image work = frame;
   std::vector<uint8_t> face(320 * 320 * 3, 128);
   PasteBack paste;
   for (auto _ : state) {
-    auto st =
-        paste.Paste(face.data(), mode, feather, kRect, work.pixels.data(), kW, kH, work.stride());
+    state.PauseTiming();
+    std::memcpy(work.pixels.data(), frame.pixels.data(), frame.pixels.size());
+    state.ResumeTiming();
+    auto st = paste.Paste(face.data(), mode, feather, Rect0(), work.pixels.data(), work.width,
+                          work.height, work.stride());
     benchmark::DoNotOptimize(work.pixels.data());
     if (!st.ok()) state.SkipWithError(st.message().c_str());
   }
@@ -80,74 +142,123 @@ void BM_Paste(benchmark::State& state) {
 }
 BENCHMARK(BM_Paste)->Args({1, 0})->Args({0, 0})->Args({1, 8})->Unit(benchmark::kMillisecond);
 
-void BM_CopyBackground(benchmark::State& state) {
-  image::Image frame = Frame(), work = frame;
+void BM_JpegFull(benchmark::State& state) {
+  const image::Image& frame = Frame0();
   for (auto _ : state) {
-    std::copy(frame.pixels.begin(), frame.pixels.end(), work.pixels.begin());
-    benchmark::DoNotOptimize(work.pixels.data());
-  }
-}
-BENCHMARK(BM_CopyBackground)->Unit(benchmark::kMillisecond);
-
-void BM_JpegFullEncode(benchmark::State& state) {
-  image::Image frame = Frame();
-  for (auto _ : state) {
-    auto jpeg = image::EncodeJpeg(frame, 75);
+    auto jpeg = image::EncodeJpegWithRestarts(frame.pixels.data(), frame.width, frame.height,
+                                              frame.stride(), image::JpegSettings{});
     benchmark::DoNotOptimize(jpeg);
   }
 }
-BENCHMARK(BM_JpegFullEncode)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_JpegFull)->Unit(benchmark::kMillisecond);
 
-void BM_JpegRegionEncode(benchmark::State& state) {
-  image::Image frame = Frame();
-  auto bg = image::RegionJpegBackground::Create(frame.pixels.data(), kW, kH, frame.stride(),
-                                                image::JpegSettings{});
+void BM_JpegRegion(benchmark::State& state) {
+  const image::Image& frame = Frame0();
+  auto bg = image::RegionJpegBackground::Create(frame.pixels.data(), frame.width, frame.height,
+                                                frame.stride(), image::JpegSettings{});
+  const avatar::CropRect r = Rect0();
   for (auto _ : state) {
     auto jpeg = bg->EncodeWithRegion(frame.pixels.data(), frame.stride(),
-                                     {kRect.x1, kRect.y1, kRect.width(), kRect.height()});
+                                     {r.x1, r.y1, r.width(), r.height()});
     benchmark::DoNotOptimize(jpeg);
   }
 }
-BENCHMARK(BM_JpegRegionEncode)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_JpegRegion)->Unit(benchmark::kMillisecond);
 
-// One whole frame through Compositor::Compose (batch 1 runs on the calling thread).
-// range(0): 0 = full frames + full encode, 1 = full frames + region JPEG,
-// 2 = compact storage + region JPEG.
-void BM_ComposeFrame(benchmark::State& state) {
-  namespace fs = std::filesystem;
-  fs::path dir = fs::temp_directory_path() / ("lipsync-bench-" + std::to_string(::getpid()));
-  fs::create_directories(dir / "frames");
-  (void)image::WritePng((dir / "frames" / "frame_0000.png").string(), Frame());
-  (void)image::WriteFileBytes((dir / "crop_rects.json").string(), "[[532,210,714,392]]");
-  avatar::AvatarOptions o;
-  o.id = "bench";
-  o.frames_dir = (dir / "frames").string();
-  o.crop_rects_path = (dir / "crop_rects.json").string();
-  o.region_jpeg = state.range(0) >= 1;
-  o.compact = state.range(0) == 2;
-  auto a = avatar::Avatar::Open(o);
-  fs::remove_all(dir);
-  if (!a.ok()) {
-    state.SkipWithError(a.status().message().c_str());
-    return;
-  }
+// One whole frame: visual input build + output conversion (uint8, the servers' transport)
+// + paste (synctalk328) + encode, batch 1 on the calling thread.
+// range(0): 0 = full frames + full JPEG, 1 = compact + region JPEG.
+void BM_Frame(benchmark::State& state) {
+  const bool region = state.range(0) == 1;
+  avatar::Avatar& a = region ? *Demo().compact : *Demo().full;
   Compositor compositor(1);
-  auto pred = Prediction();
+  std::vector<float> visual(kVisualInputFloats);
   CompositeOptions opt;
+  int64_t start = 0;
+  size_t bytes = 0;
+  CompositeTimings sum;
+  double visual_ms = 0;
   for (auto _ : state) {
-    auto r = compositor.Compose(**a, {pred.data(), OutputType::kFloat32, 1}, 0,
+    auto t0 = std::chrono::steady_clock::now();
+    Status st = compositor.BuildVisualInputs(a, start, 1, avatar::LoopMode::kWrap, visual.data());
+    visual_ms +=
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - t0).count();
+    auto r = compositor.Compose(a, {PredictionU8().data(), OutputType::kUint8, 1}, start,
                                 avatar::LoopMode::kWrap, opt);
-    if (!r.ok()) state.SkipWithError(r.status().message().c_str());
+    if (!st.ok() || !r.ok()) {
+      state.SkipWithError("compose failed");
+      break;
+    }
+    bytes = r->frames[0].size();
+    sum.background_ms += r->timings.background_ms;
+    sum.convert_ms += r->timings.convert_ms;
+    sum.paste_ms += r->timings.paste_ms;
+    sum.encode_ms += r->timings.encode_ms;
     benchmark::DoNotOptimize(r);
+    start = (start + 1) % a.num_frames();
   }
-  state.counters["avatar_bytes_per_frame"] = static_cast<double>((*a)->memory_bytes());
-  const char* labels[] = {"full frame, full encode", "full frame, region jpeg",
-                          "compact, region jpeg"};
-  state.SetLabel(labels[state.range(0)]);
+  // Stage split inside the whole frame (wall ms per frame, same loop).
+  const double n = std::max<double>(1, double(state.iterations()));
+  state.counters["visual_ms"] = visual_ms / n;
+  state.counters["bg_ms"] = sum.background_ms / n;
+  state.counters["convert_ms"] = sum.convert_ms / n;
+  state.counters["paste_ms"] = sum.paste_ms / n;
+  state.counters["encode_ms"] = sum.encode_ms / n;
+  state.counters["jpeg_bytes"] = double(bytes);
+  state.counters["avatar_bytes_per_frame"] = double(a.memory_bytes()) / a.num_frames();
+  state.SetLabel(region ? "compact + region jpeg" : "full frames + full jpeg");
 }
-BENCHMARK(BM_ComposeFrame)->Arg(0)->Arg(1)->Arg(2)->Unit(benchmark::kMillisecond);
+BENCHMARK(BM_Frame)->Arg(0)->Arg(1)->Unit(benchmark::kMillisecond);
+
+class SummaryReporter : public benchmark::ConsoleReporter {
+ public:
+  void ReportRuns(const std::vector<Run>& runs) override {
+    ConsoleReporter::ReportRuns(runs);
+    for (const Run& run : runs) {
+      if (run.run_type == Run::RT_Iteration)
+        cpu_ms_[run.benchmark_name()] = run.GetAdjustedCPUTime();
+    }
+  }
+  void PrintSummary() const {
+    auto get = [&](const char* name) {
+      auto it = cpu_ms_.find(name);
+      return it == cpu_ms_.end() ? -1.0 : it->second;
+    };
+    std::printf("summary (CPU ms per 1280x720 frame, one core, demo avatar):\n");
+    std::printf("  visual_input_ms %.3f\n", get("BM_VisualInput"));
+    std::printf("  output_to_rgb_float_ms %.3f\n", get("BM_OutputToRgb/0"));
+    std::printf("  output_to_rgb_uint8_ms %.3f\n", get("BM_OutputToRgb/1"));
+    std::printf("  paste_synctalk328_ms %.3f\n", get("BM_Paste/1/0"));
+    std::printf("  paste_resize_ms %.3f\n", get("BM_Paste/0/0"));
+    std::printf("  jpeg_full_ms %.3f\n", get("BM_JpegFull"));
+    std::printf("  jpeg_region_ms %.3f\n", get("BM_JpegRegion"));
+    const double full = get("BM_Frame/0"), region = get("BM_Frame/1");
+    std::printf("  frame_full_ms %.3f\n", full);
+    std::printf("  frame_region_ms %.3f\n", region);
+    if (full > 0 && region > 0) std::printf("  frame_speedup %.2f\n", full / region);
+  }
+
+ private:
+  std::map<std::string, double> cpu_ms_;
+};
 
 }  // namespace
 }  // namespace lipsync::compositing
 
-BENCHMARK_MAIN();
+int main(int argc, char** argv) {
+  // Our own flag first; Google Benchmark rejects unknown ones.
+  for (int i = 1; i < argc; ++i) {
+    if (std::strncmp(argv[i], "--frames=", 9) == 0) {
+      lipsync::compositing::g_frames = std::max(1, std::atoi(argv[i] + 9));
+      for (int j = i; j + 1 < argc; ++j) argv[j] = argv[j + 1];
+      --argc;
+      --i;
+    }
+  }
+  benchmark::Initialize(&argc, argv);
+  lipsync::compositing::SummaryReporter reporter;
+  benchmark::RunSpecifiedBenchmarks(&reporter);
+  reporter.PrintSummary();
+  benchmark::Shutdown();
+  return 0;
+}

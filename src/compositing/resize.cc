@@ -189,13 +189,7 @@ void ResizeWindow(const uint8_t* src, int sw, int sh, size_t src_stride, int dw,
   BuildTable(sw, dw, win.x, ow, interpolation, /*horizontal=*/true, s.x_offsets, s.x_coeffs);
   BuildTable(sh, dh, win.y, oh, interpolation, /*horizontal=*/false, s.y_offsets, s.y_coeffs);
 
-  // Horizontal pass over every source row the vertical pass reads. Tap byte offsets
-  // are clamped once here (OpenCV replicates the border pixel).
-  int first_row = sh, last_row = -1;
-  for (int d = 0; d < oh; ++d) {
-    first_row = std::min(first_row, std::clamp(s.y_offsets[d], 0, sh - 1));
-    last_row = std::max(last_row, std::clamp(s.y_offsets[d] + k - 1, 0, sh - 1));
-  }
+  // Tap byte offsets are clamped once here (OpenCV replicates the border pixel).
   s.taps.resize(size_t(ow) * k);
   s.x_pairs.resize(size_t(ow) * k / 2);
   int vector_end = ow;
@@ -210,15 +204,25 @@ void ResizeWindow(const uint8_t* src, int sw, int sh, size_t src_stride, int dw,
           PackPair(s.x_coeffs[size_t(dx) * k + j], s.x_coeffs[size_t(dx) * k + j + 1]);
     }
   }
-  const int rows = last_row - first_row + 1;
-  // +1 sample: the SIMD path stores 4 lanes for a 3-channel pixel.
-  s.rows.resize(size_t(rows) * row_len + 1);
-  for (int r = 0; r < rows; ++r) {
-    const uint8_t* in = src + size_t(first_row + r) * src_stride;
-    int* out = s.rows.data() + size_t(r) * row_len;
+  // The horizontally resampled rows live in a ring of k slots (slot = source row mod k),
+  // filled as the vertical pass first needs them: the rows of one output row are k
+  // consecutive (clamped) source rows, so they never share a slot, and output rows
+  // need non-decreasing source rows, so each source row is resampled once. The ring
+  // stays in L1 instead of a whole resampled image going through memory.
+  // +1 sample per slot: the SIMD path stores 4 lanes for a 3-channel pixel, and that
+  // spare lane must not land on the next slot's row.
+  const size_t slot_len = size_t(row_len) + 1;
+  s.rows.resize(size_t(k) * slot_len);
+  int slot_row[4] = {-1, -1, -1, -1};
+  auto resampled = [&](int sy) -> const int* {
+    const int slot = sy % k;
+    int* out = s.rows.data() + size_t(slot) * slot_len;
+    if (slot_row[slot] == sy) return out;
+    slot_row[slot] = sy;
+    const uint8_t* in = src + size_t(sy) * src_stride;
     if (cn == 3) {
       HorizontalRgb(in, k, ow, vector_end, s, out);
-      continue;
+      return out;
     }
     for (int dx = 0; dx < ow; ++dx) {
       const int16_t* w = &s.x_coeffs[size_t(dx) * k];
@@ -228,15 +232,13 @@ void ResizeWindow(const uint8_t* src, int sw, int sh, size_t src_stride, int dw,
         out[dx * cn + c] = acc;
       }
     }
-  }
+    return out;
+  };
 
   for (int dy = 0; dy < oh; ++dy) {
     const int16_t* b = &s.y_coeffs[size_t(dy) * k];
     const int* r[4];
-    for (int j = 0; j < k; ++j) {
-      int sy = std::clamp(s.y_offsets[dy] + j, 0, sh - 1);
-      r[j] = s.rows.data() + size_t(sy - first_row) * row_len;
-    }
+    for (int j = 0; j < k; ++j) r[j] = resampled(std::clamp(s.y_offsets[dy] + j, 0, sh - 1));
     uint8_t* out = dst + size_t(dy) * dst_stride;
     if (interpolation == Interpolation::kLinear) {
       VerticalLinear(r[0], r[1], b[0], b[1], row_len, out);

@@ -1,22 +1,51 @@
 #include "compositing/visual_input.h"
 
-#include <array>
 #include <cstdio>
 #include <cstring>
 #include <string>
+
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
 
 namespace lipsync::compositing {
 
 namespace {
 
-// Exactly numpy's uint8 -> float32 / 255.0 (a division, not a multiplication).
-const std::array<float, 256>& UnitScale() {
-  static const std::array<float, 256> table = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
-    return t;
-  }();
-  return table;
+// One row of one channel: numpy's uint8 -> float32 / 255.0 (a division, exactly, not a
+// multiplication) into `visible`, and into `masked` the same with columns
+// kMaskX1..kMaskX2 zeroed when `masked_row`.
+void ToUnitFloats(const uint8_t* in, bool masked_row, float* visible, float* masked) {
+  int x = 0;
+#if defined(__SSE2__)
+  const __m128 divisor = _mm_set1_ps(255.f);
+  const __m128i zero = _mm_setzero_si128();
+  for (; x + 16 <= kFaceSize; x += 16) {
+    const __m128i bytes = _mm_loadu_si128(reinterpret_cast<const __m128i*>(in + x));
+    const __m128i lo = _mm_unpacklo_epi8(bytes, zero), hi = _mm_unpackhi_epi8(bytes, zero);
+    const __m128i words[4] = {_mm_unpacklo_epi16(lo, zero), _mm_unpackhi_epi16(lo, zero),
+                              _mm_unpacklo_epi16(hi, zero), _mm_unpackhi_epi16(hi, zero)};
+    for (int q = 0; q < 4; ++q) {
+      const int at = x + 4 * q;
+      const __m128 v = _mm_div_ps(_mm_cvtepi32_ps(words[q]), divisor);
+      _mm_storeu_ps(visible + at, v);
+      if (!masked_row || at + 3 < kMaskX1 || at > kMaskX2) {
+        _mm_storeu_ps(masked + at, v);
+      } else if (at >= kMaskX1 && at + 3 <= kMaskX2) {
+        _mm_storeu_ps(masked + at, _mm_setzero_ps());
+      } else {
+        for (int i = 0; i < 4; ++i) {
+          masked[at + i] = (at + i >= kMaskX1 && at + i <= kMaskX2) ? 0.f : visible[at + i];
+        }
+      }
+    }
+  }
+#endif
+  for (; x < kFaceSize; ++x) {
+    const float v = static_cast<float>(in[x]) / 255.0f;
+    visible[x] = v;
+    masked[x] = (masked_row && x >= kMaskX1 && x <= kMaskX2) ? 0.f : v;
+  }
 }
 
 std::string RectText(const avatar::CropRect& r) {
@@ -55,32 +84,19 @@ Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size
                {kCropBorder, kCropBorder, kFaceSize, kFaceSize}, roi_.pixels.data(), roi_.stride(),
                3, Interpolation::kLinear, scratch_);
 
-  const auto& unit = UnitScale();
   constexpr size_t plane = size_t(kFaceSize) * kFaceSize;
+  alignas(16) uint8_t channel[3][kFaceSize];  // one row deinterleaved, BGR
   for (int y = 0; y < kFaceSize; ++y) {
     const uint8_t* src = roi_.row(y);
-    const size_t base = size_t(y) * kFaceSize;
-    float* b = out + base;
-    float* g = out + plane + base;
-    float* r = out + 2 * plane + base;
-    // Model channels are BGR; pixels are RGB.
-    for (int x = 0; x < kFaceSize; ++x) {
-      b[x] = unit[src[x * 3 + 2]];
-      g[x] = unit[src[x * 3 + 1]];
-      r[x] = unit[src[x * 3]];
+    for (int x = 0; x < kFaceSize; ++x) {  // model channels are BGR; pixels are RGB
+      channel[0][x] = src[x * 3 + 2];
+      channel[1][x] = src[x * 3 + 1];
+      channel[2][x] = src[x * 3];
     }
-    // Channels 3-5: the same rows with the mask rectangle zeroed.
+    const size_t base = size_t(y) * kFaceSize;
     const bool masked_row = y >= kMaskY1 && y <= kMaskY2;
     for (int c = 0; c < 3; ++c) {
-      const float* from = out + c * plane + base;
-      float* to = out + (3 + c) * plane + base;
-      if (!masked_row) {
-        std::memcpy(to, from, kFaceSize * sizeof(float));
-        continue;
-      }
-      std::memcpy(to, from, kMaskX1 * sizeof(float));
-      std::memset(to + kMaskX1, 0, (kMaskX2 - kMaskX1 + 1) * sizeof(float));
-      std::memcpy(to + kMaskX2 + 1, from + kMaskX2 + 1, (kFaceSize - kMaskX2 - 1) * sizeof(float));
+      ToUnitFloats(channel[c], masked_row, out + c * plane + base, out + (3 + c) * plane + base);
     }
   }
   return Status::Ok();
