@@ -1,7 +1,7 @@
 // Memory per tenant and load time for a long avatar, per storage mode, side by side
 // with the raw decoded frames (frames x width x height x 3).
 //   avatar_memory_bench [--frames 523] [--width 1280] [--height 720]
-//                       [--modes compact,full] [--dir DIR]
+//                       [--modes compact,full] [--dir DIR] [--restart-interval 2]
 // The demo avatar (src/demo) is generated into --dir (default
 // /tmp/lipsync-avatar-<frames>-<w>x<h>, kept for later runs) unless already there.
 // Modes: full (decoded frames), region (decoded frames + JPEG), compact (JPEG + the
@@ -25,7 +25,8 @@ namespace fs = std::filesystem;
 
 int Run(int argc, char** argv) {
   auto flags =
-      Flags::Parse(argc - 1, argv + 1, {"frames", "width", "height", "modes", "dir"}, {"help"});
+      Flags::Parse(argc - 1, argv + 1,
+                   {"frames", "width", "height", "modes", "dir", "restart-interval"}, {"help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n", flags.status().ToString().c_str());
     return 2;
@@ -33,7 +34,7 @@ int Run(int argc, char** argv) {
   if (flags->Has("help")) {
     std::printf(
         "avatar_memory_bench [--frames 523] [--width 1280] [--height 720] "
-        "[--modes compact,full] [--dir DIR]\n");
+        "[--modes compact,full] [--dir DIR] [--restart-interval MCUS]\n");
     return 0;
   }
   demo::AvatarSpec spec;
@@ -78,6 +79,12 @@ int Run(int argc, char** argv) {
     o.crop_rects_path = dir + "/crop_rects.json";
     o.num_frames = spec.frames;
     o.preload = true;
+    auto interval = flags->GetInt("restart-interval", o.restart_interval_mcus);
+    if (!interval.ok()) {
+      std::fprintf(stderr, "--restart-interval takes an integer\n");
+      return 2;
+    }
+    o.restart_interval_mcus = int(*interval);
     if (mode == "region") {
       o.region_jpeg = true;
     } else if (mode == "compact") {
@@ -92,11 +99,19 @@ int Run(int argc, char** argv) {
       return 1;
     }
     const double bytes = double((*a)->memory_bytes());
+    double jpeg_bytes = 0, held_pixels = 0;
+    for (int i = 0; i < spec.frames; ++i) {
+      auto f = (*a)->Frame(i);
+      if (!f.ok()) continue;
+      if ((*f)->jpeg) jpeg_bytes += double((*f)->jpeg->background_jpeg().size());
+      held_pixels += double((*f)->pixels_rect.width) * (*f)->pixels_rect.height;
+    }
     std::printf(
         "memory %s: %.1f MB for %d frames (%.3f MB/frame), %.3f of raw (1/%.1f), load %.0f ms "
-        "(%.2f ms/frame)\n",
+        "(%.2f ms/frame); JPEG %.1f KB/frame (restart interval %d MCUs), %.0f px held/frame\n",
         mode.c_str(), bytes / 1e6, spec.frames, bytes / 1e6 / spec.frames, bytes / raw, raw / bytes,
-        (*a)->load_ms(), (*a)->load_ms() / spec.frames);
+        (*a)->load_ms(), (*a)->load_ms() / spec.frames, jpeg_bytes / 1e3 / spec.frames,
+        o.restart_interval_mcus, held_pixels / spec.frames);
     std::fflush(stdout);
   }
   return 0;

@@ -115,6 +115,7 @@ Expected<FrameHandle> Avatar::LoadFrame(int index) const {
   if (options_.region_jpeg || options_.compact) {
     image::JpegSettings settings;
     settings.quality = options_.jpeg_quality;
+    settings.restart_interval_mcus = options_.restart_interval_mcus;
     auto jpeg = image::RegionJpegBackground::Create(img.pixels.data(), width_, height_,
                                                     img.stride(), settings);
     if (!jpeg.ok()) return jpeg.status().WithContext("avatar '" + options_.id + "': " + path);

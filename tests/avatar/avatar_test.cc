@@ -148,17 +148,19 @@ TEST(AvatarTest, CompactKeepsOnlyTheEncodedRegionAndJpeg) {
   EXPECT_TRUE(f->compact());
   ASSERT_TRUE(f->jpeg);
   const CropRect& r = compact->rect(1);
-  // Exactly the region encode's pixels: whole 64-px restart intervals (4 MCUs) and
-  // 16-px MCU rows around the rect, nothing more.
+  // Exactly the region encode's pixels: whole restart intervals and 16-px MCU rows
+  // around the rect, nothing more.
+  const int interval_px = 16 * f->jpeg->restart_interval_mcus();
+  EXPECT_EQ(f->jpeg->restart_interval_mcus(), o.restart_interval_mcus);
   const image::PixelRect want = f->jpeg->ReadRect({r.x1, r.y1, r.width(), r.height()});
   EXPECT_EQ(f->pixels_rect.x, want.x);
   EXPECT_EQ(f->pixels_rect.y, want.y);
   EXPECT_EQ(f->pixels_rect.width, want.width);
   EXPECT_EQ(f->pixels_rect.height, want.height);
-  EXPECT_EQ(f->pixels_rect.x % 64, 0);
+  EXPECT_EQ(f->pixels_rect.x % interval_px, 0);
   EXPECT_EQ(f->pixels_rect.y % 16, 0);
   EXPECT_TRUE(Covers(f->pixels_rect, r));
-  EXPECT_LE(f->pixels_rect.width, 80 + 2 * 64);
+  EXPECT_LE(f->pixels_rect.width, 80 + 2 * interval_px);
   EXPECT_LE(f->pixels_rect.height, 80 + 2 * 16);
   // Held pixels are the original's.
   auto orig = testing::MakeFrame(640, 480, 1);

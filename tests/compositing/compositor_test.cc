@@ -10,6 +10,9 @@ namespace lipsync::compositing {
 namespace {
 
 constexpr int kW = 320, kH = 240, kFrames = 8;
+// The settings an Avatar encodes its cached JPEGs with (quality 75, its default
+// restart interval): region output must equal a full encode with these.
+const image::JpegSettings kAvatarJpeg{75, avatar::AvatarOptions{}.restart_interval_mcus};
 const avatar::CropRect kRect{100, 50, 220, 170};
 
 class CompositorTest : public ::testing::Test {
@@ -89,7 +92,7 @@ TEST_F(CompositorTest, JpegPathsAgree) {
   for (int i = 0; i < 5; ++i) {
     const auto& raw_frame = expected->frames[i];
     auto full = image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(raw_frame.data()),
-                                              kW, kH, size_t(kW) * 3, image::JpegSettings{});
+                                              kW, kH, size_t(kW) * 3, kAvatarJpeg);
     ASSERT_TRUE(full.ok());
     EXPECT_EQ(b->frames[i], *full) << "region frame " << i;
     EXPECT_EQ(c->frames[i], *full) << "compact frame " << i;
@@ -131,7 +134,7 @@ TEST_F(CompositorTest, CompactRegionProducesFullEncodeBytes) {
   for (int i = 0; i < 5; ++i) {
     auto full =
         image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(expected->frames[i].data()),
-                                      640, 480, 640 * 3, image::JpegSettings{});
+                                      640, 480, 640 * 3, kAvatarJpeg);
     EXPECT_EQ(got->frames[i], *full) << "frame " << i;
   }
   // Raw output from compact storage: the decoded JPEG outside the region, exact inside.
@@ -168,9 +171,8 @@ TEST_F(CompositorTest, CompactRegionProducesFullEncodeBytes) {
     auto have = compositor_.Compose(*edge_compact, Output(), start, avatar::LoopMode::kWrap, jpeg);
     ASSERT_TRUE(want.ok() && have.ok()) << have.status().ToString();
     for (int i = 0; i < 5; ++i) {
-      auto full =
-          image::EncodeJpegWithRestarts(reinterpret_cast<const uint8_t*>(want->frames[i].data()),
-                                        640, 480, 640 * 3, image::JpegSettings{});
+      auto full = image::EncodeJpegWithRestarts(
+          reinterpret_cast<const uint8_t*>(want->frames[i].data()), 640, 480, 640 * 3, kAvatarJpeg);
       EXPECT_EQ(have->frames[i], *full) << "edge rect " << have->background_indices[i];
     }
   }
