@@ -3,6 +3,7 @@
 #include <utility>
 
 #include "rpc/grpc_status.h"
+#include "rpc/server_ops.h"
 #include "rpc/server_setup.h"
 
 namespace lipsync::rpc {
@@ -18,6 +19,30 @@ grpc::Status Fail(const Status& status, Response* response) {
   response->set_success(false);
   response->set_error(status.message());
   return ToGrpc(status);
+}
+
+// Scrape-time gauges from the backend's health: models, queue, GPU memory.
+std::function<std::vector<Gauge>()> HealthGauges(inference::InferenceBackend* backend) {
+  return [backend] {
+    std::vector<Gauge> gauges;
+    auto health = backend->Health(std::nullopt);
+    if (!health.ok()) return gauges;
+    gauges.push_back(
+        {"lipsync_loaded_models", "Models loaded now.", "", 1.0 * health->loaded_models});
+    gauges.push_back(
+        {"lipsync_queue_depth", "Requests waiting for a worker.", "", 1.0 * health->queue_depth});
+    for (const auto& gpu : health->gpus) {
+      const std::string labels = "gpu=\"" + std::to_string(gpu.device_id) + "\"";
+      gauges.push_back({"lipsync_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels,
+                        1024.0 * 1024.0 * static_cast<double>(gpu.memory_used_mb)});
+    }
+    for (const auto& gpu : health->gpus) {
+      const std::string labels = "gpu=\"" + std::to_string(gpu.device_id) + "\"";
+      gauges.push_back({"lipsync_gpu_memory_total_bytes", "GPU memory in all (NVML).", labels,
+                        1024.0 * 1024.0 * static_cast<double>(gpu.memory_total_mb)});
+    }
+    return gauges;
+  };
 }
 
 }  // namespace
@@ -115,109 +140,150 @@ InferenceServiceImpl::InferenceServiceImpl(inference::InferenceBackend* backend,
 grpc::Status InferenceServiceImpl::InferBatch(grpc::ServerContext* context,
                                               const pb::InferBatchRequest* request,
                                               pb::InferBatchResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-    response->set_error(auth.error_message());
-    return auth;
-  }
-  inference::InferRequest in;
-  in.model_id = request->model_id();
-  in.batch_size = request->batch_size();
-  in.visual_frames = request->visual_frames();
-  in.audio_features = request->audio_features();
-  in.raw_audio = request->raw_audio();
-  in.sample_rate = request->sample_rate() == 0 ? 16000 : request->sample_rate();
-  in.start_frame_idx = request->start_frame_idx();
-  in.utterance_frames = request->utterance_frames();
-  in.end_of_utterance = request->end_of_utterance();
-  in.output_format =
-      static_cast<inference::OutputFormat>(static_cast<int>(request->output_format()));
-  in.deadline = SteadyDeadline(*context);
+  CallScope call(this, context, "InferBatch", *request);
+  if (call.ops() != nullptr)
+    call.ops()->SetGaugeSourceOnce([this] { return HealthGauges(backend_); });
+  call.SetModel(request->model_id(), request->batch_size());
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
+      response->set_error(auth.error_message());
+      return auth;
+    }
+    // After authentication: strangers must not drain a tenant's bucket.
+    if (grpc::Status limited = call.Admit(); !limited.ok()) {
+      response->set_error(limited.error_message());
+      return limited;
+    }
+    inference::InferRequest in;
+    in.model_id = request->model_id();
+    in.batch_size = request->batch_size();
+    in.visual_frames = request->visual_frames();
+    in.visual_format =
+        static_cast<inference::VisualFormat>(static_cast<int>(request->visual_format()));
+    in.audio_features = request->audio_features();
+    in.raw_audio = request->raw_audio();
+    in.sample_rate = request->sample_rate() == 0 ? 16000 : request->sample_rate();
+    in.start_frame_idx = request->start_frame_idx();
+    in.utterance_frames = request->utterance_frames();
+    in.end_of_utterance = request->end_of_utterance();
+    in.output_format =
+        static_cast<inference::OutputFormat>(static_cast<int>(request->output_format()));
+    in.deadline = SteadyDeadline(*context);
 
-  Expected<inference::InferResult> result = backend_->Infer(in);
-  if (!result.ok()) return Fail(result.status(), response);
-  inference::InferResult& out = *result;
-  response->set_success(true);
-  *response->mutable_output_frames() = std::move(out.output);
-  response->set_batch_size(out.batch_size);
-  response->set_output_height(out.height);
-  response->set_output_width(out.width);
-  response->set_output_format(static_cast<pb::OutputFormat>(out.output_format));
-  response->set_gpu_id(out.device_id);
-  response->set_worker_id(out.worker_id);
-  response->set_inference_time_ms(static_cast<float>(out.inference_ms));
-  response->set_queue_wait_ms(static_cast<float>(out.queue_wait_ms));
-  response->set_total_time_ms(static_cast<float>(out.total_ms));
-  response->set_model_loaded_on_demand(out.loaded_on_demand);
-  response->set_model_load_time_ms(static_cast<float>(out.model_load_ms));
-  response->set_audio_processing_ms(static_cast<float>(out.audio_processing_ms));
-  response->set_dynamic_batch_frames(out.dynamic_batch_frames);
-  return grpc::Status::OK;
+    Expected<inference::InferResult> result = backend_->Infer(in);
+    if (!result.ok()) return Fail(result.status(), response);
+    inference::InferResult& out = *result;
+    response->set_success(true);
+    *response->mutable_output_frames() = std::move(out.output);
+    response->set_batch_size(out.batch_size);
+    response->set_output_height(out.height);
+    response->set_output_width(out.width);
+    response->set_output_format(static_cast<pb::OutputFormat>(out.output_format));
+    response->set_gpu_id(out.device_id);
+    response->set_worker_id(out.worker_id);
+    response->set_inference_time_ms(static_cast<float>(out.inference_ms));
+    response->set_queue_wait_ms(static_cast<float>(out.queue_wait_ms));
+    response->set_total_time_ms(static_cast<float>(out.total_ms));
+    response->set_model_loaded_on_demand(out.loaded_on_demand);
+    response->set_model_load_time_ms(static_cast<float>(out.model_load_ms));
+    response->set_audio_processing_ms(static_cast<float>(out.audio_processing_ms));
+    response->set_dynamic_batch_frames(out.dynamic_batch_frames);
+    return grpc::Status::OK;
+  }();
+  if (status.ok()) {
+    call.SetTimings(response->queue_wait_ms(), response->inference_time_ms(), -1);
+  }
+  return call.Finish(status, *response);
 }
 
-grpc::Status InferenceServiceImpl::Health(grpc::ServerContext* context, const pb::HealthRequest*,
+grpc::Status InferenceServiceImpl::Health(grpc::ServerContext* context,
+                                          const pb::HealthRequest* request,
                                           pb::HealthResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
-  Expected<inference::HealthInfo> health = backend_->Health(SteadyDeadline(*context));
-  if (!health.ok()) return ToGrpc(health.status());
-  ToProto(*health, response);
-  return grpc::Status::OK;
+  CallScope call(this, context, "Health", *request);
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+    Expected<inference::HealthInfo> health = backend_->Health(SteadyDeadline(*context));
+    if (!health.ok()) return ToGrpc(health.status());
+    ToProto(*health, response);
+    return grpc::Status::OK;
+  }();
+  return call.Finish(status, *response);
 }
 
 grpc::Status InferenceServiceImpl::ListModels(grpc::ServerContext* context,
                                               const admin::ListModelsRequest* request,
                                               admin::ListModelsResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
-  auto models = backend_->ListModels(request->include_available(), request->limit());
-  if (!models.ok()) return ToGrpc(models.status());
-  int loaded = 0;
-  for (const auto& stats : *models) {
-    ToProto(stats, response->add_models());
-    if (stats.state == ModelState::kReady) ++loaded;
-  }
-  auto health = backend_->Health(SteadyDeadline(*context));
-  response->set_loaded_models(health.ok() ? health->loaded_models : loaded);
-  if (health.ok()) response->set_max_models(health->max_models);
-  return grpc::Status::OK;
+  CallScope call(this, context, "ListModels", *request);
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+    auto models = backend_->ListModels(request->include_available(), request->limit());
+    if (!models.ok()) return ToGrpc(models.status());
+    int loaded = 0;
+    for (const auto& stats : *models) {
+      ToProto(stats, response->add_models());
+      if (stats.state == ModelState::kReady) ++loaded;
+    }
+    auto health = backend_->Health(SteadyDeadline(*context));
+    response->set_loaded_models(health.ok() ? health->loaded_models : loaded);
+    if (health.ok()) response->set_max_models(health->max_models);
+    return grpc::Status::OK;
+  }();
+  return call.Finish(status, *response);
 }
 
 grpc::Status InferenceServiceImpl::LoadModel(grpc::ServerContext* context,
                                              const admin::LoadModelRequest* request,
                                              admin::LoadModelResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-    response->set_error(auth.error_message());
-    return auth;
-  }
-  auto loaded = backend_->LoadModel(request->model_id(), request->force_reload());
-  if (!loaded.ok()) return Fail(loaded.status(), response);
-  response->set_success(true);
-  response->set_load_time_ms(loaded->load_time_ms);
-  response->set_already_loaded(loaded->already_loaded);
-  ToProto(loaded->stats, response->mutable_model());
-  return grpc::Status::OK;
+  CallScope call(this, context, "LoadModel", *request);
+  call.SetModel(request->model_id(), 0);
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
+      response->set_error(auth.error_message());
+      return auth;
+    }
+    auto loaded = backend_->LoadModel(request->model_id(), request->force_reload());
+    if (!loaded.ok()) return Fail(loaded.status(), response);
+    response->set_success(true);
+    response->set_load_time_ms(loaded->load_time_ms);
+    response->set_already_loaded(loaded->already_loaded);
+    ToProto(loaded->stats, response->mutable_model());
+    return grpc::Status::OK;
+  }();
+  return call.Finish(status, *response);
 }
 
 grpc::Status InferenceServiceImpl::UnloadModel(grpc::ServerContext* context,
                                                const admin::UnloadModelRequest* request,
                                                admin::UnloadModelResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-    response->set_error(auth.error_message());
-    return auth;
-  }
-  auto was_loaded = backend_->UnloadModel(request->model_id());
-  if (!was_loaded.ok()) return Fail(was_loaded.status(), response);
-  response->set_success(true);
-  response->set_was_loaded(*was_loaded);
-  return grpc::Status::OK;
+  CallScope call(this, context, "UnloadModel", *request);
+  call.SetModel(request->model_id(), 0);
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
+      response->set_error(auth.error_message());
+      return auth;
+    }
+    auto was_loaded = backend_->UnloadModel(request->model_id());
+    if (!was_loaded.ok()) return Fail(was_loaded.status(), response);
+    response->set_success(true);
+    response->set_was_loaded(*was_loaded);
+    return grpc::Status::OK;
+  }();
+  return call.Finish(status, *response);
 }
 
 grpc::Status InferenceServiceImpl::GetModelStats(grpc::ServerContext* context,
                                                  const admin::GetModelStatsRequest* request,
                                                  admin::GetModelStatsResponse* response) {
-  if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
-  auto stats = backend_->GetModelStats(request->model_id());
-  if (!stats.ok()) return ToGrpc(stats.status());
-  for (const auto& s : *stats) ToProto(s, response->add_models());
-  return grpc::Status::OK;
+  CallScope call(this, context, "GetModelStats", *request);
+  call.SetModel(request->model_id(), 0);
+  grpc::Status status = [&]() -> grpc::Status {
+    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+    auto stats = backend_->GetModelStats(request->model_id());
+    if (!stats.ok()) return ToGrpc(stats.status());
+    for (const auto& s : *stats) ToProto(s, response->add_models());
+    return grpc::Status::OK;
+  }();
+  return call.Finish(status, *response);
 }
 
 }  // namespace lipsync::rpc

@@ -1,5 +1,7 @@
 #include "rpc/server_setup.h"
 
+#include <grpcpp/health_check_service_interface.h>
+
 #include <fstream>
 #include <sstream>
 
@@ -37,7 +39,45 @@ Expected<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const config:
   return grpc::SslServerCredentials(ssl);
 }
 
+OpsOptions OpsFromConfig(const char* server_name, const config::RateLimitConfig& rate_limit,
+                         const config::LoggingConfig& logging,
+                         const config::MetricsConfig& metrics) {
+  OpsOptions ops;
+  ops.server_name = server_name;
+  ops.rate_limit.frames_per_second = rate_limit.frames_per_second_per_model;
+  ops.rate_limit.burst_frames = rate_limit.burst_frames;
+  ops.audit_log_path = logging.audit_log_path;
+  ops.metrics_host = metrics.host;
+  ops.metrics_port = metrics.port == 0 ? -1 : metrics.port;  // config 0 means off
+  return ops;
+}
+
+template <typename Config>
+Expected<ServerOptions> CommonOptions(const Config& config) {
+  ServerOptions options;
+  LIPSYNC_ASSIGN_OR_RETURN(options.listen_address, config::ListenAddress(config.server.port));
+  options.max_message_size_mb = config.server.max_message_size_mb;
+  options.tls = config.server.tls;
+  return options;
+}
+
 }  // namespace
+
+Expected<ServerOptions> ServerOptionsFromConfig(const config::InferenceConfig& config) {
+  LIPSYNC_ASSIGN_OR_RETURN(ServerOptions options, CommonOptions(config));
+  options.ops =
+      OpsFromConfig("inference", config.server.rate_limit, config.logging, config.metrics);
+  options.health_service_names = {"inference.InferenceService"};
+  return options;
+}
+
+Expected<ServerOptions> ServerOptionsFromConfig(const config::CompositingConfig& config) {
+  LIPSYNC_ASSIGN_OR_RETURN(ServerOptions options, CommonOptions(config));
+  options.ops =
+      OpsFromConfig("compositing", config.server.rate_limit, config.logging, config.metrics);
+  options.health_service_names = {"compositing.CompositingService"};
+  return options;
+}
 
 Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(
     const ServerOptions& options, const std::vector<grpc::Service*>& services) {
@@ -47,6 +87,9 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(
                                    "; expected at least 1");
   }
   LIPSYNC_ASSIGN_OR_RETURN(auto credentials, MakeCredentials(options.tls));
+  LIPSYNC_ASSIGN_OR_RETURN(std::unique_ptr<ServerOps> ops, ServerOps::Create(options.ops));
+  // Process-wide switch, read when a server is built: every server gets grpc.health.v1.
+  grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
   int port = 0;
   builder.AddListeningPort(options.listen_address, credentials, &port);
@@ -54,26 +97,55 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(
       options.max_message_size_mb > 2047 ? INT32_MAX : options.max_message_size_mb * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
-  for (grpc::Service* service : services) builder.RegisterService(service);
+  std::vector<const void*> attached;
+  for (grpc::Service* service : services) {
+    builder.RegisterService(service);
+    // Attached before serving starts, so the first call already sees its operations.
+    ServerOps::Attach(service, ops.get());
+    attached.push_back(service);
+  }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
+    for (const void* service : attached) ServerOps::Detach(service, ops.get());
     return Status::Unavailable("cannot listen on '" + options.listen_address +
                                "'; expected a free host:port (is another server using it?)");
   }
-  return std::unique_ptr<GrpcServer>(new GrpcServer(std::move(server), port));
+  auto grpc_server = std::unique_ptr<GrpcServer>(new GrpcServer(
+      std::move(server), port, std::move(ops), std::move(attached), options.health_service_names));
+  grpc_server->SetServing(true);
+  return grpc_server;
 }
 
-GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server, int port)
-    : server_(std::move(server)), port_(port) {}
+GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server, int port,
+                       std::unique_ptr<ServerOps> ops, std::vector<const void*> services,
+                       std::vector<std::string> health_names)
+    : server_(std::move(server)),
+      port_(port),
+      ops_(std::move(ops)),
+      services_(std::move(services)),
+      health_names_(std::move(health_names)) {}
 
 GrpcServer::~GrpcServer() {
   Shutdown(std::chrono::milliseconds(0));
   server_->Wait();
+  for (const void* service : services_) ServerOps::Detach(service, ops_.get());
+}
+
+void GrpcServer::SetServing(bool serving) {
+  grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService();
+  if (health == nullptr) return;
+  health->SetServingStatus(serving);  // "" and every registered name
+  for (const std::string& name : health_names_) health->SetServingStatus(name, serving);
 }
 
 void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
-  std::call_once(shutdown_once_,
-                 [&] { server_->Shutdown(std::chrono::system_clock::now() + grace); });
+  std::call_once(shutdown_once_, [&] {
+    // NOT_SERVING first, and frozen there: probes during the grace period see it.
+    if (grpc::HealthCheckServiceInterface* health = server_->GetHealthCheckService()) {
+      health->Shutdown();
+    }
+    server_->Shutdown(std::chrono::system_clock::now() + grace);
+  });
 }
 
 void GrpcServer::Wait() { server_->Wait(); }

@@ -1,6 +1,9 @@
 // Shared plumbing for the gRPC servers (inference and compositing): listening address,
 // message size limit, optional TLS (config::TlsConfig), the optional API key check,
 // and graceful shutdown with a grace period. The services stay translation only.
+// Also the operations every server gets (rpc/server_ops.h): rate limiting, audit log,
+// metrics endpoint, and the standard grpc.health.v1 service (SERVING while accepting
+// calls, NOT_SERVING from SetServing(false) or Shutdown on).
 //
 // GrpcServer is thread-safe for Shutdown/Wait from any thread. It does not own the
 // services it serves: they must outlive it.
@@ -17,6 +20,7 @@
 
 #include "common/status.h"
 #include "config/config.h"
+#include "rpc/server_ops.h"
 
 namespace lipsync::rpc {
 
@@ -24,12 +28,22 @@ struct ServerOptions {
   std::string listen_address;  // "host:port"; port 0 picks a free one
   int max_message_size_mb = 100;
   config::TlsConfig tls;  // cert_path empty: plaintext
+  OpsOptions ops;         // rate limit, audit log, metrics; all off by default
+  // grpc.health.v1 names reported besides "" (the whole server), e.g.
+  // "inference.InferenceService".
+  std::vector<std::string> health_service_names;
 };
+
+// A server's options from its config file: listen address (server.port), message
+// size, TLS, rate limit, audit log and metrics. INVALID_ARGUMENT for a bad port.
+Expected<ServerOptions> ServerOptionsFromConfig(const config::InferenceConfig& config);
+Expected<ServerOptions> ServerOptionsFromConfig(const config::CompositingConfig& config);
 
 class GrpcServer {
  public:
-  // Binds and starts serving `services`. UNAVAILABLE when the address cannot be bound,
-  // FAILED_PRECONDITION when TLS files cannot be read.
+  // Binds and starts serving `services`. UNAVAILABLE when the address (or the metrics
+  // port) cannot be bound, FAILED_PRECONDITION when TLS files or the audit log cannot
+  // be opened.
   static Expected<std::unique_ptr<GrpcServer>> Start(const ServerOptions& options,
                                                      const std::vector<grpc::Service*>& services);
   ~GrpcServer();  // Shutdown with no grace if still serving
@@ -41,11 +55,20 @@ class GrpcServer {
   void Shutdown(std::chrono::milliseconds grace);
   // Blocks until Shutdown has completed.
   void Wait();
+  // What grpc.health.v1 answers for every name. Call SetServing(false) when draining
+  // starts so load balancers stop sending new work before Shutdown.
+  void SetServing(bool serving);
+  // Rate limiter, metrics and audit log of this server; valid while it lives.
+  ServerOps& ops() { return *ops_; }
 
  private:
-  GrpcServer(std::unique_ptr<grpc::Server> server, int port);
+  GrpcServer(std::unique_ptr<grpc::Server> server, int port, std::unique_ptr<ServerOps> ops,
+             std::vector<const void*> services, std::vector<std::string> health_names);
   std::unique_ptr<grpc::Server> server_;
   int port_;
+  std::unique_ptr<ServerOps> ops_;
+  std::vector<const void*> services_;
+  std::vector<std::string> health_names_;
   std::once_flag shutdown_once_;
 };
 

@@ -1,0 +1,370 @@
+// Operations on real gRPC servers on loopback: TLS (certificates made by the openssl
+// CLI), mutual TLS, grpc.health.v1 (generated client), per-tenant rate limiting, the
+// audit log read back from its file, /metrics, and compositing -> inference over TLS
+// through GrpcInferenceBackend. The inference backend is a real InferenceServer with
+// a generated identity model.
+#include <arpa/inet.h>
+#include <gmock/gmock.h>
+#include <grpcpp/grpcpp.h>
+#include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <fstream>
+#include <nlohmann/json.hpp>
+#include <sstream>
+
+#include "health.grpc.pb.h"
+#include "inference.grpc.pb.h"
+#include "inference/inference_server.h"
+#include "modelgen/model_builder.h"
+#include "rpc/grpc_inference_backend.h"
+#include "rpc/inference_service.h"
+#include "rpc/server_setup.h"
+
+namespace lipsync::rpc {
+namespace {
+
+namespace fs = std::filesystem;
+namespace pb = ::inference;
+namespace health = ::grpc::health::v1;
+using ::testing::HasSubstr;
+using namespace std::chrono_literals;
+
+constexpr size_t kPlane = 320 * 320;
+
+std::string ReadFile(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::stringstream text;
+  text << in.rdbuf();
+  return text.str();
+}
+
+// A throwaway CA, a server certificate for 127.0.0.1/localhost and a client certificate.
+struct Pki {
+  fs::path dir;
+  bool ok = false;
+  std::string ca() const { return (dir / "ca.crt").string(); }
+  std::string server_cert() const { return (dir / "server.crt").string(); }
+  std::string server_key() const { return (dir / "server.key").string(); }
+  std::string client_cert() const { return (dir / "client.crt").string(); }
+  std::string client_key() const { return (dir / "client.key").string(); }
+};
+
+const Pki& TestPki() {
+  static const Pki pki = [] {
+    Pki p;
+    p.dir = fs::temp_directory_path() / ("ops_server_test_" + std::to_string(::getpid()));
+    fs::create_directories(p.dir);
+    const std::string d = p.dir.string();
+    const std::string key = "-newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes";
+    std::ofstream(p.dir / "san.ext") << "subjectAltName=DNS:localhost,IP:127.0.0.1\n";
+    const std::string script =
+        "cd '" + d + "' && openssl req -x509 " + key +
+        " -keyout ca.key -out ca.crt -days 1 -subj /CN=lipsync-test-ca && "
+        "openssl req " +
+        key +
+        " -keyout server.key -out server.csr -subj /CN=localhost && "
+        "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+        "-out server.crt -days 1 -extfile san.ext && "
+        "openssl req " +
+        key +
+        " -keyout client.key -out client.csr -subj /CN=client && "
+        "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+        "-out client.crt -days 1) > openssl.log 2>&1";
+    p.ok = std::system(("(" + script).c_str()) == 0;
+    return p;
+  }();
+  return pki;
+}
+
+std::string IdentityModel() {
+  static const std::string path = [] {
+    const fs::path dir = TestPki().dir;
+    fs::create_directories(dir);
+    const std::string model = (dir / "identity.onnx").string();
+    EXPECT_TRUE(modelgen::WriteIdentityModel(model).ok());
+    return model;
+  }();
+  return path;
+}
+
+// InferenceServer (CPU, identity model) behind a GrpcServer with the given options.
+struct Server {
+  std::unique_ptr<inference::InferenceServer> backend;
+  std::unique_ptr<InferenceServiceImpl> service;
+  std::unique_ptr<GrpcServer> grpc;
+
+  Server(config::InferenceConfig config, ServerOptions options) {
+    config.server.worker_count_per_gpu = 1;
+    config.onnx.use_cuda = false;
+    config.capacity.idle_timeout_minutes = 0;
+    config.models["identity"] = {IdentityModel(), false, ""};
+    auto created = inference::InferenceServer::Create(config);
+    EXPECT_TRUE(created.ok()) << created.status().ToString();
+    if (!created.ok()) return;
+    backend = std::move(*created);
+    service = std::make_unique<InferenceServiceImpl>(backend.get(), config.server.api_key);
+    auto started = GrpcServer::Start(options, {service.get()});
+    EXPECT_TRUE(started.ok()) << started.status().ToString();
+    if (started.ok()) grpc = std::move(*started);
+  }
+  std::string target() const { return "127.0.0.1:" + std::to_string(grpc->port()); }
+};
+
+ServerOptions Loopback() {
+  ServerOptions options;
+  options.listen_address = "127.0.0.1:0";
+  options.health_service_names = {"inference.InferenceService"};
+  return options;
+}
+
+std::shared_ptr<grpc::Channel> Channel(const std::string& target,
+                                       std::shared_ptr<grpc::ChannelCredentials> credentials) {
+  grpc::ChannelArguments args;
+  args.SetMaxReceiveMessageSize(64 << 20);
+  return grpc::CreateCustomChannel(target, credentials, args);
+}
+
+std::shared_ptr<grpc::ChannelCredentials> Tls(const Pki& pki, bool with_client_cert) {
+  grpc::SslCredentialsOptions ssl;
+  ssl.pem_root_certs = ReadFile(pki.ca());
+  if (with_client_cert) {
+    ssl.pem_private_key = ReadFile(pki.client_key());
+    ssl.pem_cert_chain = ReadFile(pki.client_cert());
+  }
+  return grpc::SslCredentials(ssl);
+}
+
+grpc::Status CallHealth(const std::shared_ptr<grpc::Channel>& channel,
+                        pb::HealthResponse* response = nullptr) {
+  auto stub = pb::InferenceService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  pb::HealthResponse ignored;
+  return stub->Health(&context, pb::HealthRequest(), response ? response : &ignored);
+}
+
+pb::InferBatchRequest Frames(const std::string& model, int batch) {
+  pb::InferBatchRequest request;
+  request.set_model_id(model);
+  request.set_batch_size(batch);
+  request.set_visual_frames(std::string(static_cast<size_t>(batch) * 6 * kPlane * 4, '\0'));
+  request.set_audio_features(std::string(static_cast<size_t>(batch) * 8192 * 4, '\0'));
+  return request;
+}
+
+health::HealthCheckResponse::ServingStatus Check(const std::shared_ptr<grpc::Channel>& channel,
+                                                 const std::string& service,
+                                                 grpc::Status* status = nullptr) {
+  auto stub = health::Health::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  health::HealthCheckRequest request;
+  request.set_service(service);
+  health::HealthCheckResponse response;
+  grpc::Status result = stub->Check(&context, request, &response);
+  if (status) *status = result;
+  return response.status();
+}
+
+TEST(OpsServerTest, TlsServesTlsClientsAndRefusesPlaintext) {
+  const Pki& pki = TestPki();
+  ASSERT_TRUE(pki.ok) << ReadFile(pki.dir / "openssl.log");
+  ServerOptions options = Loopback();
+  options.tls = {pki.server_cert(), pki.server_key(), ""};
+  Server server({}, options);
+  ASSERT_TRUE(server.grpc);
+  pb::HealthResponse response;
+  grpc::Status tls = CallHealth(Channel(server.target(), Tls(pki, false)), &response);
+  EXPECT_TRUE(tls.ok()) << tls.error_message();
+  EXPECT_TRUE(response.healthy());
+  grpc::Status plain = CallHealth(Channel(server.target(), grpc::InsecureChannelCredentials()));
+  EXPECT_EQ(plain.error_code(), grpc::StatusCode::UNAVAILABLE) << plain.error_message();
+  // A client trusting another CA refuses the server.
+  grpc::SslCredentialsOptions wrong;
+  wrong.pem_root_certs = ReadFile(pki.client_cert());
+  EXPECT_FALSE(CallHealth(Channel(server.target(), grpc::SslCredentials(wrong))).ok());
+}
+
+TEST(OpsServerTest, MutualTlsRefusesClientsWithoutACertificate) {
+  const Pki& pki = TestPki();
+  ASSERT_TRUE(pki.ok);
+  ServerOptions options = Loopback();
+  options.tls = {pki.server_cert(), pki.server_key(), pki.ca()};
+  Server server({}, options);
+  ASSERT_TRUE(server.grpc);
+  grpc::Status with_cert = CallHealth(Channel(server.target(), Tls(pki, true)));
+  EXPECT_TRUE(with_cert.ok()) << with_cert.error_message();
+  grpc::Status without = CallHealth(Channel(server.target(), Tls(pki, false)));
+  EXPECT_EQ(without.error_code(), grpc::StatusCode::UNAVAILABLE) << without.error_message();
+}
+
+TEST(OpsServerTest, CompositingReachesInferenceOverTlsThroughTheBackend) {
+  const Pki& pki = TestPki();
+  ASSERT_TRUE(pki.ok);
+  ServerOptions options = Loopback();
+  options.tls = {pki.server_cert(), pki.server_key(), ""};
+  config::InferenceConfig config;
+  config.server.api_key = "k";
+  Server server(config, options);
+  ASSERT_TRUE(server.grpc);
+  GrpcBackendOptions backend_options;
+  backend_options.target = server.target();
+  backend_options.tls_ca_path = pki.ca();
+  backend_options.api_key = "k";
+  backend_options.max_retries = 0;
+  auto backend = GrpcInferenceBackend::Create(backend_options);
+  ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+  inference::InferRequest request;
+  pb::InferBatchRequest frames = Frames("identity", 1);
+  request.model_id = "identity";
+  request.batch_size = 1;
+  request.visual_frames = frames.visual_frames();
+  request.audio_features = frames.audio_features();
+  auto result = (*backend)->Infer(request);
+  ASSERT_TRUE(result.ok()) << result.status().ToString();
+  EXPECT_EQ(result->batch_size, 1);
+  // Without the CA option the same backend speaks plaintext and is refused.
+  backend_options.tls_ca_path.clear();
+  auto plain = GrpcInferenceBackend::Create(backend_options);
+  ASSERT_TRUE(plain.ok());
+  EXPECT_EQ((*plain)->Health(std::nullopt).status().code(), StatusCode::kUnavailable);
+  backend_options.tls_ca_path = (pki.dir / "missing.crt").string();
+  EXPECT_EQ(GrpcInferenceBackend::Create(backend_options).status().code(),
+            StatusCode::kFailedPrecondition);
+}
+
+TEST(OpsServerTest, StandardHealthCheckIsServingUntilShutdown) {
+  Server server({}, Loopback());
+  ASSERT_TRUE(server.grpc);
+  auto channel = Channel(server.target(), grpc::InsecureChannelCredentials());
+  EXPECT_EQ(Check(channel, ""), health::HealthCheckResponse::SERVING);
+  EXPECT_EQ(Check(channel, "inference.InferenceService"), health::HealthCheckResponse::SERVING);
+  grpc::Status unknown;
+  Check(channel, "no.such.Service", &unknown);
+  EXPECT_EQ(unknown.error_code(), grpc::StatusCode::NOT_FOUND);
+  server.grpc->SetServing(false);
+  EXPECT_EQ(Check(channel, ""), health::HealthCheckResponse::NOT_SERVING);
+  EXPECT_EQ(Check(channel, "inference.InferenceService"), health::HealthCheckResponse::NOT_SERVING);
+  server.grpc->SetServing(true);
+  EXPECT_EQ(Check(channel, ""), health::HealthCheckResponse::SERVING);
+  // Watch sees NOT_SERVING as soon as shutdown starts.
+  auto stub = health::Health::NewStub(channel);
+  grpc::ClientContext watch_context;
+  watch_context.set_deadline(std::chrono::system_clock::now() + 10s);
+  health::HealthCheckRequest request;
+  auto reader = stub->Watch(&watch_context, request);
+  health::HealthCheckResponse update;
+  ASSERT_TRUE(reader->Read(&update));
+  EXPECT_EQ(update.status(), health::HealthCheckResponse::SERVING);
+  std::thread stopper([&] { server.grpc->Shutdown(2s); });
+  ASSERT_TRUE(reader->Read(&update));
+  EXPECT_EQ(update.status(), health::HealthCheckResponse::NOT_SERVING);
+  watch_context.TryCancel();
+  stopper.join();
+}
+
+std::string HttpGetMetrics(int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
+  std::string answer;
+  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) == 0) {
+    const std::string request = "GET /metrics HTTP/1.0\r\n\r\n";
+    ::send(fd, request.data(), request.size(), 0);
+    char buffer[4096];
+    ssize_t n;
+    while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) answer.append(buffer, n);
+  }
+  ::close(fd);
+  return answer;
+}
+
+TEST(OpsServerTest, RateLimitAuditLogAndMetricsFromConfig) {
+  const fs::path dir = TestPki().dir;
+  fs::create_directories(dir);
+  const fs::path audit = dir / "audit.jsonl";
+  fs::remove(audit);
+  auto config = config::ParseInferenceConfig(
+      "server: {port: '127.0.0.1:0', api_key: k,\n"
+      "         rate_limit: {frames_per_second_per_model: 0.001, burst_frames: 3}}\n"
+      "logging: {audit_log_path: '" +
+          audit.string() +
+          "'}\n"
+          "metrics: {port: 0}\n",
+      "inference.yaml");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  auto options = ServerOptionsFromConfig(*config);
+  ASSERT_TRUE(options.ok()) << options.status().ToString();
+  options->ops.metrics_port = 0;  // config 0 means off; the test wants any free port
+  Server server(*config, *options);
+  ASSERT_TRUE(server.grpc);
+  auto channel = Channel(server.target(), grpc::InsecureChannelCredentials());
+  auto call = [&](const std::string& model, int batch, const char* key) {
+    auto stub = pb::InferenceService::NewStub(channel);
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 30s);
+    if (key) context.AddMetadata("authorization", std::string("Bearer ") + key);
+    pb::InferBatchResponse response;
+    return stub->InferBatch(&context, Frames(model, batch), &response);
+  };
+  EXPECT_TRUE(call("identity", 2, "k").ok());
+  // Unauthenticated calls do not spend the tenant's tokens.
+  EXPECT_EQ(call("identity", 1, "wrong").error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(call("identity", 1, "k").ok());
+  grpc::Status limited = call("identity", 1, "k");
+  EXPECT_EQ(limited.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(limited.error_message(), HasSubstr("rate limit exceeded for model 'identity'"));
+  EXPECT_THAT(limited.error_message(), HasSubstr("burst 3 frames"));
+  EXPECT_THAT(limited.error_message(), HasSubstr("retry after"));
+  // Another tenant is not affected (it fails later, for its own reason).
+  EXPECT_EQ(call("other", 1, "k").error_code(), grpc::StatusCode::NOT_FOUND);
+
+  const std::string metrics = HttpGetMetrics(server.grpc->ops().metrics_port());
+  EXPECT_THAT(metrics, HasSubstr("lipsync_requests_total{server=\"inference\",method="
+                                 "\"InferBatch\",code=\"OK\"} 2"));
+  EXPECT_THAT(metrics, HasSubstr("code=\"RESOURCE_EXHAUSTED\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("code=\"UNAUTHENTICATED\"} 1"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_frames_total{server=\"inference\"} 3"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_inference_seconds_count{server=\"inference\"} 2"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_loaded_models{server=\"inference\"} 1"));
+
+  server.grpc.reset();  // flushes nothing: every line is written when its call ends
+  std::ifstream in(audit);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 5u);
+  const char* codes[] = {"OK", "UNAUTHENTICATED", "OK", "RESOURCE_EXHAUSTED", "NOT_FOUND"};
+  for (size_t i = 0; i < lines.size(); ++i) {
+    EXPECT_EQ(lines[i]["code"], codes[i]) << lines[i].dump();
+    EXPECT_EQ(lines[i]["server"], "inference");
+    EXPECT_EQ(lines[i]["method"], "InferBatch");
+    EXPECT_THAT(lines[i]["peer"].get<std::string>(), HasSubstr("127.0.0.1"));
+    EXPECT_GT(lines[i]["bytes_in"].get<int64_t>(), 6 * 320 * 320 * 4);
+    EXPECT_GE(lines[i]["duration_ms"].get<double>(), 0);
+  }
+  EXPECT_EQ(lines[0]["model_id"], "identity");
+  EXPECT_EQ(lines[0]["frames"], 2);
+  EXPECT_GT(lines[0]["bytes_out"].get<int64_t>(), 2 * 3 * 320 * 320);
+  EXPECT_EQ(lines[3]["bytes_out"], 0);
+  EXPECT_THAT(lines[3]["error"].get<std::string>(), HasSubstr("rate limit"));
+  EXPECT_EQ(lines[4]["model_id"], "other");
+}
+
+TEST(OpsServerTest, UnwritableAuditLogFailsStartup) {
+  ServerOptions options = Loopback();
+  options.ops.audit_log_path = "/nonexistent-dir/audit.jsonl";
+  auto started = GrpcServer::Start(options, {});
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(started.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_THAT(started.status().message(), HasSubstr("logging.audit_log_path"));
+}
+
+}  // namespace
+}  // namespace lipsync::rpc
