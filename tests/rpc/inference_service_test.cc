@@ -306,6 +306,13 @@ TEST_F(InferenceServiceTest, RawAudioWithoutAudioEncoderIsFailedPrecondition) {
               {"raw_audio", "no audio encoder"});
 }
 
+TEST_F(InferenceServiceTest, NegativeStartFrameIsInvalidArgument) {
+  pb::InferBatchRequest request = MakeRequest("identity", 1, 1);
+  request.set_start_frame_idx(-1);
+  ExpectError(*server_, request, grpc::StatusCode::INVALID_ARGUMENT,
+              {"start_frame_idx is -1", ">= 0"});
+}
+
 TEST_F(InferenceServiceTest, CorruptModelFailsItsTenantOnlyAndOthersKeepServing) {
   pb::InferBatchRequest request = MakeRequest("corrupt", 1, 1);
   pb::InferBatchResponse response;
@@ -524,6 +531,49 @@ TEST(InferenceBatchingTest, ConcurrentRequestsShareOneRunAndGetTheirOwnFrames) {
     }
     if (responses[i].dynamic_batch_frames() > i + 1) ++grouped;
   }
+  EXPECT_GE(grouped, 2) << "requests arriving within the window should share a Run";
+}
+
+// Raw-audio requests grouped into one Run: each one's audio is encoded on the worker
+// for its own frames, so every response equals that request sent alone.
+TEST(InferenceBatchingTest, GroupedRawAudioRequestsEachGetTheirOwnAudio) {
+  config::InferenceConfig config = BaseConfig();
+  config.server.worker_count_per_gpu = 1;
+  config.server.max_queue_delay_us = 300000;
+  config.models["talking"].preload = true;
+  RunningServer server(config);
+  ASSERT_TRUE(server.stub);
+  const int batch = 2;
+  std::vector<pb::InferBatchRequest> requests;
+  for (int i = 0; i < 3; ++i) {
+    // Silence, a quiet and a loud tone: three different mouths.
+    std::string pcm(static_cast<size_t>(batch) * 640 * 2, '\0');
+    for (size_t n = 0; n < pcm.size() / 2; ++n) {
+      const auto sample =
+          static_cast<int16_t>(i * 6000 * std::sin(2 * M_PI * 300 * double(n) / 16000.0));
+      std::memcpy(pcm.data() + 2 * n, &sample, 2);
+    }
+    pb::InferBatchRequest request = MakeRequest("talking", batch, 70);  // same faces
+    request.clear_audio_features();
+    request.set_raw_audio(pcm);
+    request.set_utterance_frames(batch);
+    requests.push_back(request);
+  }
+  std::vector<pb::InferBatchResponse> alone(3), together(3);
+  for (int i = 0; i < 3; ++i) ASSERT_TRUE(Call(server, requests[i], &alone[i]).ok());
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < 3; ++i) {
+    calls.push_back(
+        std::async(std::launch::async, [&, i] { return Call(server, requests[i], &together[i]); }));
+  }
+  for (auto& call : calls) ASSERT_TRUE(call.get().ok());
+  int grouped = 0;
+  for (int i = 0; i < 3; ++i) {
+    EXPECT_EQ(together[i].output_frames(), alone[i].output_frames()) << "request " << i;
+    EXPECT_GT(together[i].audio_processing_ms(), 0.f);
+    if (together[i].dynamic_batch_frames() > batch) ++grouped;
+  }
+  EXPECT_NE(alone[0].output_frames(), alone[2].output_frames()) << "the audio must matter";
   EXPECT_GE(grouped, 2) << "requests arriving within the window should share a Run";
 }
 
