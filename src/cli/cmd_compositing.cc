@@ -106,14 +106,18 @@ int RunCompositing(int argc, char** argv) {
     return 1;
   }
   rpc::CompositingServiceImpl service(server->get(), config->server.api_key);
-  rpc::ServerOptions options;
-  options.listen_address = *listen;
-  options.max_message_size_mb = config->server.max_message_size_mb;
-  options.tls = config->server.tls;
-  auto grpc_server = rpc::GrpcServer::Start(options, {&service});
+  auto options = rpc::ServerOptionsFromConfig(*config);
+  if (!options.ok()) {
+    std::fprintf(stderr, "lipsync compositing: %s\n", options.status().message().c_str());
+    return 1;
+  }
+  auto grpc_server = rpc::GrpcServer::Start(*options, {&service});
   if (!grpc_server.ok()) {
     std::fprintf(stderr, "lipsync compositing: %s\n", grpc_server.status().message().c_str());
     return 1;
+  }
+  if (int port = (*grpc_server)->ops().metrics_port(); port > 0) {
+    LOG_INFO("Prometheus metrics on http://%s:%d/metrics", config->metrics.host.c_str(), port);
   }
   const char* format = config->output.format == config::OutputFormat::kJpeg ? "JPEG" : "raw RGB";
   std::printf("\n🌐 Compositing server listening on %s (port %d)\n", listen->c_str(),
@@ -138,6 +142,7 @@ int RunCompositing(int argc, char** argv) {
   LOG_INFO("compositing: received %s, shutting down (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
+  (*grpc_server)->SetServing(false);
   (*grpc_server)->Shutdown(grace);
   (*grpc_server)->Wait();
   (*server)->Shutdown(grace);

@@ -107,12 +107,13 @@ int RunInference(int argc, char** argv) {
   auto server = inference::InferenceServer::Create(*config);
   if (!server.ok()) return Fail(server.status());
   rpc::InferenceServiceImpl service(server->get(), config->server.api_key);
-  rpc::ServerOptions options;
-  options.listen_address = *address;
-  options.max_message_size_mb = config->server.max_message_size_mb;
-  options.tls = config->server.tls;
-  auto grpc_server = rpc::GrpcServer::Start(options, {&service});
+  auto options = rpc::ServerOptionsFromConfig(*config);
+  if (!options.ok()) return Fail(options.status());
+  auto grpc_server = rpc::GrpcServer::Start(*options, {&service});
   if (!grpc_server.ok()) return Fail(grpc_server.status());
+  if (int port = (*grpc_server)->ops().metrics_port(); port > 0) {
+    LOG_INFO("Prometheus metrics on http://%s:%d/metrics", config->metrics.host.c_str(), port);
+  }
   const std::string host = address->substr(0, address->rfind(':'));
   PrintBanner(*config, **server, host + ":" + std::to_string((*grpc_server)->port()));
 
@@ -121,6 +122,7 @@ int RunInference(int argc, char** argv) {
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
   LOG_INFO("received %s: finishing requests in flight (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
+  (*grpc_server)->SetServing(false);  // health checks turn away new traffic first
   const bool drained = (*server)->Shutdown(grace);
   // The service answers UNAVAILABLE from here on; give gRPC a moment to send replies.
   (*grpc_server)->Shutdown(std::chrono::milliseconds(drained ? 200 : 0));

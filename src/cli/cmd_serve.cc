@@ -91,20 +91,16 @@ int RunServe(int argc, char** argv) {
 
   rpc::InferenceServiceImpl inference_service(inference_server->get(),
                                               inference_config->server.api_key);
-  rpc::ServerOptions inference_options;
-  inference_options.listen_address = *inference_listen;
-  inference_options.max_message_size_mb = inference_config->server.max_message_size_mb;
-  inference_options.tls = inference_config->server.tls;
-  auto inference_grpc = rpc::GrpcServer::Start(inference_options, {&inference_service});
+  auto inference_options = rpc::ServerOptionsFromConfig(*inference_config);
+  if (!inference_options.ok()) return Fail(inference_options.status());
+  auto inference_grpc = rpc::GrpcServer::Start(*inference_options, {&inference_service});
   if (!inference_grpc.ok()) return Fail(inference_grpc.status());
 
   rpc::CompositingServiceImpl compositing_service(compositing_server->get(),
                                                   compositing_config->server.api_key);
-  rpc::ServerOptions compositing_options;
-  compositing_options.listen_address = *compositing_listen;
-  compositing_options.max_message_size_mb = compositing_config->server.max_message_size_mb;
-  compositing_options.tls = compositing_config->server.tls;
-  auto compositing_grpc = rpc::GrpcServer::Start(compositing_options, {&compositing_service});
+  auto compositing_options = rpc::ServerOptionsFromConfig(*compositing_config);
+  if (!compositing_options.ok()) return Fail(compositing_options.status());
+  auto compositing_grpc = rpc::GrpcServer::Start(*compositing_options, {&compositing_service});
   if (!compositing_grpc.ok()) return Fail(compositing_grpc.status());
 
   std::printf("\n🌐 Inference server listening on %s (port %d)\n", inference_listen->c_str(),
@@ -123,6 +119,8 @@ int RunServe(int argc, char** argv) {
       std::chrono::seconds(compositing_config->server.shutdown_grace_seconds);
   const auto inference_grace =
       std::chrono::seconds(inference_config->server.shutdown_grace_seconds);
+  (*compositing_grpc)->SetServing(false);
+  (*inference_grpc)->SetServing(false);
   (*compositing_grpc)->Shutdown(compositing_grace);
   (*compositing_grpc)->Wait();
   (*compositing_server)->Shutdown(compositing_grace);

@@ -104,6 +104,7 @@ Expected<inference::InferResult> GrpcInferenceBackend::Infer(
   message.set_model_id(request.model_id);
   message.set_batch_size(request.batch_size);
   message.set_visual_frames(request.visual_frames.data(), request.visual_frames.size());
+  message.set_visual_format(static_cast<pb::VisualFormat>(request.visual_format));
   message.set_audio_features(request.audio_features.data(), request.audio_features.size());
   message.set_raw_audio(request.raw_audio.data(), request.raw_audio.size());
   message.set_sample_rate(request.sample_rate);
