@@ -1,14 +1,14 @@
 #!/usr/bin/env bash
 # Draws a p50/p99 latency-per-batch bar chart (PNG) with ImageMagick (a Debian package
-# in scripts/setup.sh) from a TSV of: scenario <TAB> p50_ms <TAB> p99_ms.
+# in scripts/setup.sh) from a TSV of: label <TAB> p50_ms <TAB> p99_ms.
 #   bash bench/plot_latency.sh latency.tsv latency.png
 set -euo pipefail
 in=$1
 out=$2
 command -v convert >/dev/null || { echo "plot_latency: ImageMagick 'convert' not found" >&2; exit 1; }
-W=900
+W=1100
 H=460
-LEFT=230
+LEFT=300
 TOP=50
 BAR=14
 GAP=16
@@ -20,8 +20,8 @@ while IFS=$'\t' read -r name p50 p99; do
   [ -n "$name" ] || continue
   p50=${p50:-0}
   p99=${p99:-0}
-  w50=$(awk -v v="$p50" -v m="$max" -v s=$((W - LEFT - 90)) 'BEGIN { printf "%d", v / m * s }')
-  w99=$(awk -v v="$p99" -v m="$max" -v s=$((W - LEFT - 90)) 'BEGIN { printf "%d", v / m * s }')
+  w50=$(awk -v v="$p50" -v m="$max" -v s=$((W - LEFT - 140)) 'BEGIN { printf "%d", v / m * s }')
+  w99=$(awk -v v="$p99" -v m="$max" -v s=$((W - LEFT - 140)) 'BEGIN { printf "%d", v / m * s }')
   args+=(-fill black -annotate +20+$((y + BAR + 4)) "$name"
     -fill '#3b6fb6' -draw "rectangle $LEFT,$y $((LEFT + w50)),$((y + BAR - 1))"
     -fill '#e08a2c' -draw "rectangle $LEFT,$((y + BAR)) $((LEFT + w99)),$((y + 2 * BAR - 1))"

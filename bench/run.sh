@@ -265,6 +265,7 @@ if [ "$SKIP_E2E" = 0 ]; then
   row "(c) bench model, 8 streams x batch 1, no dyn. batching: FPS (ratio)" "$OFF ($(ratio "$OFF" "$ONE"))"
   row "(c) bench model, 8 streams x batch 1, dyn. batching: FPS (ratio)" "$ON ($(ratio "$ON" "$ONE"))"
   row "(c) bench model, 1 stream x batch 8, dyn. batching on: FPS" "$ONE_DYN"
+  row "(c)   8 x batch 1 / 1 x batch 8, both with dyn. batching on" "$(ratio "$ON" "$ONE_DYN")"
   row "bytes/frame client<->compositing, server-side visual" "$(bytes_line "$OUT/streams_1.txt")"
   row "bytes/frame client<->compositing, guide's mode (--send-visual)" "$(bytes_line "$OUT/send_visual.txt")"
   row "bytes/frame compositing->inference (6x320x320 f32 + 32x16x16 f32)" "2457600 + 32768 B"
@@ -275,9 +276,17 @@ if [ "$SKIP_E2E" = 0 ]; then
   # Latency plot: p50 and p99 per batch for each end-to-end scenario.
   PLOT_DATA="$OUT/latency.tsv"
   : >"$PLOT_DATA"
-  for s in streams_1 streams_4 streams_8 dyn_one_b8 dyn_off_8x1 dyn_on_8x1 e2e_bench; do
-    printf '%s\t%s\t%s\n' "$s" "$(p50 "$OUT/$s.txt")" "$(p99 "$OUT/$s.txt")" >>"$PLOT_DATA"
-  done
+  while IFS='|' read -r s label; do
+    printf '%s\t%s\t%s\n' "$label" "$(p50 "$OUT/$s.txt")" "$(p99 "$OUT/$s.txt")" >>"$PLOT_DATA"
+  done <<EOF
+streams_1|demo, 1 stream x batch $SWEEP_BATCH
+streams_4|demo, 4 streams x batch $SWEEP_BATCH
+streams_8|demo, 8 streams x batch $SWEEP_BATCH
+e2e_bench|bench, 1 stream x batch $E2E_BATCH
+dyn_one_b8|bench, 1 stream x batch 8
+dyn_off_8x1|bench, 8 x batch 1, no dyn. batching
+dyn_on_8x1|bench, 8 x batch 1, dyn. batching
+EOF
   bash "$ROOT/bench/plot_latency.sh" "$PLOT_DATA" "$OUT/latency.png" && row "latency plot" "$OUT/latency.png"
 fi
 
