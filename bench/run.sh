@@ -180,7 +180,8 @@ output:
   compact_backgrounds: true
 model_root: $MODELS
 logging:
-  level: "info"
+  level: "debug"                 # per-batch stage times in the log
+  log_compositing_times: true
 EOF
   "$BUILD/lipsync" compositing --config "$OUT/compositing-$name.yaml" \
     >"$OUT/compositing-$name.log" 2>&1 &
@@ -208,15 +209,20 @@ if [ "$SKIP_E2E" = 0 ]; then
   # (b) bench model: raw ORT vs through both servers, same model and batch.
   log "(b) bench model, batch $E2E_BATCH: raw ORT Run"
   "$BUILD/bench/inference/inference_bench" --model "$MODELS/bench/checkpoint/model_best.onnx" \
-    --batches "$E2E_BATCH" --clients 1 --seconds "$RAW_SECONDS" >"$OUT/raw_ort.txt" 2>&1
+    --batches "$E2E_BATCH" --clients 1,2 --seconds "$RAW_SECONDS" >"$OUT/raw_ort.txt" 2>&1
   RAW_FPS=$(awk -v b="$E2E_BATCH" '$1 == b && $2 == 1 {print $3}' "$OUT/raw_ort.txt")
   INF_FPS=$(awk -v b="$E2E_BATCH" '$1 == b && $2 == 1 {print $4}' "$OUT/raw_ort.txt")
+  RAW2_FPS=$(awk -v b="$E2E_BATCH" '$1 == b && $2 == 2 {print $3}' "$OUT/raw_ort.txt")
   log "(b) bench model, batch $E2E_BATCH: through both servers"
   start_servers main 0 64
   # Warm-up (model load, ORT arena growth), as bench/inference warms up its clients.
   client "$OUT/warm_bench.txt" --model bench --batch-size "$E2E_BATCH" --batches 1
   client "$OUT/e2e_bench.txt" --model bench --batch-size "$E2E_BATCH" --batches "$E2E_BATCHES"
   E2E_FPS=$(fps "$OUT/e2e_bench.txt")
+  # Two streams: one batch's CPU work and transfers overlap the other's inference.
+  client "$OUT/e2e_bench_2.txt" --model bench --batch-size "$E2E_BATCH" --batches "$E2E_BATCHES" \
+    --concurrency 2
+  E2E2_FPS=$(fps "$OUT/e2e_bench_2.txt")
   LOAD_MS=$(grep -m1 "loaded model 'bench'" "$OUT/inference-main.log" | sed -E 's/.* in ([0-9.]+) ms.*/\1/')
   DEMO_LOAD_MS=""
 
@@ -253,6 +259,11 @@ if [ "$SKIP_E2E" = 0 ]; then
   row "(b) bench model batch $E2E_BATCH: through both servers frames/s" "$E2E_FPS"
   row "(b)   servers / raw (goal >= 0.9)" "$(ratio "$E2E_FPS" "${RAW_FPS:-0}")"
   row "(b) inference server alone (bench/inference) frames/s" "${INF_FPS:-n/a}"
+  row "(b) 2 clients: raw ORT Run frames/s" "${RAW2_FPS:-n/a}"
+  row "(b) 2 streams: through both servers frames/s" "$E2E2_FPS"
+  row "(b)   servers / raw, 2 and 2 (goal >= 0.9)" "$(ratio "$E2E2_FPS" "${RAW2_FPS:-0}")"
+  row "(b) server time per batch: total / inference Run / composite (ms)" \
+    "$(awk '/server \(mean\):/ {print $4 " / " $7 " / " $10}' "$OUT/e2e_bench.txt")"
   for k in 1 4 8; do
     row "demo model, $k stream(s) x batch $SWEEP_BATCH: FPS / p50 / p99 ms" \
       "$(fps "$OUT/streams_$k.txt") / $(p50 "$OUT/streams_$k.txt") / $(p99 "$OUT/streams_$k.txt")"
