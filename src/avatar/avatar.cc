@@ -99,7 +99,11 @@ Expected<std::shared_ptr<Avatar>> Avatar::Open(const AvatarOptions& options) {
   return a;
 }
 
-Expected<FrameHandle> Avatar::LoadFrame(int index) const {
+Expected<image::Image> Avatar::ReadOriginal(int index) const {
+  if (index < 0 || index >= num_frames_) {
+    return Status::InvalidArgument("avatar '" + options_.id + "': frame " + std::to_string(index) +
+                                   " out of range; expected 0.." + std::to_string(num_frames_ - 1));
+  }
   const std::string& path = paths_[index];
   LIPSYNC_ASSIGN_OR_RETURN(image::Image img, image::ReadImageFile(path));
   if (img.width != width_ || img.height != height_ || img.channels != 3) {
@@ -108,6 +112,12 @@ Expected<FrameHandle> Avatar::LoadFrame(int index) const {
                                    "; expected " + std::to_string(width_) + "x" +
                                    std::to_string(height_) + " like frame 0");
   }
+  return img;
+}
+
+Expected<FrameHandle> Avatar::LoadFrame(int index) const {
+  const std::string& path = paths_[index];
+  LIPSYNC_ASSIGN_OR_RETURN(image::Image img, ReadOriginal(index));
   auto f = std::make_shared<BackgroundFrame>();
   f->frame_width = width_;
   f->frame_height = height_;

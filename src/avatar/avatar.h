@@ -111,6 +111,11 @@ class Avatar {
   int cached_frames() const;
   double load_ms() const { return load_ms_; }
 
+  // Frame `index` decoded from its file, whole and exact (for output a compact frame
+  // cannot give, e.g. a JPEG quality other than the cached one). Same errors as Frame;
+  // the caller owns the image. Not cached.
+  Expected<image::Image> ReadOriginal(int index) const;
+
   // Path of frame `index` as found at Open.
   const std::string& frame_path(int index) const { return paths_[index]; }
 

@@ -37,11 +37,18 @@ void CopyInto(const image::Image& src, image::Image& dst) {
   std::memcpy(dst.pixels.data(), src.pixels.data(), src.pixels.size());
 }
 
-// Whole original frame in `work`: the held pixels, or (compact) the cached JPEG decoded
-// with the held region restored on top (only for output other than the cached JPEG's).
-Status FullBackground(const avatar::BackgroundFrame& bg, image::Image& work) {
+// Whole original frame in `work`: the held pixels, or (compact, output other than the
+// cached JPEG's) the frame re-read from its file, so that no JPEG generation loss
+// reaches the output; if the file is gone, the cached JPEG decoded with the held region
+// restored on top.
+Status FullBackground(const avatar::Avatar& avatar, int index, const avatar::BackgroundFrame& bg,
+                      image::Image& work) {
   if (!bg.compact()) {
     CopyInto(bg.pixels, work);
+    return Status::Ok();
+  }
+  if (auto original = avatar.ReadOriginal(index); original.ok()) {
+    work = std::move(original).value();
     return Status::Ok();
   }
   LIPSYNC_ASSIGN_OR_RETURN(work, image::DecodeJpeg(bg.jpeg->background_jpeg()));
@@ -106,7 +113,7 @@ Expected<CompositeResult> Compositor::Compose(avatar::Avatar& avatar, const Mode
                         bg.jpeg->settings().quality == options.jpeg_quality;
     if (region) {
       CopyInto(bg.pixels, s.work);
-    } else if (Status st = FullBackground(bg, s.work); !st.ok()) {
+    } else if (Status st = FullBackground(avatar, index, bg, s.work); !st.ok()) {
       return fail(st);
     }
     const image::PixelRect area =
