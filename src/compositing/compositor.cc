@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstring>
 #include <thread>
+#include <type_traits>
 
 namespace lipsync::compositing {
 
@@ -176,6 +177,19 @@ Expected<CompositeResult> Compositor::Compose(avatar::Avatar& avatar, const Mode
 Status Compositor::BuildVisualInputs(avatar::Avatar& avatar, int64_t start_frame, int batch,
                                      avatar::LoopMode loop, float* out,
                                      std::vector<int>* background_indices) {
+  return BuildVisualInputsAs(avatar, start_frame, batch, loop, out, background_indices);
+}
+
+Status Compositor::BuildVisualInputsU8(avatar::Avatar& avatar, int64_t start_frame, int batch,
+                                       avatar::LoopMode loop, uint8_t* out,
+                                       std::vector<int>* background_indices) {
+  return BuildVisualInputsAs(avatar, start_frame, batch, loop, out, background_indices);
+}
+
+template <typename T>
+Status Compositor::BuildVisualInputsAs(avatar::Avatar& avatar, int64_t start_frame, int batch,
+                                       avatar::LoopMode loop, T* out,
+                                       std::vector<int>* background_indices) {
   if (batch < 1 || out == nullptr) {
     return Status::InvalidArgument("visual input: batch is " + std::to_string(batch) +
                                    "; expected at least one frame");
@@ -195,7 +209,12 @@ Status Compositor::BuildVisualInputs(avatar::Avatar& avatar, int64_t start_frame
       errors[i] = handle.status();
       return;
     }
-    errors[i] = Scratch().visual.Build(**handle, avatar.rect(index), out + i * kVisualInputFloats);
+    VisualInputBuilder& builder = Scratch().visual;
+    if constexpr (std::is_same_v<T, float>) {
+      errors[i] = builder.Build(**handle, avatar.rect(index), out + i * kVisualInputFloats);
+    } else {
+      errors[i] = builder.BuildU8(**handle, avatar.rect(index), out + i * kVisualInputFloats);
+    }
   });
   for (int i = 0; i < batch; ++i) {
     if (!errors[i].ok()) {

@@ -71,8 +71,17 @@ class Compositor {
   Status BuildVisualInputs(avatar::Avatar& avatar, int64_t start_frame, int batch,
                            avatar::LoopMode loop, float* out,
                            std::vector<int>* background_indices = nullptr);
+  // Same as uint8 (batch * kVisualInputFloats bytes, the inference link's VISUAL_UINT8
+  // form: 4x fewer bytes; byte / 255.0f equals the float form exactly).
+  Status BuildVisualInputsU8(avatar::Avatar& avatar, int64_t start_frame, int batch,
+                             avatar::LoopMode loop, uint8_t* out,
+                             std::vector<int>* background_indices = nullptr);
 
  private:
+  template <typename T>
+  Status BuildVisualInputsAs(avatar::Avatar& avatar, int64_t start_frame, int batch,
+                             avatar::LoopMode loop, T* out, std::vector<int>* background_indices);
+
   ThreadPool pool_;
 };
 

@@ -56,8 +56,8 @@ std::string RectText(const avatar::CropRect& r) {
 
 }  // namespace
 
-Status VisualInputBuilder::Build(const avatar::BackgroundFrame& frame, const avatar::CropRect& rect,
-                                 float* out) {
+Status VisualInputBuilder::ResizeRoi(const avatar::BackgroundFrame& frame,
+                                     const avatar::CropRect& rect) {
   if (!avatar::Covers(frame.pixels_rect, rect)) {
     return Status::InvalidArgument(
         "crop rect " + RectText(rect) + " is not inside the background pixels held (" +
@@ -67,12 +67,12 @@ Status VisualInputBuilder::Build(const avatar::BackgroundFrame& frame, const ava
   }
   avatar::CropRect local{rect.x1 - frame.pixels_rect.x, rect.y1 - frame.pixels_rect.y,
                          rect.x2 - frame.pixels_rect.x, rect.y2 - frame.pixels_rect.y};
-  return Build(frame.pixels.pixels.data(), frame.pixels.width, frame.pixels.height,
-               frame.pixels.stride(), local, out);
+  return ResizeRoi(frame.pixels.pixels.data(), frame.pixels.width, frame.pixels.height,
+                   frame.pixels.stride(), local);
 }
 
-Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size_t stride,
-                                 const avatar::CropRect& rect, float* out) {
+Status VisualInputBuilder::ResizeRoi(const uint8_t* rgb, int width, int height, size_t stride,
+                                     const avatar::CropRect& rect) {
   if (rect.x1 < 0 || rect.y1 < 0 || rect.x2 > width || rect.y2 > height || rect.x1 >= rect.x2 ||
       rect.y1 >= rect.y2) {
     return Status::InvalidArgument("crop rect " + RectText(rect) + " is empty or outside the " +
@@ -83,7 +83,50 @@ Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size
   ResizeWindow(crop, rect.width(), rect.height(), stride, kCropSize, kCropSize,
                {kCropBorder, kCropBorder, kFaceSize, kFaceSize}, roi_.pixels.data(), roi_.stride(),
                3, Interpolation::kLinear, scratch_);
+  return Status::Ok();
+}
 
+Status VisualInputBuilder::Build(const avatar::BackgroundFrame& frame, const avatar::CropRect& rect,
+                                 float* out) {
+  LIPSYNC_RETURN_IF_ERROR(ResizeRoi(frame, rect));
+  WriteFloats(out);
+  return Status::Ok();
+}
+
+Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size_t stride,
+                                 const avatar::CropRect& rect, float* out) {
+  LIPSYNC_RETURN_IF_ERROR(ResizeRoi(rgb, width, height, stride, rect));
+  WriteFloats(out);
+  return Status::Ok();
+}
+
+Status VisualInputBuilder::BuildU8(const avatar::BackgroundFrame& frame,
+                                   const avatar::CropRect& rect, uint8_t* out) {
+  LIPSYNC_RETURN_IF_ERROR(ResizeRoi(frame, rect));
+  constexpr size_t plane = size_t(kFaceSize) * kFaceSize;
+  for (int y = 0; y < kFaceSize; ++y) {
+    const uint8_t* src = roi_.row(y);
+    const size_t base = size_t(y) * kFaceSize;
+    uint8_t* b = out + base;
+    uint8_t* g = out + plane + base;
+    uint8_t* r = out + 2 * plane + base;
+    for (int x = 0; x < kFaceSize; ++x) {  // model channels are BGR; pixels are RGB
+      b[x] = src[x * 3 + 2];
+      g[x] = src[x * 3 + 1];
+      r[x] = src[x * 3];
+    }
+    const bool masked_row = y >= kMaskY1 && y <= kMaskY2;
+    for (int c = 0; c < 3; ++c) {
+      const uint8_t* from = out + c * plane + base;
+      uint8_t* to = out + (3 + c) * plane + base;
+      std::memcpy(to, from, kFaceSize);
+      if (masked_row) std::memset(to + kMaskX1, 0, kMaskX2 - kMaskX1 + 1);
+    }
+  }
+  return Status::Ok();
+}
+
+void VisualInputBuilder::WriteFloats(float* out) const {
   constexpr size_t plane = size_t(kFaceSize) * kFaceSize;
   alignas(16) uint8_t channel[3][kFaceSize];  // one row deinterleaved, BGR
   for (int y = 0; y < kFaceSize; ++y) {
@@ -99,7 +142,6 @@ Status VisualInputBuilder::Build(const uint8_t* rgb, int width, int height, size
       ToUnitFloats(channel[c], masked_row, out + c * plane + base, out + (3 + c) * plane + base);
     }
   }
-  return Status::Ok();
 }
 
 }  // namespace lipsync::compositing

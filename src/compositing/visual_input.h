@@ -37,11 +37,21 @@ class VisualInputBuilder {
   // Same from raw RGB pixels (rect in those pixels' coordinates).
   Status Build(const uint8_t* rgb, int width, int height, size_t stride,
                const avatar::CropRect& rect, float* out);
+  // The same input as bytes, uint8 [6][320][320] planar (the inference link's
+  // VISUAL_UINT8 form, 4x fewer bytes): byte / 255.0f is exactly Build's float.
+  Status BuildU8(const avatar::BackgroundFrame& frame, const avatar::CropRect& rect, uint8_t* out);
   // The RGB face ROI of the last Build: [4:324, 4:324] of the crop resized to 328x328.
   const image::Image& roi() const { return roi_; }
 
  private:
   image::Image roi_{kFaceSize, kFaceSize, 3};
+  // roi_ as float32 planes with the mask.
+  void WriteFloats(float* out) const;
+  // Resizes the crop into roi_; INVALID_ARGUMENT as Build.
+  Status ResizeRoi(const avatar::BackgroundFrame& frame, const avatar::CropRect& rect);
+  Status ResizeRoi(const uint8_t* rgb, int width, int height, size_t stride,
+                   const avatar::CropRect& rect);
+
   ResizeScratch scratch_;
 };
 

@@ -207,6 +207,26 @@ TEST_F(CompositorTest, VisualInputsMatchBuilder) {
   }
 }
 
+// The uint8 form is the float form times 255, exactly (the inference server divides).
+TEST_F(CompositorTest, VisualInputsU8MatchFloats) {
+  auto a = Open(true, true);
+  std::vector<float> floats(2 * kVisualInputFloats);
+  std::vector<uint8_t> bytes(2 * kVisualInputFloats);
+  std::vector<int> fi, bi;
+  ASSERT_TRUE(
+      compositor_.BuildVisualInputs(*a, 5, 2, avatar::LoopMode::kWrap, floats.data(), &fi).ok());
+  ASSERT_TRUE(
+      compositor_.BuildVisualInputsU8(*a, 5, 2, avatar::LoopMode::kWrap, bytes.data(), &bi).ok());
+  EXPECT_EQ(fi, bi);
+  size_t differ = 0, nonzero = 0;
+  for (size_t i = 0; i < floats.size(); ++i) {
+    differ += static_cast<float>(bytes[i]) / 255.0f != floats[i];
+    nonzero += bytes[i] != 0;
+  }
+  EXPECT_EQ(differ, 0u);
+  EXPECT_GT(nonzero, floats.size() / 3);
+}
+
 TEST_F(CompositorTest, BadArgumentsAreErrors) {
   auto a = Open(false, false);
   CompositeOptions opt;
