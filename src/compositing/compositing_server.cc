@@ -169,15 +169,19 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
 
   // The visual input: the client's, or built here from the cached backgrounds (the
   // client then sends only audio).
-  std::string built_visual;
+  // Built here it goes to inference as uint8 (VISUAL_UINT8): 4x fewer bytes than the
+  // float form on that link, bit-identical once the inference server divides by 255.
+  std::unique_ptr<uint8_t[]> built_visual;  // not zero-filled: every byte is written
   std::string_view visual = request.visual_frames;
+  auto visual_format = inference::VisualFormat::kFloat32;
   if (visual.empty()) {
     const auto t0 = Clock::now();
-    built_visual.resize(size_t(request.batch_size) * kVisualBytesPerFrame);
-    LIPSYNC_RETURN_IF_ERROR(
-        compositor_.BuildVisualInputs(*avatar, request.start_frame_idx, request.batch_size, loop,
-                                      reinterpret_cast<float*>(built_visual.data())));
-    visual = built_visual;
+    const size_t bytes = size_t(request.batch_size) * kVisualInputFloats;
+    built_visual.reset(new uint8_t[bytes]);
+    LIPSYNC_RETURN_IF_ERROR(compositor_.BuildVisualInputsU8(
+        *avatar, request.start_frame_idx, request.batch_size, loop, built_visual.get()));
+    visual = std::string_view(reinterpret_cast<const char*>(built_visual.get()), bytes);
+    visual_format = inference::VisualFormat::kUint8;
     response.visual_input_ms = MsBetween(t0, Clock::now());
   }
 
@@ -185,6 +189,7 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
   infer.model_id = request.model_id;
   infer.batch_size = request.batch_size;
   infer.visual_frames = visual;
+  infer.visual_format = visual_format;
   infer.audio_features = request.audio_features;
   infer.raw_audio = request.raw_audio;
   infer.sample_rate = request.sample_rate == 0 ? 16000 : request.sample_rate;

@@ -218,6 +218,35 @@ TEST_F(InferenceServiceTest, Uint8OutputEqualsRoundedFloatOutput) {
   }
 }
 
+TEST_F(InferenceServiceTest, Uint8VisualInputEqualsFloatFormOfTheSamePixels) {
+  // Pixels as the compositing server sends them: bytes, or bytes / 255 as float32.
+  const int batch = 2;
+  pb::InferBatchRequest as_float = MakeRequest("demo", batch, 5);
+  std::string pixels(size_t(batch) * 6 * kPlane, '\0');
+  std::vector<float> unit(pixels.size());
+  for (size_t i = 0; i < pixels.size(); ++i) {
+    pixels[i] = static_cast<char>((i * 37 + i / 320) & 0xFF);
+    unit[i] = static_cast<float>(static_cast<uint8_t>(pixels[i])) / 255.0f;
+  }
+  as_float.set_visual_frames(Floats(unit));
+  pb::InferBatchRequest as_uint8 = as_float;
+  as_uint8.set_visual_frames(pixels);
+  as_uint8.set_visual_format(pb::VISUAL_UINT8);
+  pb::InferBatchResponse out_float, out_uint8;
+  ASSERT_TRUE(Call(*server_, as_float, &out_float).ok());
+  grpc::Status status = Call(*server_, as_uint8, &out_uint8);
+  ASSERT_TRUE(status.ok()) << status.error_message();
+  EXPECT_EQ(out_uint8.output_frames(), out_float.output_frames());
+
+  as_uint8.set_visual_frames(pixels.substr(1));  // one byte short
+  pb::InferBatchResponse bad;
+  status = Call(*server_, as_uint8, &bad);
+  EXPECT_EQ(status.error_code(), grpc::StatusCode::INVALID_ARGUMENT);
+  EXPECT_NE(status.error_message().find("expected " + std::to_string(pixels.size())),
+            std::string::npos)
+      << status.error_message();
+}
+
 TEST_F(InferenceServiceTest, BroadcastAudioEqualsPerFrameRepeat) {
   const int batch = 3;
   // A loud tensor opens the demo model's mouth; silence leaves it closed.
