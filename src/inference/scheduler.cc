@@ -144,10 +144,18 @@ void Scheduler::Expire(Task* task) {
   task->done_cv_.notify_all();
 }
 
+bool Scheduler::Takeable(const Task* task, int device_id) const {
+  if (task->device_id != device_id) return false;
+  if (task->batch_key.empty() || gathering_.empty()) return true;
+  return std::none_of(gathering_.begin(), gathering_.end(), [&](const auto& g) {
+    return g.first == device_id && g.second == task->batch_key;
+  });
+}
+
 Task* Scheduler::TakeFirst(int device_id, Clock::time_point now) {
   for (auto it = queue_.begin(); it != queue_.end();) {
     Task* task = *it;
-    if (task->device_id != device_id) {
+    if (!Takeable(task, device_id)) {
       ++it;
       continue;
     }
@@ -193,7 +201,7 @@ void Scheduler::WorkerLoop(WorkerInfo info) {
   std::unique_lock<std::mutex> lock(mu_);
   const auto has_work = [&] {
     return std::any_of(queue_.begin(), queue_.end(),
-                       [&](const Task* t) { return t->device_id == info.device_id; });
+                       [&](const Task* t) { return Takeable(t, info.device_id); });
   };
   for (;;) {
     work_cv_.wait(lock, [&] { return stopping_ || has_work(); });
@@ -208,9 +216,16 @@ void Scheduler::WorkerLoop(WorkerInfo info) {
       const Clock::time_point batch_end =
           first->enqueued_at_ + std::chrono::microseconds(options_.max_queue_delay_us);
       frames = GatherSameKey(group, frames, Clock::now());
-      while (frames < options_.max_batch_frames && !stopping_ && Clock::now() < batch_end) {
-        work_cv_.wait_until(lock, batch_end);
-        frames = GatherSameKey(group, frames, Clock::now());
+      if (frames < options_.max_batch_frames) {
+        gathering_.emplace_back(info.device_id, first->batch_key);
+        while (frames < options_.max_batch_frames && !stopping_ && Clock::now() < batch_end) {
+          work_cv_.wait_until(lock, batch_end);
+          frames = GatherSameKey(group, frames, Clock::now());
+        }
+        gathering_.erase(std::find(gathering_.begin(), gathering_.end(),
+                                   std::make_pair(info.device_id, first->batch_key)));
+        // Tasks of this model left over (batch full) are takeable by others again.
+        work_cv_.notify_all();
       }
     }
     const Clock::time_point started = Clock::now();

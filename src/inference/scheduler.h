@@ -26,6 +26,7 @@
 #include <span>
 #include <string>
 #include <thread>
+#include <utility>
 #include <vector>
 
 #include "common/status.h"
@@ -109,11 +110,18 @@ class Scheduler {
   const DeviceState* FindDevice(int device_id) const;
   int PickDevice();
   void WorkerLoop(WorkerInfo info);
-  // Removes and returns the first live task for `device`; drops expired ones on the way.
+  // Whether a worker of `device_id` may take `task` now: a task whose model another
+  // worker of the device is gathering a batch for is left to that worker (otherwise
+  // concurrent streams would be split across workers, each waiting for a batch).
+  bool Takeable(const Task* task, int device_id) const;
+  // Removes and returns the first live, takeable task for `device`; drops expired ones
+  // on the way.
   Task* TakeFirst(int device_id, Clock::time_point now);
   // Adds same-key tasks to `group` until max_batch_frames; returns the frames in it.
   int GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now);
   void Expire(Task* task);
+  // (device, batch_key) pairs some worker is gathering a dynamic batch for.
+  std::vector<std::pair<int, std::string>> gathering_;
 
   const SchedulerOptions options_;
   const Runner runner_;

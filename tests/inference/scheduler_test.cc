@@ -256,6 +256,31 @@ TEST(SchedulerTest, DynamicBatchingGroupsSameKeyOnlyUpToMaxFrames) {
   }
 }
 
+TEST(SchedulerTest, IdleWorkersLeaveABatchBeingGatheredToItsGatherer) {
+  // Four idle workers, four concurrent single-frame streams of one model: without
+  // coordination each worker would take one task and wait out the window alone.
+  Recorder recorder;
+  Scheduler scheduler({.devices = {-1},
+                       .workers_per_device = 4,
+                       .queue_size = 16,
+                       .max_queue_delay_us = 300000,
+                       .max_batch_frames = 4},
+                      recorder.Runner());
+  std::vector<std::unique_ptr<CountingTask>> tasks;
+  std::vector<std::future<Status>> results;
+  for (int i = 0; i < 4; ++i) {
+    tasks.push_back(std::make_unique<CountingTask>());
+    tasks.back()->batch_key = "model";
+    CountingTask* task = tasks.back().get();
+    results.push_back(std::async(std::launch::async, [&, task] { return scheduler.Submit(task); }));
+  }
+  for (auto& result : results) ASSERT_TRUE(result.get().ok());
+  for (auto& task : tasks) {
+    EXPECT_EQ(task->runs, 1);
+    EXPECT_EQ(task->group_size, 4u);  // one Run of all four
+  }
+}
+
 TEST(SchedulerTest, BatchingOffRunsEachTaskAlone) {
   Gate gate;
   Recorder recorder{.gate = &gate};
