@@ -2,7 +2,7 @@
 //
 //   inference_bench [--model bench.onnx] [--batches 1,8,24] [--clients 1,4] [--seconds 2]
 //                   [--workers 8] [--intra-op-threads 0] [--cuda] [--ort-library PATH]
-//                   [--compare-cpu] [--server-only]
+//                   [--compare-cpu] [--server-only] [--queue-delay-us N]
 //
 // For each (batch, clients) point: `clients` threads call OnnxModel::Run directly for
 // --seconds ("raw ORT"), then `clients` threads send InferBatch through the real gRPC
@@ -84,10 +84,10 @@ double Measure(int clients, int batch, double seconds, Call call) {
 }
 
 int Main(int argc, char** argv) {
-  auto flags = Flags::Parse(
-      argc - 1, argv + 1,
-      {"model", "batches", "clients", "seconds", "workers", "intra-op-threads", "ort-library"},
-      {"cuda", "compare-cpu", "server-only"});
+  auto flags = Flags::Parse(argc - 1, argv + 1,
+                            {"model", "batches", "clients", "seconds", "workers",
+                             "intra-op-threads", "ort-library", "queue-delay-us"},
+                            {"cuda", "compare-cpu", "server-only"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n", flags.status().ToString().c_str());
     return 2;
@@ -111,6 +111,8 @@ int Main(int argc, char** argv) {
   config.onnx.intra_op_threads = static_cast<int>(flags->GetInt("intra-op-threads", 0).value());
   config.server.worker_count_per_gpu = static_cast<int>(flags->GetInt("workers", 8).value());
   config.server.max_message_size_mb = 512;
+  // Dynamic batching window (0 = off): groups concurrent requests into one Run.
+  config.server.max_queue_delay_us = static_cast<int>(flags->GetInt("queue-delay-us", 0).value());
   config.capacity.idle_timeout_minutes = 0;
   config.models["bench"] = {model_path, true, ""};
   auto server = inf::InferenceServer::Create(config);

@@ -12,6 +12,8 @@
 #include <limits>
 #include <sstream>
 
+#include "image/jpeg_error.h"
+
 namespace lipsync::image {
 
 Expected<std::string> ReadFileBytes(const std::string& path) {
@@ -67,18 +69,8 @@ Status WritePng(const std::string& path, const Image& image) {
   return Status::Ok();
 }
 
-namespace {
-struct JpegError {
-  jpeg_error_mgr mgr;
-  jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-};
-void OnJpegError(j_common_ptr cinfo) {
-  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, err->message);
-  longjmp(err->jump, 1);
-}
-}  // namespace
+using internal::JpegError;
+using internal::OnJpegError;
 
 Expected<Image> DecodeJpeg(std::string_view bytes) {
   jpeg_decompress_struct cinfo;

@@ -13,23 +13,16 @@
 
 #include <jerror.h>
 
+#include "image/jpeg_error.h"
+
 namespace lipsync::image {
 namespace {
 
 constexpr int kMcuSize = 16;  // 4:2:0: one MCU covers 16x16 luma pixels
 constexpr int kRowsPerWrite = kMcuSize;
 
-struct JpegError {
-  jpeg_error_mgr mgr;
-  jmp_buf jump;
-  char message[JMSG_LENGTH_MAX];
-};
-
-void OnJpegError(j_common_ptr cinfo) {
-  auto* err = reinterpret_cast<JpegError*>(cinfo->err);
-  (*cinfo->err->format_message)(cinfo, err->message);
-  longjmp(err->jump, 1);
-}
+using internal::JpegError;
+using internal::OnJpegError;
 
 // libjpeg destination writing straight into a std::string (no malloc'ed copy as with
 // jpeg_mem_dest). `initial_size` is a guess; the buffer doubles when full.
