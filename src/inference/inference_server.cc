@@ -422,6 +422,10 @@ void InferenceServer::RunGroup(std::span<Task* const> all, const WorkerInfo& wor
     }
   }
   const double inference_ms = MsSince(start);
+  LOG_DEBUG("device %d worker %d: Run of %zu request(s), %d frames, %.1f ms (queue wait of the "
+            "first %.1f ms)",
+            worker.device_id, worker.worker_id, group.size(), first->group_frames, inference_ms,
+            first->queue_wait_ms);
   for (Task* task : group) {
     auto* t = static_cast<InferTask*>(task);
     t->inference_ms = inference_ms;
