@@ -11,6 +11,7 @@
 #include <thread>
 
 #include "compositing.grpc.pb.h"
+#include "rpc/grpc_status.h"
 
 namespace lipsync::client {
 
@@ -53,33 +54,6 @@ Status ValidateOptions(const ClientOptions& o) {
     return Status::InvalidArgument("an utterance needs an audio slicer");
   }
   return Status::Ok();
-}
-
-std::string StatusCodeText(grpc::StatusCode code) {
-  switch (code) {
-    case grpc::StatusCode::CANCELLED:
-      return "CANCELLED";
-    case grpc::StatusCode::INVALID_ARGUMENT:
-      return "INVALID_ARGUMENT";
-    case grpc::StatusCode::DEADLINE_EXCEEDED:
-      return "DEADLINE_EXCEEDED";
-    case grpc::StatusCode::NOT_FOUND:
-      return "NOT_FOUND";
-    case grpc::StatusCode::RESOURCE_EXHAUSTED:
-      return "RESOURCE_EXHAUSTED";
-    case grpc::StatusCode::FAILED_PRECONDITION:
-      return "FAILED_PRECONDITION";
-    case grpc::StatusCode::UNAVAILABLE:
-      return "UNAVAILABLE";
-    case grpc::StatusCode::INTERNAL:
-      return "INTERNAL";
-    case grpc::StatusCode::UNAUTHENTICATED:
-      return "UNAUTHENTICATED";
-    case grpc::StatusCode::PERMISSION_DENIED:
-      return "PERMISSION_DENIED";
-    default:
-      return "code " + std::to_string(int(code));
-  }
 }
 
 // Everything one stream needs; streams share only the record sink and the saver.
@@ -157,7 +131,8 @@ void RunStream(int stream, Shared& shared) {
     grpc::Status status = stub->InferBatchComposite(&context, request, &response);
     record.latency_ms = MsSince(t0);
     if (!status.ok()) {
-      record.error = StatusCodeText(status.error_code()) + ": " + status.error_message();
+      record.error =
+          std::string(rpc::StatusCodeName(status.error_code())) + ": " + status.error_message();
     } else if (!response.success()) {
       record.error = "server error: " + response.error();
     } else if (response.composited_frames_size() != frames) {

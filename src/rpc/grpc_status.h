@@ -9,5 +9,7 @@ namespace lipsync::rpc {
 
 grpc::Status ToGrpc(const Status& status);
 Status FromGrpc(const grpc::Status& status);
+// "OK", "RESOURCE_EXHAUSTED", ... (the names gRPC documents).
+const char* StatusCodeName(grpc::StatusCode code);
 
 }  // namespace lipsync::rpc

@@ -19,6 +19,7 @@
 
 #include "common/status.h"
 #include "rpc/audit_log.h"
+#include "rpc/grpc_status.h"
 #include "rpc/metrics.h"
 #include "rpc/metrics_http_server.h"
 #include "rpc/rate_limiter.h"
@@ -98,8 +99,5 @@ class CallScope {
   int64_t frames_ = 0;
   double queue_wait_ms_ = -1, inference_ms_ = -1, composite_ms_ = -1;
 };
-
-// "OK", "RESOURCE_EXHAUSTED", ... (the names gRPC documents).
-const char* StatusCodeName(grpc::StatusCode code);
 
 }  // namespace lipsync::rpc
