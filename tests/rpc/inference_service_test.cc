@@ -737,5 +737,47 @@ TEST(InferenceBinaryTest, ServesAfterBannerAndExitsZeroOnSigterm) {
   EXPECT_EQ(WEXITSTATUS(wait_status), 0);
 }
 
+// Runs `lipsync inference` with `yaml_body` and returns (exit code, stdout+stderr); for
+// configurations that must stop at startup.
+std::pair<int, std::string> RunInferenceBinaryExpectingExit(const std::string& name,
+                                                            const std::string& yaml_body) {
+  const fs::path yaml = TestModels().dir / (name + ".yaml");
+  std::ofstream(yaml) << yaml_body;
+  const std::string command =
+      std::string(LIPSYNC_BINARY_DIR) + "/lipsync inference --config " + yaml.string() + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string output;
+  char buffer[1024];
+  while (pipe && std::fgets(buffer, sizeof buffer, pipe)) output += buffer;
+  const int status = pipe ? pclose(pipe) : -1;
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, output};
+}
+
+TEST(InferenceBinaryTest, WrongOnnxRuntimeLibraryIsAClearStartupError) {
+  const std::string base = "server:\n  port: \"127.0.0.1:0\"\nonnx:\n  use_cuda: false\n";
+  auto [missing_code, missing] = RunInferenceBinaryExpectingExit(
+      "missing_ort", base + "  library_path: /nonexistent/libonnxruntime.so\n");
+  EXPECT_NE(missing_code, 0);
+  EXPECT_NE(missing.find("cannot load ONNX Runtime library '/nonexistent/libonnxruntime.so'"),
+            std::string::npos)
+      << missing;
+  // A real shared library that is not ONNX Runtime.
+  auto [wrong_code, wrong] = RunInferenceBinaryExpectingExit(
+      "not_ort", base + "  library_path: /lib/x86_64-linux-gnu/libz.so.1\n");
+  EXPECT_NE(wrong_code, 0);
+  EXPECT_NE(wrong.find("is not an ONNX Runtime library"), std::string::npos) << wrong;
+}
+
+TEST(InferenceBinaryTest, RequireCudaWithoutCudaProviderIsAStartupError) {
+  // The bundled ONNX Runtime is the CPU build: requiring CUDA must stop the server.
+  auto [code, output] =
+      RunInferenceBinaryExpectingExit("require_cuda",
+                                      "server:\n  port: \"127.0.0.1:0\"\nonnx:\n  use_cuda: true\n"
+                                      "  require_cuda: true\n");
+  EXPECT_NE(code, 0);
+  EXPECT_NE(output.find("CUDA"), std::string::npos) << output;
+  EXPECT_EQ(output.find("Ready to accept connections"), std::string::npos) << output;
+}
+
 }  // namespace
 }  // namespace lipsync::rpc
