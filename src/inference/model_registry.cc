@@ -90,6 +90,7 @@ struct ModelRegistry::Impl {
   std::condition_variable changed;  // a load or reload finished
   std::map<std::string, Entry> entries;
   std::atomic<int64_t> load_attempts{0};
+  size_t next_device = 0;  // round-robin placement, guarded by mu
 
   std::mutex sweeper_mu;
   std::condition_variable sweeper_cv;
@@ -139,8 +140,12 @@ struct ModelRegistry::Impl {
     return n;
   }
 
-  int PickDevice() const {
-    int best = options.devices.empty() ? kCpu : options.devices.front();
+  int PickDevice() {
+    if (options.devices.empty()) return kCpu;
+    if (options.placement == config::AssignmentStrategy::kRoundRobin) {
+      return options.devices[next_device++ % options.devices.size()];
+    }
+    int best = options.devices.front();
     int64_t best_bytes = -1;
     int best_count = 0;
     for (int d : options.devices) {
@@ -583,6 +588,7 @@ RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
   o.max_models = config.capacity.max_models_per_gpu;
   o.max_bytes = static_cast<int64_t>(config.gpus.memory_gb_per_gpu * 1024.0 * 1024.0 * 1024.0);
   o.policy = config.capacity.eviction_policy;
+  o.placement = config.gpus.assignment_strategy;
   o.idle_timeout = std::chrono::milliseconds(
       static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60.0 * 1000.0));
   o.failed_retry = std::chrono::milliseconds(

@@ -36,6 +36,9 @@ struct RegistryOptions {
   std::chrono::milliseconds idle_timeout{0};  // 0 = never unload idle models
   std::chrono::milliseconds failed_retry{30000};
   std::vector<int> devices{-1};  // -1 = CPU, otherwise GPU ordinals
+  // Device for a newly loaded model (gpus.assignment_strategy): the next in turn, or
+  // the one holding the fewest model bytes (ties: fewest models).
+  config::AssignmentStrategy placement = config::AssignmentStrategy::kRoundRobin;
   std::map<std::string, ModelFiles> configured;
   // <root>/<id>/checkpoint/model_best.onnx (+ audio_encoder.onnx beside it if present).
   std::string model_root;

@@ -431,6 +431,10 @@ TEST_F(ModelRegistryTest, OptionsFromConfigConvertUnitsAndFindTheEncoder) {
   EXPECT_EQ(o.failed_retry, milliseconds(2500));
   EXPECT_EQ(o.max_bytes, int64_t{3} << 29);
   EXPECT_EQ(o.devices, (std::vector<int>{0, 1}));
+  EXPECT_EQ(o.placement, config::AssignmentStrategy::kRoundRobin);
+  cfg.gpus.assignment_strategy = config::AssignmentStrategy::kLeastLoaded;
+  EXPECT_EQ(RegistryOptionsFromConfig(cfg, {0, 1}).placement,
+            config::AssignmentStrategy::kLeastLoaded);
   EXPECT_EQ(o.configured["m"].audio_encoder_path,
             (root_ / "cfg" / "checkpoint" / "audio_encoder.onnx").string());
   EXPECT_EQ(o.configured["n"].audio_encoder_path, "/explicit/enc.onnx");
