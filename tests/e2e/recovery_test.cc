@@ -191,5 +191,35 @@ TEST(CompositingBinaryTest, BannerServesAndExitsZeroOnSigterm) {
   waitpid(inference, &status, 0);
 }
 
+TEST(ServeBinaryTest, BothServicesInOneProcessServeAndExitZeroOnSigterm) {
+  const int inference_port = FreePort();
+  const fs::path inference_yaml = WriteInferenceYaml(inference_port);
+  const int port = FreePort();
+  const fs::path comp_yaml = ModelRoot() / "serve_compositing.yaml";
+  // inference_server.url points nowhere: `serve` calls inference in-process.
+  std::ofstream(comp_yaml) << "server:\n  port: \"127.0.0.1:" << port << "\"\n"
+                           << "inference_server:\n  url: \"127.0.0.1:1\"\n"
+                           << "model_root: \"" << ModelRoot().string() << "\"\n";
+  const fs::path log = ModelRoot() / "serve_binary.log";
+  pid_t serve = Spawn({"serve", "--inference-config", inference_yaml.string(),
+                       "--compositing-config", comp_yaml.string()},
+                      log);
+  auto stub = pb::CompositingService::NewStub(LoopbackChannel(port));
+  grpc::Status served = Composite(*stub, 3);
+  EXPECT_TRUE(served.ok()) << served.error_message();
+  // The inference service is served by the same process on its own port.
+  auto inference_stub = ::inference::InferenceService::NewStub(LoopbackChannel(inference_port));
+  grpc::ClientContext context;
+  ::inference::HealthResponse health;
+  ASSERT_TRUE(inference_stub->Health(&context, ::inference::HealthRequest(), &health).ok());
+  EXPECT_TRUE(health.healthy());
+
+  int status = 0;
+  ASSERT_EQ(kill(serve, SIGTERM), 0);
+  ASSERT_EQ(waitpid(serve, &status, 0), serve);
+  EXPECT_TRUE(WIFEXITED(status));
+  EXPECT_EQ(WEXITSTATUS(status), 0);
+}
+
 }  // namespace
 }  // namespace lipsync::e2e
