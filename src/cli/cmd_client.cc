@@ -35,6 +35,8 @@ and a summary (FPS, p50/p99 latency, bytes per frame each way).
   --save DIR              write stream 0's frames to DIR/frames/, an MP4 DIR/<model>.mp4
                           (25 fps, with the speech when --audio) and DIR/contact_sheet.png
   --quiet                 only the summary
+  --no-warm-up            don't ask the server to load the model before streaming (the
+                          first batch then includes the load)
 )";
 
 int RunClient(int argc, char** argv) {
@@ -43,7 +45,7 @@ int RunClient(int argc, char** argv) {
       Flags::Parse(argc, argv,
                    {"server", "model", "batches", "batch-size", "concurrency", "start-frame",
                     "audio", "audio-features", "format", "jpeg-quality", "timeout", "seed", "save"},
-                   {"send-visual", "realtime", "ping-pong", "quiet", "help"});
+                   {"send-visual", "realtime", "ping-pong", "quiet", "no-warm-up", "help"});
   if (!flags.ok()) {
     std::fprintf(stderr, "lipsync client: %s\n\n%s", flags.status().message().c_str(), kUsage);
     return 2;
@@ -118,6 +120,7 @@ int RunClient(int argc, char** argv) {
   }
 
   const bool quiet = flags->Has("quiet");
+  o.warm_up = !flags->Has("no-warm-up");
   std::printf(
       "Client: %s, model '%s', batch %d, %s, %d stream(s), visual %s\n", o.server.c_str(),
       o.model.c_str(), o.batch_size,
@@ -129,6 +132,10 @@ int RunClient(int argc, char** argv) {
     std::fflush(stdout);
   });
   if (!run.ok()) return fail(run.status());
+  if (run->warm_up_ms >= 0) {
+    std::printf("\nWarm-up (LoadModel before streaming): %.1f ms%s%s\n", run->warm_up_ms,
+                run->warm_up_error.empty() ? "" : ", failed: ", run->warm_up_error.c_str());
+  }
   std::printf("\n%s", client::FormatSummary(run->summary).c_str());
   if (run->saved) {
     const auto& out = run->outputs;

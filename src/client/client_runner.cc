@@ -144,6 +144,7 @@ void RunStream(int stream, Shared& shared) {
       record.server_total_ms = response.total_time_ms();
       record.inference_ms = response.inference_time_ms();
       record.composite_ms = response.composite_time_ms();
+      record.loaded_on_demand = response.model_loaded_on_demand();
       if (shared.saver != nullptr && stream == 0) {
         const bool raw = response.output_format() == compositing::RAW_RGB;
         for (int i = 0; i < frames; ++i) {
@@ -205,6 +206,25 @@ Expected<ClientRun> RunClient(const ClientOptions& options, const BatchCallback&
     LIPSYNC_ASSIGN_OR_RETURN(saver, StreamSaver::Create(options.save_dir, options.model));
     shared.saver = saver.get();
   }
+  ClientRun run;
+  if (options.warm_up) {
+    grpc::ChannelArguments args;
+    auto stub = compositing::CompositingService::NewStub(
+        grpc::CreateCustomChannel(options.server, grpc::InsecureChannelCredentials(), args));
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() +
+                         std::chrono::milliseconds(int64_t(options.timeout_seconds * 1000)));
+    lipsync::admin::LoadModelRequest request;
+    request.set_model_id(options.model);
+    lipsync::admin::LoadModelResponse response;
+    const auto start = Clock::now();
+    grpc::Status status = stub->LoadModel(&context, request, &response);
+    run.warm_up_ms = MsSince(start);
+    if (!status.ok()) {
+      run.warm_up_error =
+          std::string(rpc::StatusCodeName(status.error_code())) + ": " + status.error_message();
+    }
+  }
   const auto t0 = Clock::now();
   std::vector<std::thread> streams;
   for (int s = 1; s < options.concurrency; ++s) {
@@ -214,7 +234,6 @@ Expected<ClientRun> RunClient(const ClientOptions& options, const BatchCallback&
   for (auto& t : streams) t.join();
   const double wall_s = MsSince(t0) / 1000.0;
 
-  ClientRun run;
   run.records = std::move(shared.records);
   run.summary = Summarize(run.records, wall_s);
   if (saver) {

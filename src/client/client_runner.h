@@ -58,6 +58,9 @@ struct ClientOptions {
   // Set: stream 0's frames are written there (see StreamSaver); `wav_path` is muxed.
   std::string save_dir;
   std::string wav_path;
+  // Ask the server to load the model and avatar (LoadModel) before streaming, so the
+  // summary measures streaming, not the one-off load (reported on its own).
+  bool warm_up = true;
 };
 
 struct ClientRun {
@@ -65,6 +68,8 @@ struct ClientRun {
   ClientSummary summary;
   bool saved = false;
   SavedOutputs outputs;
+  double warm_up_ms = -1;     // LoadModel round trip; -1: not done
+  std::string warm_up_error;  // LoadModel failed (the streams then report their errors)
 };
 
 using BatchCallback = std::function<void(const BatchRecord&)>;

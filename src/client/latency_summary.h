@@ -19,8 +19,9 @@ struct BatchRecord {
   double server_total_ms = 0;  // as reported by the server
   double inference_ms = 0;
   double composite_ms = 0;
-  int64_t request_bytes = 0;   // serialized request size
-  int64_t response_bytes = 0;  // serialized response size
+  int64_t request_bytes = 0;      // serialized request size
+  int64_t response_bytes = 0;     // serialized response size
+  bool loaded_on_demand = false;  // the server loaded the model or avatar for this batch
 };
 
 struct ClientSummary {

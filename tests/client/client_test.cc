@@ -76,6 +76,10 @@ TEST(ClientRunTest, StreamsBatchesAndSavesVideoAndContactSheet) {
     EXPECT_TRUE(r.ok) << r.error;
   });
   ASSERT_TRUE(run.ok()) << run.status().ToString();
+  // The warm-up loaded model and avatar before streaming: no batch paid for a load.
+  EXPECT_GE(run->warm_up_ms, 0);
+  EXPECT_TRUE(run->warm_up_error.empty()) << run->warm_up_error;
+  for (const auto& record : run->records) EXPECT_FALSE(record.loaded_on_demand);
   EXPECT_EQ(callbacks, 6);
   EXPECT_EQ(run->summary.batches, 6);
   EXPECT_EQ(run->summary.failed_batches, 0);
@@ -102,6 +106,7 @@ TEST(ClientRunTest, StreamsBatchesAndSavesVideoAndContactSheet) {
   auto down = RunClient(options, [](const BatchRecord&) {});
   ASSERT_TRUE(down.ok());
   EXPECT_EQ(down->summary.failed_batches, 1);
+  EXPECT_NE(down->warm_up_error.find("UNAVAILABLE"), std::string::npos) << down->warm_up_error;
   EXPECT_NE(down->records[0].error.find("UNAVAILABLE"), std::string::npos)
       << down->records[0].error;
 }
