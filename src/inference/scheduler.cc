@@ -160,17 +160,21 @@ Task* Scheduler::TakeFirst(int device_id, Clock::time_point now) {
       continue;
     }
     it = queue_.erase(it);
-    if (task->deadline && *task->deadline <= now) {
-      Expire(task);
-      continue;
-    }
-    task->state_ = Task::State::kTaken;
-    DeviceState* device = FindDevice(device_id);
-    --device->queued;
-    ++device->running;
-    return task;
+    if (Claim(task, now)) return task;
   }
   return nullptr;
+}
+
+bool Scheduler::Claim(Task* task, Clock::time_point now) {
+  if (task->deadline && *task->deadline <= now) {
+    Expire(task);
+    return false;
+  }
+  task->state_ = Task::State::kTaken;
+  DeviceState* device = FindDevice(task->device_id);
+  --device->queued;
+  ++device->running;
+  return true;
 }
 
 int Scheduler::GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now) {
@@ -183,14 +187,7 @@ int Scheduler::GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_
       continue;
     }
     it = queue_.erase(it);
-    if (task->deadline && *task->deadline <= now) {
-      Expire(task);
-      continue;
-    }
-    task->state_ = Task::State::kTaken;
-    DeviceState* device = FindDevice(task->device_id);
-    --device->queued;
-    ++device->running;
+    if (!Claim(task, now)) continue;
     frames += task->frames;
     group.push_back(task);
   }

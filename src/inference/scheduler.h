@@ -120,6 +120,9 @@ class Scheduler {
   // Adds same-key tasks to `group` until max_batch_frames; returns the frames in it.
   int GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now);
   void Expire(Task* task);
+  // For a task just removed from the queue: expires it (false) if its deadline has
+  // passed, otherwise marks it taken and moves it from queued to running (true).
+  bool Claim(Task* task, Clock::time_point now);
   // (device, batch_key) pairs some worker is gathering a dynamic batch for.
   std::vector<std::pair<int, std::string>> gathering_;
 

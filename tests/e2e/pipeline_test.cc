@@ -351,8 +351,8 @@ TEST(BadInputTest, CompositingAnswersWithInferencesStatus) {
   visual.set_visual_frames(Floats(kVisualFloats, 0.f));  // one frame's worth for two
   auto quality = Request("identity", 1, 0);
   quality.set_jpeg_quality(101);
-  // start_frame_idx picks the background, so it is checked here (inference only
-  // reads it with raw audio).
+  // start_frame_idx picks the background, so compositing checks it before any
+  // inference call (the inference server rejects it as well).
   auto negative_start = Request("identity", 1, -1);
   auto format = Request("identity", 1, 0);
   format.set_output_format(static_cast<pb::OutputFormat>(7));
