@@ -7,6 +7,8 @@ pkg_check_modules(LIBJPEG REQUIRED IMPORTED_TARGET libjpeg)
 pkg_check_modules(FFTW3F REQUIRED IMPORTED_TARGET fftw3f)
 pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
 pkg_check_modules(SNDFILE REQUIRED IMPORTED_TARGET sndfile)
+pkg_check_modules(LIBJWT REQUIRED IMPORTED_TARGET libjwt)
+find_package(OpenSSL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 
 find_path(LIBYUV_INCLUDE_DIR libyuv.h REQUIRED)

@@ -16,9 +16,9 @@ PACKAGES=(
   libgrpc++-dev libprotobuf-dev protobuf-compiler protobuf-compiler-grpc
   libyaml-cpp-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev libyuv-dev
   libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
-  libfftw3-dev libsoxr-dev libsndfile1-dev
+  libfftw3-dev libsoxr-dev libsndfile1-dev libjwt-dev
   espeak-ng ffmpeg imagemagick
-  python3 python3-grpcio python3-numpy python3-opencv python3-protobuf
+  python3 python3-grpcio python3-numpy python3-opencv python3-protobuf python3-h2
 )
 
 missing=()

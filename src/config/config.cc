@@ -28,6 +28,7 @@ void ReadLogging(MapReader& r, LoggingConfig* logging) {
   r.Bool("log_compositing_times", &logging->log_compositing_times);
   r.Bool("log_cache_stats", &logging->log_cache_stats);
   r.String("audit_log_path", &logging->audit_log_path);
+  r.Bool("audit_fail_closed", &logging->audit_fail_closed);
 }
 
 void ReadRateLimit(MapReader& r, RateLimitConfig* limit) {
@@ -37,6 +38,38 @@ void ReadRateLimit(MapReader& r, RateLimitConfig* limit) {
     r.Fail("burst_frames",
            "expected frames_per_second_per_model as well (a burst without a rate limits "
            "nothing), got only burst_frames");
+  }
+  r.Double("frames_per_second_per_credential", &limit->frames_per_second_per_credential, 0);
+  r.Double("credential_burst_frames", &limit->credential_burst_frames, 0);
+  if (limit->credential_burst_frames > 0 && limit->frames_per_second_per_credential == 0) {
+    r.Fail("credential_burst_frames",
+           "expected frames_per_second_per_credential as well (a burst without a rate limits "
+           "nothing), got only credential_burst_frames");
+  }
+}
+
+void ReadAuth(MapReader& r, AuthConfig* auth) {
+  r.String("credentials_file", &auth->credentials_file);
+  r.Double("reload_interval_seconds", &auth->reload_interval_seconds, 0, /*min_exclusive=*/true);
+}
+
+void ReadConnection(MapReader& r, ConnectionConfig* c) {
+  r.Int("max_concurrent_streams", &c->max_concurrent_streams, 1, 100000);
+  r.Double("keepalive_time_seconds", &c->keepalive_time_seconds, 0, /*min_exclusive=*/true);
+  r.Double("keepalive_timeout_seconds", &c->keepalive_timeout_seconds, 0, true);
+  r.Double("max_connection_idle_seconds", &c->max_connection_idle_seconds, 0, true);
+  r.Int64("resource_quota_mb", &c->resource_quota_mb, 16, 1 << 20);
+  r.Int("max_threads", &c->max_threads, 4, 100000);
+  r.Double("request_read_timeout_seconds", &c->request_read_timeout_seconds, 0, true);
+}
+
+void ReadRetry(MapReader& r, double* first, double* max) {
+  r.Double("failed_load_retry_seconds", first, 0);
+  r.Double("failed_load_retry_max_seconds", max, 0);
+  if (*max < *first) {
+    r.Fail("failed_load_retry_max_seconds",
+           "expected at least failed_load_retry_seconds (" + std::to_string(*first) + "), got " +
+               std::to_string(*max));
   }
 }
 
@@ -104,6 +137,23 @@ Expected<Config> ParseDocument(const std::string& yaml, const std::string& name,
   return config;
 }
 
+// The internal hop (compositing -> inference) carries per frame the uint8 visual input
+// (6x320x320), the float32 audio features (32x16x16) and answers with the uint8 mouth
+// region (3x320x320). A full batch must fit in one message on both servers.
+constexpr int64_t kInternalHopBytesPerFrame = 6 * 320 * 320 + 32 * 16 * 16 * 4;
+
+void CheckBatchFitsMessage(MapReader& r, int max_batch_size, int max_message_size_mb) {
+  const int64_t needed = static_cast<int64_t>(max_batch_size) * kInternalHopBytesPerFrame;
+  const int64_t allowed = static_cast<int64_t>(max_message_size_mb) * 1024 * 1024;
+  if (needed > allowed) {
+    r.Fail("max_message_size_mb",
+           "expected at least " + std::to_string((needed + (1 << 20) - 1) >> 20) +
+               " MB to carry a full batch of max_batch_size " + std::to_string(max_batch_size) +
+               " frames (" + std::to_string(kInternalHopBytesPerFrame) +
+               " bytes each on the inference hop), got " + std::to_string(max_message_size_mb));
+  }
+}
+
 void ReadInference(MapReader& root, InferenceConfig* c) {
   root.Section("server", [&](MapReader& r) {
     auto& s = c->server;
@@ -117,7 +167,16 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
+    r.Section("connection", [&](MapReader& l) { ReadConnection(l, &s.connection); });
+    CheckBatchFitsMessage(r, s.max_batch_size, s.max_message_size_mb);
+    r.Double("max_queue_share_per_model", &s.max_queue_share_per_model, 0, true);
+    if (s.max_queue_share_per_model > 1) {
+      r.Fail("max_queue_share_per_model",
+             "expected a fraction of queue_size in (0, 1], got " +
+                 std::to_string(s.max_queue_share_per_model));
+    }
   });
+  root.Section("auth", [&](MapReader& r) { ReadAuth(r, &c->auth); });
   root.Section("gpus", [&](MapReader& r) {
     auto& g = c->gpus;
     r.Bool("enabled", &g.enabled);
@@ -142,7 +201,10 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
     r.Enum("eviction_policy", &cap.eviction_policy,
            {{"lru", EvictionPolicy::kLru}, {"lfu", EvictionPolicy::kLfu}});
     r.Double("idle_timeout_minutes", &cap.idle_timeout_minutes, 0);
-    r.Double("failed_load_retry_seconds", &cap.failed_load_retry_seconds, 0);
+    ReadRetry(r, &cap.failed_load_retry_seconds, &cap.failed_load_retry_max_seconds);
+  });
+  root.Section("limits", [&](MapReader& r) {
+    r.Int64("max_model_file_mb", &c->limits.max_model_file_mb, 1, 1 << 20);
   });
   root.Entries("models", ModelIdProblem, [&](const std::string& id, MapReader& r) {
     InferenceModelEntry entry;
@@ -168,7 +230,10 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
+    r.Section("connection", [&](MapReader& l) { ReadConnection(l, &s.connection); });
+    CheckBatchFitsMessage(r, s.max_batch_size, s.max_message_size_mb);
   });
+  root.Section("auth", [&](MapReader& r) { ReadAuth(r, &c->auth); });
   root.Section("inference_server", [&](MapReader& r) {
     auto& i = c->inference_server;
     r.String("url", &i.url);
@@ -186,6 +251,16 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
            {{"lru", EvictionPolicy::kLru}, {"lfu", EvictionPolicy::kLfu}});
     r.Double("idle_timeout_minutes", &cap.idle_timeout_minutes, 0);
     r.Int64("memory_limit_mb", &cap.memory_limit_mb, 0, INT64_MAX);
+    ReadRetry(r, &cap.failed_load_retry_seconds, &cap.failed_load_retry_max_seconds);
+  });
+  root.Section("limits", [&](MapReader& r) {
+    auto& l = c->limits;
+    r.Int("max_image_width", &l.max_image_width, 16, 65535);
+    r.Int("max_image_height", &l.max_image_height, 16, 65535);
+    r.Int64("max_image_file_mb", &l.max_image_file_mb, 1, 1 << 16);
+    r.Int64("max_crop_rects_file_mb", &l.max_crop_rects_file_mb, 1, 1 << 16);
+    r.Int("max_json_depth", &l.max_json_depth, 2, 1000);
+    r.Int("max_frames", &l.max_frames, 1, 10'000'000);
   });
   root.Section("output", [&](MapReader& r) {
     auto& o = c->output;

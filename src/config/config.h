@@ -22,12 +22,37 @@ struct LoggingConfig {
   bool log_compositing_times = true;
   bool log_cache_stats = false;
   std::string audit_log_path;  // one JSON line per RPC appended here; empty = off
+  // What a call does when its audit line cannot be written (disk full, I/O error):
+  // false (fail-open): the call goes on, the failure is logged and counted;
+  // true (fail-closed): the call is answered UNAVAILABLE (nothing unaudited happens).
+  bool audit_fail_closed = false;
 };
 
-// Token bucket per model id (tenant), counted in frames. 0 frames/s = no limit.
+// Token buckets counted in frames: one per model id (tenant) and one per credential
+// (caller). 0 frames/s = no limit.
 struct RateLimitConfig {
   double frames_per_second_per_model = 0;
   double burst_frames = 0;  // bucket size; 0 = one second's worth (min one batch of 1)
+  double frames_per_second_per_credential = 0;
+  double credential_burst_frames = 0;  // 0 = one second's worth
+};
+
+// Who may call (docs/OPERATIONS.md "Credentials"). With neither key set every caller
+// may use every tenant (the local demo). server.api_key alone is one full-access key.
+struct AuthConfig {
+  std::string credentials_file;  // YAML: API keys (hashed), JWT keys by kid, cert subjects
+  double reload_interval_seconds = 5;  // the file is re-read when it changes
+};
+
+// gRPC transport limits per server (docs/OPERATIONS.md "Connection limits").
+struct ConnectionConfig {
+  int max_concurrent_streams = 64;          // per HTTP/2 connection
+  double keepalive_time_seconds = 60;       // server pings an idle connection this often
+  double keepalive_timeout_seconds = 20;    // no ping ack by then: connection closed
+  double max_connection_idle_seconds = 600; // no call for this long: GOAWAY
+  int64_t resource_quota_mb = 2048;         // memory gRPC may use for this server
+  int max_threads = 256;                    // threads gRPC may use for this server
+  double request_read_timeout_seconds = 30; // a request not fully received by then is cut
 };
 
 // Prometheus text exposition over plain HTTP (GET /metrics).
@@ -62,7 +87,12 @@ struct InferenceConfig {
     std::string api_key;  // non-empty: requests need "authorization: Bearer <key>"
     TlsConfig tls;
     RateLimitConfig rate_limit;
+    ConnectionConfig connection;
+    // Fraction of queue_size one model may hold; beyond it RESOURCE_EXHAUSTED for that
+    // model only (a noisy tenant cannot fill the whole queue). 1 = no share limit.
+    double max_queue_share_per_model = 0.5;
   } server;
+  AuthConfig auth;
   struct Gpus {
     bool enabled = true;
     int count = 0;  // 0 = auto-detect (NVML)
@@ -81,8 +111,12 @@ struct InferenceConfig {
     int max_models_per_gpu = 1000;
     EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
     double idle_timeout_minutes = 60;       // 0 = never unload idle models
-    double failed_load_retry_seconds = 30;  // a failed load is remembered this long
+    double failed_load_retry_seconds = 30;  // a failed load is remembered this long,
+    double failed_load_retry_max_seconds = 600;  // doubling per failure up to this
   } capacity;
+  struct Limits {
+    int64_t max_model_file_mb = 2048;  // a larger .onnx is a load error, never read
+  } limits;
   std::map<std::string, InferenceModelEntry> models;
   std::string model_root;  // every <id>/checkpoint/model_best.onnx is a model
   LoggingConfig logging;
@@ -108,7 +142,9 @@ struct CompositingConfig {
     std::string api_key;
     TlsConfig tls;
     RateLimitConfig rate_limit;
+    ConnectionConfig connection;
   } server;
+  AuthConfig auth;
   struct InferenceServer {
     std::string url = "localhost:50051";
     double timeout_seconds = 10;
@@ -122,7 +158,18 @@ struct CompositingConfig {
     EvictionPolicy eviction_policy = EvictionPolicy::kLfu;
     double idle_timeout_minutes = 60;
     int64_t memory_limit_mb = 0;  // all avatars together; 0 = no limit
+    double failed_load_retry_seconds = 30;       // a failed load is remembered this long,
+    double failed_load_retry_max_seconds = 600;  // doubling per failure up to this
   } capacity;
+  // Bounds on a tenant's files, checked before anything is allocated.
+  struct Limits {
+    int max_image_width = 7680;
+    int max_image_height = 4320;
+    int64_t max_image_file_mb = 64;       // one background frame file
+    int64_t max_crop_rects_file_mb = 16;  // crop_rects.json
+    int max_json_depth = 16;
+    int max_frames = 100000;  // frames per avatar
+  } limits;
   struct Output {
     OutputFormat format = OutputFormat::kJpeg;
     int jpeg_quality = 75;
