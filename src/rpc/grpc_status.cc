@@ -35,6 +35,12 @@ grpc::Status ToGrpc(const Status& status) {
     case lipsync::StatusCode::kInternal:
       code = StatusCode::INTERNAL;
       break;
+    case lipsync::StatusCode::kUnauthenticated:
+      code = StatusCode::UNAUTHENTICATED;
+      break;
+    case lipsync::StatusCode::kPermissionDenied:
+      code = StatusCode::PERMISSION_DENIED;
+      break;
   }
   return grpc::Status(code, status.message());
 }
@@ -69,6 +75,12 @@ Status FromGrpc(const grpc::Status& status) {
       break;
     case grpc::StatusCode::UNAVAILABLE:
       code = C::kUnavailable;
+      break;
+    case grpc::StatusCode::UNAUTHENTICATED:
+      code = C::kUnauthenticated;
+      break;
+    case grpc::StatusCode::PERMISSION_DENIED:
+      code = C::kPermissionDenied;
       break;
     default:
       code = C::kInternal;
