@@ -1,0 +1,3 @@
+
+
+fuzz-model
