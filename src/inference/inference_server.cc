@@ -4,7 +4,6 @@
 #include <array>
 #include <cstdint>
 #include <cstring>
-#include <filesystem>
 #include <string_view>
 
 #include "audio/batch_audio.h"
@@ -12,6 +11,7 @@
 #include "common/model_id.h"
 #include "inference/gpu_info.h"
 #include "inference/ort_runtime.h"
+#include "inference/tensor_check.h"
 
 namespace lipsync::inference {
 namespace {
@@ -71,12 +71,6 @@ size_t VisualBytesAsFloat32(const InferRequest& request) {
              : request.visual_frames.size();
 }
 
-std::string ModelFileBeside(const std::string& model_path, const char* name) {
-  const auto candidate = std::filesystem::path(model_path).parent_path() / name;
-  std::error_code ec;
-  return std::filesystem::exists(candidate, ec) ? candidate.string() : std::string();
-}
-
 audio::BatchAudioSpec RawAudioSpec(const InferRequest& request) {
   audio::BatchAudioSpec spec;
   spec.start_frame = request.start_frame_idx;
@@ -120,28 +114,6 @@ Expected<std::vector<float>> FeaturesFromRawAudio(const InferRequest& request,
   return audio::AssembleFrameFeatures(windows, vectors, spec);
 }
 
-RegistryOptions MakeRegistryOptions(const config::InferenceConfig& config,
-                                    const ExecutionPlan& plan) {
-  RegistryOptions options;
-  options.max_models = config.capacity.max_models_per_gpu;
-  options.max_bytes = static_cast<int64_t>(config.gpus.memory_gb_per_gpu * (1LL << 30));
-  options.policy = config.capacity.eviction_policy;
-  options.idle_timeout = std::chrono::milliseconds(
-      static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60'000.0));
-  options.failed_retry = std::chrono::milliseconds(
-      static_cast<int64_t>(config.capacity.failed_load_retry_seconds * 1000.0));
-  options.devices = plan.devices;
-  for (const auto& [id, entry] : config.models) {
-    ModelFiles files{entry.model_path, entry.audio_encoder_path};
-    if (files.audio_encoder_path.empty()) {
-      files.audio_encoder_path = ModelFileBeside(entry.model_path, "audio_encoder.onnx");
-    }
-    options.configured[id] = files;
-  }
-  options.model_root = config.model_root;
-  return options;
-}
-
 SchedulerOptions MakeSchedulerOptions(const config::InferenceConfig& config,
                                       const ExecutionPlan& plan) {
   SchedulerOptions options;
@@ -153,6 +125,7 @@ SchedulerOptions MakeSchedulerOptions(const config::InferenceConfig& config,
                            : DeviceAssignment::kRoundRobin;
   options.max_queue_delay_us = config.server.max_queue_delay_us;
   options.max_batch_frames = config.server.max_batch_size;
+  options.max_queue_share = config.server.max_queue_share_per_model;
   return options;
 }
 
@@ -198,7 +171,7 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
 
 InferenceServer::InferenceServer(config::InferenceConfig config, ExecutionPlan plan)
     : config_(std::move(config)), plan_(std::move(plan)) {
-  registry_ = std::make_unique<ModelRegistry>(MakeRegistryOptions(config_, plan_));
+  registry_ = std::make_unique<ModelRegistry>(RegistryOptionsFromConfig(config_, plan_.devices));
   scheduler_ = std::make_unique<Scheduler>(
       MakeSchedulerOptions(config_, plan_),
       [this](std::span<Task* const> group, const WorkerInfo& worker) { RunGroup(group, worker); });
@@ -291,7 +264,10 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
         "raw_audio");
   }
 
-  LIPSYNC_ASSIGN_OR_RETURN(ModelHandle handle, registry_->Acquire(request.model_id));
+  // A request waiting for another request's load of the model gives up at its own
+  // deadline (the load goes on).
+  LIPSYNC_ASSIGN_OR_RETURN(ModelHandle handle,
+                           registry_->Acquire(request.model_id, request.deadline));
   const OnnxModel& model = handle.model();
   const size_t batch = static_cast<size_t>(request.batch_size);
   if (request.visual_format == VisualFormat::kUint8 &&
@@ -309,6 +285,10 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
     LIPSYNC_RETURN_IF_ERROR(CheckRawAudio(request, model));
   } else {
     LIPSYNC_RETURN_IF_ERROR(CheckSizes(request, model));
+    // NaN/Inf never reach a model (one pass over the bytes, see tensor_check.h).
+    LIPSYNC_RETURN_IF_ERROR(CheckFinite(
+        request.audio_features, kAudioFeatureFloats, "audio_features",
+        request.audio_features.size() == kAudioFeatureFloats * sizeof(float) && batch > 1));
     if (request.audio_features.size() == batch * kAudioFeatureFloats * sizeof(float)) {
       audio = AsFloats(request.audio_features, audio_storage);
     } else {
@@ -320,6 +300,10 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
       }
       audio = audio_storage.data();
     }
+  }
+  if (request.visual_format == VisualFormat::kFloat32) {
+    LIPSYNC_RETURN_IF_ERROR(
+        CheckFinite(request.visual_frames, model.visual_floats_per_frame(), "visual_frames"));
   }
   const float* visual = request.visual_format == VisualFormat::kUint8
                             ? Uint8ToUnitFloats(request.visual_frames, visual_storage)
@@ -335,6 +319,7 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
                      '#' + std::to_string(static_cast<int>(request.output_format));
   }
   task.frames = request.batch_size;
+  task.tenant = request.model_id;
   task.deadline = request.deadline;
   task.model = &model;
   task.handle = &handle;
@@ -422,10 +407,11 @@ void InferenceServer::RunGroup(std::span<Task* const> all, const WorkerInfo& wor
     }
   }
   const double inference_ms = MsSince(start);
-  LOG_DEBUG("device %d worker %d: Run of %zu request(s), %d frames, %.1f ms (queue wait of the "
-            "first %.1f ms)",
-            worker.device_id, worker.worker_id, group.size(), first->group_frames, inference_ms,
-            first->queue_wait_ms);
+  LOG_DEBUG(
+      "device %d worker %d: Run of %zu request(s), %d frames, %.1f ms (queue wait of the "
+      "first %.1f ms)",
+      worker.device_id, worker.worker_id, group.size(), first->group_frames, inference_ms,
+      first->queue_wait_ms);
   for (Task* task : group) {
     auto* t = static_cast<InferTask*>(task);
     t->inference_ms = inference_ms;

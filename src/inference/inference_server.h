@@ -5,11 +5,14 @@
 //
 // A request's journey through Infer(): validate the fields that need no model (id,
 // batch size, start_frame_idx >= 0, audio form) -> Acquire the model from the registry
-// (lazy load, pinned while the request lives) -> check byte counts against the model's
-// declared shapes (raw_audio: its sample count, docs/AUDIO.md) -> queue on the model's
-// device -> a worker turns raw_audio into features (mel + one audio-encoder Run, so
-// that Run is bounded by the queue like the main one) and runs ONE batched Run
-// (several requests' frames when dynamic batching groups them) -> timings -> reply.
+// (lazy load, pinned while the request lives; waiting for another request's load ends
+// at this request's deadline) -> check byte counts against the model's declared shapes
+// (raw_audio: its sample count, docs/AUDIO.md) and that float32 visual and audio
+// tensors hold no NaN/Inf (INVALID_ARGUMENT naming the tensor and frame) -> queue on
+// the model's device (at most server.max_queue_share_per_model of the queue per model,
+// RESOURCE_EXHAUSTED beyond it) -> a worker turns raw_audio into features (mel + one audio-encoder
+// Run, so that Run is bounded by the queue like the main one) and runs ONE batched Run (several
+// requests' frames when dynamic batching groups them) -> timings -> reply.
 //
 // Thread-safe. Shutdown() refuses new requests and waits for those in flight; the
 // destructor does the same with no grace limit.

@@ -1,8 +1,12 @@
 #include "inference/model_registry.h"
 
+#include <onnxruntime_cxx_api.h>
+
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <filesystem>
+#include <new>
 
 #include "common/log.h"
 #include "common/model_id.h"
@@ -13,8 +17,10 @@ namespace internal {
 // Per loaded instance of a model: its pins and usage counters. Shared with the
 // handles so they can unpin and record usage without the registry lock.
 struct ModelSlot {
-  explicit ModelSlot(std::string model_id) : id(std::move(model_id)) {}
+  ModelSlot(std::string model_id, std::function<Clock::time_point()> clock)
+      : id(std::move(model_id)), now(std::move(clock)) {}
   const std::string id;
+  const std::function<Clock::time_point()> now;  // the registry's clock (a copy)
   std::atomic<int> pins{0};
   std::atomic<int64_t> usage_count{0};
   std::atomic<int64_t> last_used_steady_ns{0};
@@ -26,8 +32,7 @@ struct ModelSlot {
 
   void Touch() {
     last_used_steady_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
-            .count();
+        std::chrono::duration_cast<std::chrono::nanoseconds>(now().time_since_epoch()).count();
     last_used_unix_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                             std::chrono::system_clock::now().time_since_epoch())
                             .count();
@@ -65,6 +70,69 @@ std::string EncoderBeside(const std::string& model_path) {
   return IsFile(path) ? path : "";
 }
 
+// Untrusted text (a symlink target, an exception's message) quoted for an error
+// message: at most `max` bytes, control characters replaced, marked when cut.
+std::string Quoted(std::string_view text, size_t max = 200) {
+  std::string out = "'";
+  for (size_t i = 0; i < text.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
+  }
+  out += '\'';
+  if (text.size() > max) out += " (" + std::to_string(text.size() - max) + " more bytes cut)";
+  return out;
+}
+
+std::string SecondsText(Clock::duration d) {
+  const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(d).count();
+  return std::to_string((std::max<int64_t>(ms, 0) + 999) / 1000) + " s";
+}
+
+// The real path of `path` (symlinks resolved). For a model found under model_root it
+// must stay under the real model_root: a tenant directory (or file) symlinked out of
+// it is PERMISSION_DENIED.
+Expected<std::string> ResolveModelFile(const std::string& id, const std::string& path,
+                                       const std::string& model_root, bool from_root) {
+  std::error_code ec;
+  const fs::path real = fs::canonical(path, ec);
+  if (ec) {
+    return Status::NotFound("model file '" + path + "' does not exist or cannot be resolved (" +
+                            ec.message() + "); expected an .onnx file");
+  }
+  if (from_root) {
+    const fs::path root = fs::canonical(model_root, ec);
+    if (ec) {
+      return Status::FailedPrecondition("model_root '" + model_root +
+                                        "' cannot be resolved: " + ec.message());
+    }
+    auto [r, p] = std::mismatch(root.begin(), root.end(), real.begin(), real.end());
+    if (r != root.end()) {
+      return Status::PermissionDenied(
+          "model '" + id + "': '" + path + "' resolves to " + Quoted(real.string()) +
+          ", outside model_root '" + root.string() +
+          "' (a symlink out of the tenant directory); refusing to load it");
+    }
+  }
+  if (!fs::is_regular_file(real, ec)) {
+    return Status::FailedPrecondition("model file '" + path +
+                                      "' is not a regular file; expected an .onnx file");
+  }
+  return real.string();
+}
+
+// A file over `limit` bytes is refused before anything reads it.
+Status CheckFileSize(const std::string& path, int64_t limit) {
+  if (limit <= 0) return Status::Ok();
+  std::error_code ec;
+  const auto size = fs::file_size(path, ec);
+  if (ec)
+    return Status::NotFound("cannot read the size of model file '" + path + "': " + ec.message());
+  if (static_cast<uint64_t>(limit) >= size) return Status::Ok();
+  return Status::FailedPrecondition("model file '" + path + "' is " + std::to_string(size) +
+                                    " bytes, over the limit of " + std::to_string(limit) +
+                                    " bytes (limits.max_model_file_mb); it was not read");
+}
+
 }  // namespace
 
 struct ModelRegistry::Impl {
@@ -78,10 +146,33 @@ struct ModelRegistry::Impl {
     int64_t last_measured_bytes = 0;  // kept across unloads: the next load's estimate
     double load_ms = 0;
     int64_t loaded_at_unix_ms = 0;
-    bool loading = false;    // first load in flight (others wait on `changed`)
-    bool reloading = false;  // force-reload in flight (old copy keeps serving)
-    Status failure;          // last load failure, remembered for failed_retry
-    Clock::time_point failed_at;
+    bool from_root = false;           // found under model_root: its real path must stay inside
+    bool loading = false;             // first load in flight (others wait on `changed`)
+    bool reloading = false;           // force-reload in flight (old copy keeps serving)
+    Clock::time_point loading_since;  // real time, for waiters' messages
+    Status failure;                   // last load failure, remembered until retry_at
+    int consecutive_failures = 0;
+    Clock::time_point retry_at;  // options.now time
+  };
+
+  // Clears a loading/reloading mark on every path out of a load (early return or
+  // exception), relocking if needed, and wakes the waiters. A first load left by an
+  // exception is recorded as failed, so the model never stays LOADING.
+  struct LoadingGuard {
+    Impl& impl;
+    Entry& e;
+    std::unique_lock<std::mutex>& lock;
+    bool* flag;
+    const int exceptions_before = std::uncaught_exceptions();
+    ~LoadingGuard() {
+      if (!lock.owns_lock()) lock.lock();
+      if (std::uncaught_exceptions() > exceptions_before && flag == &e.loading && !e.model) {
+        impl.RecordFailureLocked(
+            e, Status::Internal("loading model '" + e.id + "' ended without a result"));
+      }
+      *flag = false;
+      impl.changed.notify_all();
+    }
   };
   static constexpr int kCpu = -1;
 
@@ -115,6 +206,7 @@ struct ModelRegistry::Impl {
       if (IsFile(path)) {
         Entry& e = entries[id];
         e.id = id;
+        e.from_root = true;
         e.files.model_path = path;
         e.files.audio_encoder_path = EncoderBeside(path);
         return &e;
@@ -228,34 +320,100 @@ struct ModelRegistry::Impl {
     return Status::Ok();
   }
 
-  bool FailureFresh(const Entry& e) const {
-    return !e.failure.ok() && Clock::now() - e.failed_at < options.failed_retry;
+  bool FailureFresh(const Entry& e) const { return !e.failure.ok() && options.now() < e.retry_at; }
+
+  // failed_retry after the first consecutive failure, doubling, at most failed_retry_max.
+  std::chrono::milliseconds BackoffFor(int failures) const {
+    const auto max = std::max(options.failed_retry_max, options.failed_retry);
+    auto delay = options.failed_retry;
+    for (int i = 1; i < failures && delay < max; ++i) delay *= 2;
+    return std::min(delay, max);
+  }
+
+  void RecordFailureLocked(Entry& e, Status failure) {
+    e.failure = std::move(failure);
+    ++e.consecutive_failures;
+    const auto backoff = BackoffFor(e.consecutive_failures);
+    e.retry_at = options.now() + backoff;
+    LOG_ERROR("%s (failure %d in a row; next retry in %s)", e.failure.ToString().c_str(),
+              e.consecutive_failures, SecondsText(backoff).c_str());
+  }
+
+  // Waits while `busy()` holds, until `deadline` at most.
+  template <typename Busy>
+  Status WaitWhileLocked(std::unique_lock<std::mutex>& lock, const Entry& e,
+                         std::optional<Clock::time_point> deadline, Busy busy) {
+    while (busy()) {
+      if (!deadline) {
+        changed.wait(lock);
+      } else if (changed.wait_until(lock, *deadline) == std::cv_status::timeout && busy()) {
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - e.loading_since);
+        return Status::DeadlineExceeded(
+            "model '" + e.id + "' is still being loaded by another request (" +
+            std::to_string(ms.count()) +
+            " ms so far); this request's deadline passed while it waited. The load goes on; "
+            "retry shortly");
+      }
+    }
+    return Status::Ok();
+  }
+
+  // Everything that may throw or read tenant files, outside the lock: the files'
+  // real paths (and the model_root check), their sizes, then the loader, whose
+  // exceptions all become a Status here.
+  Expected<ModelPtr> LoadFiles(const Entry& e, ModelFiles files, int device) {
+    LIPSYNC_ASSIGN_OR_RETURN(files.model_path, ResolveModelFile(e.id, files.model_path,
+                                                                options.model_root, e.from_root));
+    LIPSYNC_RETURN_IF_ERROR(CheckFileSize(files.model_path, options.max_model_file_bytes));
+    if (!files.audio_encoder_path.empty()) {
+      LIPSYNC_ASSIGN_OR_RETURN(
+          files.audio_encoder_path,
+          ResolveModelFile(e.id, files.audio_encoder_path, options.model_root, e.from_root));
+      LIPSYNC_RETURN_IF_ERROR(
+          CheckFileSize(files.audio_encoder_path, options.max_model_file_bytes));
+    }
+    ++load_attempts;
+    const std::string& path = files.model_path;
+    try {
+      auto loaded = options.loader ? options.loader(files, device) : OnnxModel::Load(files, device);
+      if (!loaded.ok()) return loaded.status();
+      if (*loaded == nullptr) return Status::Internal("loading '" + path + "' returned no model");
+      return ModelPtr(std::move(*loaded));
+    } catch (const Ort::Exception& e) {
+      return Status::FailedPrecondition("ONNX Runtime failed loading '" + path + "': " +
+                                        Quoted(e.what(), 300) + " (expected a valid ONNX model)");
+    } catch (const std::bad_alloc&) {
+      return Status::ResourceExhausted("out of memory while loading '" + path +
+                                       "' (the model needs more memory than is free)");
+    } catch (const std::exception& e) {
+      return Status::Internal("loading '" + path +
+                              "' failed with an exception: " + Quoted(e.what(), 300));
+    } catch (...) {
+      return Status::Internal("loading '" + path + "' failed with an unknown exception");
+    }
   }
 
   // Makes sure `e` is loaded. Returns whether this call did the load. The lock is
   // released while ORT loads; `e` stays valid (entries are never erased).
   Expected<bool> EnsureLoadedLocked(std::unique_lock<std::mutex>& lock, Entry& e,
-                                    bool explicit_load, std::vector<ModelPtr>* dead) {
-    while (!e.model && e.loading) changed.wait(lock);
+                                    bool explicit_load, std::optional<Clock::time_point> deadline,
+                                    std::vector<ModelPtr>* dead) {
+    LIPSYNC_RETURN_IF_ERROR(
+        WaitWhileLocked(lock, e, deadline, [&] { return !e.model && e.loading; }));
     if (e.model) return false;
     if (!explicit_load && FailureFresh(e)) {
-      auto left = std::chrono::duration_cast<std::chrono::seconds>(options.failed_retry -
-                                                                   (Clock::now() - e.failed_at));
-      return Status(e.failure.code(), e.failure.message() +
-                                          " (load failure remembered; next retry in " +
-                                          std::to_string(left.count() + 1) + " s)");
+      return Status(e.failure.code(), e.failure.message() + " (load failure remembered: " +
+                                          std::to_string(e.consecutive_failures) +
+                                          " failed attempt(s) in a row; next retry in " +
+                                          SecondsText(e.retry_at - options.now()) + ")");
     }
     e.loading = true;
+    e.loading_since = Clock::now();
+    LoadingGuard guard{*this, e, lock, &e.loading};
     e.device = PickDevice();
     const int device = e.device;
-    auto finish = [&] {
-      e.loading = false;
-      changed.notify_all();
-    };
-    if (Status st = EvictForCountLocked(device, &e, dead); !st.ok()) {
-      finish();
-      return st;
-    }
+    LIPSYNC_RETURN_IF_ERROR(EvictForCountLocked(device, &e, dead));
     int64_t estimate = e.last_measured_bytes;
     if (estimate <= 0) {
       std::error_code ec;
@@ -268,16 +426,12 @@ struct ModelRegistry::Impl {
     lock.unlock();
     dead->clear();  // evicted sessions are freed before the new one is created
     const auto start = Clock::now();
-    ++load_attempts;
-    auto loaded = OnnxModel::Load(files, device);
+    auto loaded = LoadFiles(e, files, device);
     const double ms = MsSince(start);
     lock.lock();
 
     if (!loaded.ok()) {
-      e.failure = loaded.status().WithContext("loading model '" + e.id + "'");
-      e.failed_at = Clock::now();
-      LOG_ERROR("%s", e.failure.ToString().c_str());
-      finish();
+      RecordFailureLocked(e, loaded.status().WithContext("loading model '" + e.id + "'"));
       return e.failure;
     }
     ModelPtr model = std::move(*loaded);
@@ -285,20 +439,19 @@ struct ModelRegistry::Impl {
     if (Status st = EvictForBytesLocked(device, model->memory_bytes(), &e, /*must=*/true, dead);
         !st.ok()) {
       dead->push_back(std::move(model));
-      finish();
       return st;
     }
+    e.slot = std::make_shared<ModelSlot>(e.id, options.now);
     e.model = std::move(model);
-    e.slot = std::make_shared<ModelSlot>(e.id);
     e.slot->Touch();
     e.bytes = e.model->memory_bytes();
     e.load_ms = ms;
     e.loaded_at_unix_ms = NowUnixMs();
     e.failure = Status::Ok();
+    e.consecutive_failures = 0;
     LOG_INFO("loaded model '%s' on device %d in %.1f ms (%lld bytes%s)", e.id.c_str(), device, ms,
              static_cast<long long>(e.bytes),
              e.model->has_audio_encoder() ? ", audio encoder" : "");
-    finish();
     return true;
   }
 
@@ -346,7 +499,7 @@ struct ModelRegistry::Impl {
     std::vector<ModelPtr> dead;
     std::lock_guard<std::mutex> lock(mu);
     const int64_t now_ns =
-        std::chrono::duration_cast<std::chrono::nanoseconds>(Clock::now().time_since_epoch())
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.now().time_since_epoch())
             .count();
     const int64_t idle_ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_timeout).count();
@@ -419,12 +572,14 @@ ModelRegistry::~ModelRegistry() {
   if (impl_->sweeper.joinable()) impl_->sweeper.join();
 }
 
-Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id) {
+Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
+                                             std::optional<Clock::time_point> deadline) {
   std::vector<ModelPtr> dead;  // destroyed after the lock is released
   std::unique_lock<std::mutex> lock(impl_->mu);
   LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * entry, impl_->FindLocked(id));
   LIPSYNC_ASSIGN_OR_RETURN(bool loaded_now,
-                           impl_->EnsureLoadedLocked(lock, *entry, /*explicit_load=*/false, &dead));
+                           impl_->EnsureLoadedLocked(lock, *entry,
+                                                     /*explicit_load=*/false, deadline, &dead));
   ModelHandle handle;
   handle.slot_ = entry->slot;
   handle.model_ = entry->model;
@@ -437,16 +592,19 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id) {
   return handle;
 }
 
-Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reload) {
+Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reload,
+                                         std::optional<Clock::time_point> deadline) {
   std::vector<ModelPtr> dead;
   std::unique_lock<std::mutex> lock(impl_->mu);
   LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * found, impl_->FindLocked(id));
   Impl::Entry& e = *found;
-  while (e.reloading || e.loading) impl_->changed.wait(lock);
+  LIPSYNC_RETURN_IF_ERROR(
+      impl_->WaitWhileLocked(lock, e, deadline, [&] { return e.reloading || e.loading; }));
   LoadResult result;
   if (!force_reload || !e.model) {
     LIPSYNC_ASSIGN_OR_RETURN(bool loaded_now,
-                             impl_->EnsureLoadedLocked(lock, e, /*explicit_load=*/true, &dead));
+                             impl_->EnsureLoadedLocked(lock, e,
+                                                       /*explicit_load=*/true, deadline, &dead));
     result.already_loaded = !loaded_now;
     result.load_time_ms = e.load_ms;
     result.stats = impl_->StatsLocked(e);
@@ -455,6 +613,8 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
 
   // Force reload: the old copy serves until the new one is ready, then one swap.
   e.reloading = true;
+  e.loading_since = Clock::now();
+  Impl::LoadingGuard guard{*impl_, e, lock, &e.reloading};
   if (!impl_->options.model_root.empty() && !impl_->options.configured.count(id)) {
     e.files.audio_encoder_path = EncoderBeside(e.files.model_path);
   }
@@ -462,12 +622,9 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   const int device = e.device;
   lock.unlock();
   const auto start = Clock::now();
-  ++impl_->load_attempts;
-  auto loaded = OnnxModel::Load(files, device);
+  auto loaded = impl_->LoadFiles(e, files, device);
   const double ms = MsSince(start);
   lock.lock();
-  e.reloading = false;
-  impl_->changed.notify_all();
   if (!loaded.ok()) {
     Status st = loaded.status().WithContext("reloading model '" + id +
                                             "' failed; the previous version keeps serving");
@@ -477,7 +634,7 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   ModelPtr model = std::move(*loaded);
   if (e.model) dead.push_back(std::move(e.model));
   if (!e.slot) {
-    e.slot = std::make_shared<internal::ModelSlot>(e.id);
+    e.slot = std::make_shared<internal::ModelSlot>(e.id, impl_->options.now);
     e.slot->Touch();
   }
   e.device = device;
@@ -487,6 +644,7 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   e.load_ms = ms;
   e.loaded_at_unix_ms = NowUnixMs();
   e.failure = Status::Ok();
+  e.consecutive_failures = 0;
   LOG_INFO("reloaded model '%s' on device %d in %.1f ms (%lld bytes)", id.c_str(), device, ms,
            static_cast<long long>(e.bytes));
   // Over the byte cap now? Make room by evicting others; never fail a good reload.
@@ -504,6 +662,7 @@ Expected<bool> ModelRegistry::Unload(const std::string& id) {
   Impl::Entry& e = *found;
   while (e.loading || e.reloading) impl_->changed.wait(lock);
   e.failure = Status::Ok();
+  e.consecutive_failures = 0;
   if (!e.model) return false;
   impl_->UnloadLocked(e, &dead, "UnloadModel");
   return true;
@@ -593,6 +752,9 @@ RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
       static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60.0 * 1000.0));
   o.failed_retry = std::chrono::milliseconds(
       static_cast<int64_t>(config.capacity.failed_load_retry_seconds * 1000.0));
+  o.failed_retry_max = std::chrono::milliseconds(
+      static_cast<int64_t>(config.capacity.failed_load_retry_max_seconds * 1000.0));
+  o.max_model_file_bytes = config.limits.max_model_file_mb * (int64_t{1} << 20);
   o.devices = devices.empty() ? std::vector<int>{-1} : std::move(devices);
   for (const auto& [id, entry] : config.models) {
     ModelFiles files;

@@ -15,9 +15,11 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <map>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <thread>
 #include <vector>
@@ -34,7 +36,13 @@ struct RegistryOptions {
   int64_t max_bytes = 0;  // per device, 0 = no cap
   config::EvictionPolicy policy = config::EvictionPolicy::kLfu;
   std::chrono::milliseconds idle_timeout{0};  // 0 = never unload idle models
+  // A failed load is remembered for failed_retry, doubling per consecutive failure up
+  // to failed_retry_max (capacity.failed_load_retry_seconds / _max_seconds).
   std::chrono::milliseconds failed_retry{30000};
+  std::chrono::milliseconds failed_retry_max{600000};
+  // A model (or audio encoder) file larger than this is a load error and is never
+  // read (limits.max_model_file_mb). 0 = no limit.
+  int64_t max_model_file_bytes = 0;
   std::vector<int> devices{-1};  // -1 = CPU, otherwise GPU ordinals
   // Device for a newly loaded model (gpus.assignment_strategy): the next in turn, or
   // the one holding the fewest model bytes (ties: fewest models).
@@ -42,6 +50,11 @@ struct RegistryOptions {
   std::map<std::string, ModelFiles> configured;
   // <root>/<id>/checkpoint/model_best.onnx (+ audio_encoder.onnx beside it if present).
   std::string model_root;
+  // Time source for backoff, idle sweeping and LRU (tests inject a fake clock).
+  std::function<Clock::time_point()> now = [] { return Clock::now(); };
+  // Loads one model (tests inject slow or throwing loaders). May throw: the registry
+  // catches everything it throws. Default: OnnxModel::Load.
+  std::function<Expected<std::shared_ptr<OnnxModel>>(const ModelFiles&, int device)> loader;
 };
 
 // The registry's view of an inference.yaml: capacity (memory_gb_per_gpu applies to
@@ -93,15 +106,19 @@ class ModelRegistry {
   ModelRegistry& operator=(const ModelRegistry&) = delete;
 
   // Validates the id (INVALID_ARGUMENT before any path is built), loads it if needed
-  // (one load per id however many callers arrive; the others wait for it), and pins
-  // it. NOT_FOUND for unknown ids; a remembered load failure is returned as-is until
-  // failed_retry has passed; RESOURCE_EXHAUSTED when the device is full of pinned
-  // models.
-  Expected<ModelHandle> Acquire(const std::string& id);
+  // (one load per id however many callers arrive; the others wait for it, until
+  // `deadline` at most: then DEADLINE_EXCEEDED, the load goes on), and pins it.
+  // NOT_FOUND for unknown ids; a remembered load failure is returned as-is (same code,
+  // "remembered" and the time to the next retry added) until its retry time;
+  // RESOURCE_EXHAUSTED when the device is full of pinned models.
+  Expected<ModelHandle> Acquire(const std::string& id,
+                                std::optional<Clock::time_point> deadline = std::nullopt);
   // Loads (or, with force_reload, loads a fresh copy and swaps it in atomically; on
   // failure the old copy keeps serving and the error is returned). Loading an id
-  // that failed recently retries immediately (an explicit operator request).
-  Expected<LoadResult> Load(const std::string& id, bool force_reload);
+  // that failed recently retries immediately (an explicit operator request). Waiting
+  // for another load or reload of the id ends at `deadline` (DEADLINE_EXCEEDED).
+  Expected<LoadResult> Load(const std::string& id, bool force_reload,
+                            std::optional<Clock::time_point> deadline = std::nullopt);
   // Drops the model from the registry; requests holding handles finish on it.
   // Returns whether it was loaded. NOT_FOUND for unknown ids.
   Expected<bool> Unload(const std::string& id);
@@ -115,7 +132,8 @@ class ModelRegistry {
   int loaded_count() const;
   int loaded_count(int device) const;
   int64_t loaded_bytes(int device) const;
-  // Number of OnnxModel::Load calls made so far (successful or not).
+  // Number of loader (OnnxModel::Load) calls made so far (successful or not); files
+  // refused before reading (size, path) are not counted.
   int64_t load_attempts() const;
   const RegistryOptions& options() const { return options_; }
 

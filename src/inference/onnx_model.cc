@@ -4,11 +4,14 @@
 #include <onnxruntime_cxx_api.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <new>
+#include <string_view>
 
 #include "common/log.h"
 #include "inference/gpu_info.h"
@@ -20,6 +23,25 @@ namespace {
 constexpr const char* kVisualName = "input";
 constexpr const char* kAudioName = "audio";
 constexpr const char* kOutputName = "output";
+
+// Bounds on what a model file may declare, checked before anything is allocated from
+// its shapes (the warm-up run and every request are sized by them).
+constexpr int64_t kMaxDim = 8192;                         // C, H, W, OH, OW
+constexpr int64_t kMaxFixedBatch = 1024;                  // a fixed batch dimension
+constexpr int64_t kMaxFloatsPerFrame = int64_t{1} << 24;  // 64 MiB of float32 per frame
+constexpr int64_t kMaxWarmUpFloats = int64_t{1} << 26;    // 256 MiB for the warm-up inputs
+
+// Untrusted text (ORT's message, tensor names from the file) quoted for a message: at
+// most `max` bytes, control characters replaced, marked when cut.
+std::string Bounded(std::string_view text, size_t max = 300) {
+  std::string out;
+  for (size_t i = 0; i < text.size() && i < max; ++i) {
+    const unsigned char c = static_cast<unsigned char>(text[i]);
+    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
+  }
+  if (text.size() > max) out += "... (" + std::to_string(text.size() - max) + " more bytes cut)";
+  return out;
+}
 
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -118,13 +140,43 @@ std::vector<TensorInfo> Outputs(Ort::Session& session) {
   return out;
 }
 
+// Names and shapes come from the file: at most 8 tensors, names cut at 64 bytes.
 std::string Signature(const std::vector<TensorInfo>& tensors) {
+  constexpr size_t kMaxListed = 8;
   std::string s;
-  for (const auto& t : tensors) {
-    s += (s.empty() ? "" : ", ") + t.name + " " + t.shape.ToString() +
+  for (size_t i = 0; i < tensors.size() && i < kMaxListed; ++i) {
+    const TensorInfo& t = tensors[i];
+    s += (s.empty() ? "" : ", ") + Bounded(t.name, 64) + " " +
+         (t.shape.dims.size() > 8 ? std::to_string(t.shape.dims.size()) + " dims"
+                                  : t.shape.ToString()) +
          (t.type == ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT ? "" : " (not float32)");
   }
+  if (tensors.size() > kMaxListed) {
+    s += " and " + std::to_string(tensors.size() - kMaxListed) + " more";
+  }
   return s.empty() ? "none" : s;
+}
+
+// Declared sizes within the bounds above; FAILED_PRECONDITION naming the file if not.
+Status CheckDeclaredSizes(const std::string& path, const TensorShape& visual,
+                          const TensorShape& output) {
+  const int64_t batch = visual.dims[0] > 0 ? visual.dims[0] : output.dims[0];
+  bool ok = batch <= kMaxFixedBatch;
+  for (size_t i = 1; i < 4; ++i) ok = ok && visual.dims[i] <= kMaxDim && output.dims[i] <= kMaxDim;
+  int64_t visual_floats = 0, output_floats = 0;
+  if (ok) {
+    visual_floats = visual.dims[1] * visual.dims[2] * visual.dims[3];
+    output_floats = 3 * output.dims[2] * output.dims[3];
+    ok = visual_floats <= kMaxFloatsPerFrame && output_floats <= kMaxFloatsPerFrame &&
+         std::max<int64_t>(batch, 1) * (visual_floats + 8192) <= kMaxWarmUpFloats;
+  }
+  if (ok) return Status::Ok();
+  return Status::FailedPrecondition(
+      "model '" + path + "' declares input " + visual.ToString() + " and output " +
+      output.ToString() + "; expected each of C,H,W,OH,OW <= " + std::to_string(kMaxDim) +
+      ", at most " + std::to_string(kMaxFloatsPerFrame) +
+      " values per frame and a fixed batch <= " + std::to_string(kMaxFixedBatch) +
+      " (refused before allocating anything for it)");
 }
 
 Status AppendCuda(Ort::SessionOptions& options, int device_id) {
@@ -168,7 +220,7 @@ Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, i
     StatusCode code = e.GetOrtErrorCode() == ORT_FAIL && device_id >= 0
                           ? StatusCode::kUnavailable
                           : StatusCode::kFailedPrecondition;
-    return Status(code, "cannot load ONNX model '" + path + "': " + e.what() +
+    return Status(code, "cannot load ONNX model '" + path + "': " + Bounded(e.what()) +
                             " (expected a valid ONNX file)");
   }
 }
@@ -202,6 +254,23 @@ size_t OnnxModel::output_values_per_frame() const {
 }
 
 Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, int device_id) {
+  // The library boundary: nothing ORT or an allocation throws leaves this function.
+  try {
+    return LoadUnguarded(files, device_id);
+  } catch (const Ort::Exception& e) {
+    return Status::FailedPrecondition("ONNX Runtime failed loading '" + files.model_path +
+                                      "': " + Bounded(e.what()) + " (expected a valid ONNX model)");
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted("out of memory while loading '" + files.model_path +
+                                     "' (the model needs more memory than is free)");
+  } catch (const std::exception& e) {
+    return Status::Internal("loading '" + files.model_path +
+                            "' failed with an exception: " + Bounded(e.what()));
+  }
+}
+
+Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& files,
+                                                              int device_id) {
   std::shared_ptr<OnnxModel> model(new OnnxModel());
   model->files_ = files;
   model->device_id_ = device_id;
@@ -245,6 +314,7 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
                                         Signature(inputs) + " and outputs " + Signature(outputs) +
                                         expected);
     }
+    LIPSYNC_RETURN_IF_ERROR(CheckDeclaredSizes(files.model_path, visual->shape, outputs[0].shape));
     model->visual_shape_ = visual->shape;
     model->audio_shape_ = audio->shape;
     model->output_shape_ = outputs[0].shape;
@@ -255,7 +325,7 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
     model->output_width_ = static_cast<int>(outputs[0].shape.dims[3]);
   } catch (const Ort::Exception& e) {
     return Status::FailedPrecondition("reading the signature of '" + files.model_path +
-                                      "' failed: " + e.what());
+                                      "' failed: " + Bounded(e.what()));
   }
   model->sessions_ = std::make_unique<Sessions>();
   model->sessions_->session = std::move(session);
@@ -281,7 +351,7 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
       model->encoder_->output_name = outputs[0].name;
     } catch (const Ort::Exception& e) {
       return Status::FailedPrecondition("reading the signature of '" + files.audio_encoder_path +
-                                        "' failed: " + e.what());
+                                        "' failed: " + Bounded(e.what()));
     }
   }
 
@@ -393,7 +463,7 @@ Status OnnxModel::Run(int batch, const float* visual, const float* audio, Output
     return Status::Ok();
   } catch (const Ort::Exception& e) {
     return Status::Internal("running model '" + files_.model_path + "' at batch " +
-                            std::to_string(batch) + " failed: " + e.what());
+                            std::to_string(batch) + " failed: " + Bounded(e.what()));
   }
 }
 
@@ -422,7 +492,7 @@ Expected<std::vector<float>> OnnxModel::EncodeAudio(const float* mel_windows, in
     return result;
   } catch (const Ort::Exception& e) {
     return Status::Internal("running audio encoder '" + files_.audio_encoder_path +
-                            "' failed: " + e.what());
+                            "' failed: " + Bounded(e.what()));
   }
 }
 

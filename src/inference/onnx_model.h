@@ -45,7 +45,11 @@ class OnnxModel {
   // otherwise the CUDA provider on that GPU ordinal. Errors: NOT_FOUND (missing file),
   // FAILED_PRECONDITION (not a valid ONNX model, with the file and ORT's message;
   // inputs other than "input" [B,C,H,W] and "audio" [B,32,16,16] or outputs other than
-  // "output" [B,3,OH,OW]), UNAVAILABLE (the device could not take the session).
+  // "output" [B,3,OH,OW], or declared sizes over the bounds in onnx_model.cc: 8192 per
+  // dimension, 2^24 values per frame, fixed batch 1024), UNAVAILABLE (the device could
+  // not take the session), RESOURCE_EXHAUSTED (out of memory). Never throws: ORT and
+  // allocation exceptions become a Status; text from the file (ORT's message, tensor
+  // names) is quoted bounded.
   static Expected<std::shared_ptr<OnnxModel>> Load(const ModelFiles& files, int device_id);
 
   ~OnnxModel();
@@ -85,6 +89,8 @@ class OnnxModel {
  private:
   struct Sessions;
   OnnxModel() = default;
+  // Load without the exception guard (Load catches what this throws).
+  static Expected<std::shared_ptr<OnnxModel>> LoadUnguarded(const ModelFiles& files, int device_id);
 
   ModelFiles files_;
   int device_id_ = -1;

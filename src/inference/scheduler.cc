@@ -1,6 +1,7 @@
 #include "inference/scheduler.h"
 
 #include <algorithm>
+#include <cstdio>
 #include <string>
 
 namespace lipsync::inference {
@@ -8,6 +9,12 @@ namespace {
 
 double MsBetween(Clock::time_point from, Clock::time_point to) {
   return std::chrono::duration<double, std::milli>(to - from).count();
+}
+
+std::string ShareText(double share) {
+  char text[32];
+  std::snprintf(text, sizeof text, "%g", share);
+  return text;
 }
 
 }  // namespace
@@ -19,8 +26,11 @@ Scheduler::Scheduler(SchedulerOptions options, Runner runner)
         options.queue_size = std::max(1, options.queue_size);
         options.max_batch_frames = std::max(1, options.max_batch_frames);
         options.max_queue_delay_us = std::max(0, options.max_queue_delay_us);
+        if (!(options.max_queue_share > 0)) options.max_queue_share = 1.0;  // NaN too
         return options;
       }()),
+      tenant_limit_(std::clamp(static_cast<int>(options_.max_queue_share * options_.queue_size), 1,
+                               options_.queue_size)),
       runner_(std::move(runner)) {
   for (int device : options_.devices) devices_.push_back(DeviceState{device, 0, 0});
   int next_worker_id = 0;
@@ -50,6 +60,18 @@ void Scheduler::StopAccepting() {
 int Scheduler::queue_depth() const {
   std::lock_guard<std::mutex> lock(mu_);
   return static_cast<int>(queue_.size());
+}
+
+int Scheduler::tenant_queue_depth(const std::string& tenant) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = queued_per_tenant_.find(tenant);
+  return it == queued_per_tenant_.end() ? 0 : it->second;
+}
+
+void Scheduler::LeaveQueue(const Task* task) {
+  if (task->tenant.empty()) return;
+  auto it = queued_per_tenant_.find(task->tenant);
+  if (it != queued_per_tenant_.end() && --it->second <= 0) queued_per_tenant_.erase(it);
 }
 
 int Scheduler::device_load(int device_id) const {
@@ -110,9 +132,21 @@ Status Scheduler::Submit(Task* task) {
         "inference queue full (" + std::to_string(queue_.size()) +
         " requests waiting, queue_size=" + std::to_string(options_.queue_size) + "); retry later");
   }
+  if (!task->tenant.empty() && tenant_limit_ < options_.queue_size) {
+    auto it = queued_per_tenant_.find(task->tenant);
+    if (it != queued_per_tenant_.end() && it->second >= tenant_limit_) {
+      return Status::ResourceExhausted(
+          "model '" + task->tenant + "' already has " + std::to_string(it->second) +
+          " requests waiting in the inference queue, its share (server.max_queue_share_per_model " +
+          ShareText(options_.max_queue_share) + " x queue_size " +
+          std::to_string(options_.queue_size) + " = " + std::to_string(tenant_limit_) +
+          "); other models are still served; retry later");
+    }
+  }
   task->state_ = Task::State::kQueued;
   task->enqueued_at_ = now;
   queue_.push_back(task);
+  if (!task->tenant.empty()) ++queued_per_tenant_[task->tenant];
   ++device->queued;
   work_cv_.notify_all();
 
@@ -141,6 +175,7 @@ Status Scheduler::Submit(Task* task) {
 void Scheduler::Expire(Task* task) {
   task->state_ = Task::State::kExpired;
   --FindDevice(task->device_id)->queued;
+  LeaveQueue(task);
   task->done_cv_.notify_all();
 }
 
@@ -171,6 +206,7 @@ bool Scheduler::Claim(Task* task, Clock::time_point now) {
     return false;
   }
   task->state_ = Task::State::kTaken;
+  LeaveQueue(task);
   DeviceState* device = FindDevice(task->device_id);
   --device->queued;
   ++device->running;

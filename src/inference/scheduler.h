@@ -8,6 +8,11 @@
 // A full queue is refused at once (RESOURCE_EXHAUSTED); a task whose deadline passes
 // while it waits is dropped and never run (DEADLINE_EXCEEDED).
 //
+// Per-tenant share: a task names its tenant (the model id). One tenant may hold at
+// most max_queue_share x queue_size of the waiting tasks (at least 1); a tenant at
+// its share is refused at once (RESOURCE_EXHAUSTED naming it and its share) while
+// other tenants are still admitted, so a noisy tenant cannot fill the whole queue.
+//
 // Dynamic batching (max_queue_delay_us > 0): a worker that takes a task with a
 // non-empty batch_key waits up to max_queue_delay_us from that task's arrival for more
 // queued tasks with the SAME key and device, up to max_batch_frames frames in all, and
@@ -21,6 +26,7 @@
 #include <cstdint>
 #include <deque>
 #include <functional>
+#include <map>
 #include <mutex>
 #include <optional>
 #include <span>
@@ -43,6 +49,9 @@ struct SchedulerOptions {
   DeviceAssignment assignment = DeviceAssignment::kRoundRobin;
   int max_queue_delay_us = 0;  // 0: no dynamic batching
   int max_batch_frames = 64;   // frames in one dynamic batch
+  // Fraction of queue_size one tenant may hold (server.max_queue_share_per_model);
+  // >= 1: no per-tenant limit beyond queue_size.
+  double max_queue_share = 1.0;
 };
 
 // Where and how a task ran; filled in by the scheduler before the Runner is called.
@@ -59,6 +68,7 @@ struct Task {
   static constexpr int kAnyDevice = -2;
   int device_id = kAnyDevice;  // a device from SchedulerOptions::devices, or kAnyDevice
   std::string batch_key;       // "" = never grouped with other tasks
+  std::string tenant;          // model id, for the per-tenant queue share ("" = none)
   int frames = 1;
   std::optional<Clock::time_point> deadline;
   // Filled by the scheduler.
@@ -95,6 +105,10 @@ class Scheduler {
 
   int queue_depth() const;
   int queue_capacity() const { return options_.queue_size; }
+  // Waiting tasks one tenant may hold (from max_queue_share).
+  int tenant_queue_limit() const { return tenant_limit_; }
+  // Waiting (not running) tasks of `tenant`.
+  int tenant_queue_depth(const std::string& tenant) const;
   // Tasks queued or running on `device`.
   int device_load(int device_id) const;
   int worker_count() const { return static_cast<int>(workers_.size()); }
@@ -120,6 +134,8 @@ class Scheduler {
   // Adds same-key tasks to `group` until max_batch_frames; returns the frames in it.
   int GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now);
   void Expire(Task* task);
+  // The task left the queue (taken or expired): its tenant holds one less.
+  void LeaveQueue(const Task* task);
   // For a task just removed from the queue: expires it (false) if its deadline has
   // passed, otherwise marks it taken and moves it from queued to running (true).
   bool Claim(Task* task, Clock::time_point now);
@@ -127,10 +143,12 @@ class Scheduler {
   std::vector<std::pair<int, std::string>> gathering_;
 
   const SchedulerOptions options_;
+  const int tenant_limit_;
   const Runner runner_;
   mutable std::mutex mu_;
   std::condition_variable work_cv_;
   std::deque<Task*> queue_;
+  std::map<std::string, int> queued_per_tenant_;  // only tenants with waiting tasks
   std::vector<DeviceState> devices_;
   bool accepting_ = true;
   bool stopping_ = false;

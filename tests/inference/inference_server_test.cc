@@ -11,6 +11,7 @@
 #include <cstring>
 #include <filesystem>
 #include <future>
+#include <limits>
 #include <thread>
 
 #include "inference/test_models.h"
@@ -201,6 +202,98 @@ TEST_F(InferenceServerTest, ReportsTimingsAndDevice) {
   auto second = server->Infer(inputs.Request("m", 3));
   ASSERT_TRUE(second.ok());
   EXPECT_FALSE(second->loaded_on_demand);
+}
+
+// NaN/Inf in float32 client tensors never reach a model: INVALID_ARGUMENT naming the
+// tensor and the frame; the same model and other models keep serving.
+TEST_F(InferenceServerTest, NanAndInfInClientTensorsAreRejectedNamingTheFrame) {
+  config::InferenceConfig config = Config();
+  config.models["a"] = {WriteModel("a", 1.f), true, ""};
+  config.models["b"] = {WriteModel("b", 1.f), true, ""};
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  const float kNan = std::numeric_limits<float>::quiet_NaN();
+  const float kInf = std::numeric_limits<float>::infinity();
+  struct Case {
+    bool visual;
+    size_t frame;
+    float value;
+    std::string expected;
+  };
+  const Case cases[] = {
+      {true, 2, kNan, "visual_frames frame 2 holds a NaN"},
+      {true, 0, kInf, "visual_frames frame 0 holds an infinity"},
+      {true, 3, -kInf, "visual_frames frame 3 holds an infinity"},
+      {false, 1, kNan, "audio_features frame 1 holds a NaN"},
+      {false, 3, -kInf, "audio_features frame 3 holds an infinity"},
+  };
+  for (const Case& c : cases) {
+    Inputs inputs = MakeInputs(4, 0.5f);
+    if (c.visual) {
+      inputs.visual[c.frame * 6 * kPlane + 77] = c.value;
+    } else {
+      inputs.audio[c.frame * kAudioFeatureFloats + 5] = c.value;
+    }
+    auto result = server->Infer(inputs.Request("a", 4));
+    EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument) << c.expected;
+    EXPECT_NE(result.status().message().find(c.expected), std::string::npos)
+        << result.status().message();
+  }
+  // One audio tensor used for every frame.
+  Inputs shared = MakeInputs(4, 0.5f);
+  shared.audio[100] = kNan;
+  InferRequest one_tensor = shared.Request("a", 4);
+  one_tensor.audio_features = one_tensor.audio_features.substr(0, kAudioFeatureFloats * 4);
+  auto result = server->Infer(one_tensor);
+  EXPECT_EQ(result.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(result.status().message().find("audio_features (the one tensor used for every frame"),
+            std::string::npos)
+      << result.status().message();
+
+  // Nothing ran for the refused requests; both models still serve.
+  const Inputs good = MakeInputs(2, 0.5f);
+  for (const char* model : {"a", "b"}) {
+    auto ok = server->Infer(good.Request(model, 2));
+    ASSERT_TRUE(ok.ok()) << ok.status().ToString();
+    EXPECT_FLOAT_EQ(FirstValue(*ok), 0.5f);
+  }
+  EXPECT_EQ(server->GetModelStats("a")->at(0).frames_processed, 2);
+}
+
+// The server gives each model server.max_queue_share_per_model of the queue: with the
+// only worker held, a noisy model is refused at its share (RESOURCE_EXHAUSTED naming
+// it) while another model's request is still queued and served.
+TEST_F(InferenceServerTest, NoisyModelGetsResourceExhaustedAtItsQueueShareOthersServed) {
+  config::InferenceConfig config = Config();
+  config.models["hold"] = {WriteModel("hold", 1.f), true, ""};
+  config.models["noisy"] = {WriteModel("noisy", 1.f), true, ""};
+  config.models["quiet"] = {WriteModel("quiet", 1.f), true, ""};
+  config.server.worker_count_per_gpu = 1;
+  config.server.queue_size = 4;
+  config.server.max_queue_share_per_model = 0.5;
+  config.server.max_queue_delay_us = 1000000;  // the worker holds "hold" this long
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  EXPECT_EQ(server->scheduler().tenant_queue_limit(), 2);
+  const Inputs inputs = MakeInputs(1, 0.5f);
+  auto held =
+      std::async(std::launch::async, [&] { return server->Infer(inputs.Request("hold", 1)); });
+  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  std::vector<std::future<Expected<InferResult>>> noisy;
+  for (int i = 0; i < 2; ++i) {
+    noisy.push_back(
+        std::async(std::launch::async, [&] { return server->Infer(inputs.Request("noisy", 1)); }));
+  }
+  while (server->scheduler().tenant_queue_depth("noisy") < 2) std::this_thread::sleep_for(1ms);
+  auto refused = server->Infer(inputs.Request("noisy", 1));
+  EXPECT_EQ(refused.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_NE(refused.status().message().find("model 'noisy' already has 2 requests waiting"),
+            std::string::npos)
+      << refused.status().message();
+  auto quiet = server->Infer(inputs.Request("quiet", 1));  // queued behind, then served
+  EXPECT_TRUE(quiet.ok()) << quiet.status().ToString();
+  EXPECT_TRUE(held.get().ok());
+  for (auto& n : noisy) EXPECT_TRUE(n.get().ok());
 }
 
 TEST_F(InferenceServerTest, InvalidConfigIsRefusedAtCreate) {

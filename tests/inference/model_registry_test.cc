@@ -2,9 +2,15 @@
 
 #include <gtest/gtest.h>
 
+#include <onnxruntime_cxx_api.h>
+
 #include <atomic>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <future>
+#include <new>
 #include <thread>
 
 #include "inference/ort_runtime.h"
@@ -18,6 +24,46 @@ using std::chrono::milliseconds;
 
 constexpr int kSize = 16;
 constexpr size_t kPlane = kSize * kSize;
+
+// A steady clock the test moves by hand (RegistryOptions::now).
+class FakeClock {
+ public:
+  std::function<Clock::time_point()> Fn() const {
+    auto t = t_;
+    return [t] { return Clock::time_point(std::chrono::nanoseconds(t->load())); };
+  }
+  void Advance(Clock::duration d) { *t_ += std::chrono::nanoseconds(d).count(); }
+
+ private:
+  std::shared_ptr<std::atomic<int64_t>> t_ = std::make_shared<std::atomic<int64_t>>(
+      std::chrono::nanoseconds(std::chrono::hours(1000)).count());
+};
+
+// Blocks loads until opened; tells when a load is inside.
+class LoadGate {
+ public:
+  void Enter() {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++inside_;
+    cv_.notify_all();
+    cv_.wait(lock, [&] { return open_; });
+  }
+  void WaitInside() {
+    std::unique_lock<std::mutex> lock(mu_);
+    cv_.wait(lock, [&] { return inside_ > 0; });
+  }
+  void Open() {
+    std::lock_guard<std::mutex> lock(mu_);
+    open_ = true;
+    cv_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable cv_;
+  int inside_ = 0;
+  bool open_ = false;
+};
 
 class ModelRegistryTest : public ::testing::Test {
  protected:
@@ -233,23 +279,27 @@ TEST_F(ModelRegistryTest, EvictionNeverHitsAPinnedModel) {
 TEST_F(ModelRegistryTest, IdleModelsAreUnloadedButNotWhileHeld) {
   AddRootModel("idle");
   AddRootModel("busy");
+  FakeClock clock;
   RegistryOptions o = Options();
   o.idle_timeout = milliseconds(100);
+  o.now = clock.Fn();
   ModelRegistry registry(o);
   Use(registry, "idle");
   auto busy = registry.Acquire("busy");
   ASSERT_TRUE(busy.ok());
+  clock.Advance(milliseconds(99));
   registry.SweepIdleNow();
   EXPECT_EQ(State(registry, "idle"), ModelState::kReady);  // not idle long enough yet
-  std::this_thread::sleep_for(milliseconds(150));
+  clock.Advance(milliseconds(1));
   registry.SweepIdleNow();
   EXPECT_EQ(State(registry, "idle"), ModelState::kAvailable);
   EXPECT_EQ(State(registry, "busy"), ModelState::kReady);
   EXPECT_FLOAT_EQ(RunOnce(*busy), 0.5f);
-  // The background sweeper does the same without being asked.
+  // The background sweeper does the same without being asked (polled, not timed).
   busy = ModelHandle();
-  for (int i = 0; i < 100 && registry.loaded_count() > 0; ++i)
-    std::this_thread::sleep_for(milliseconds(20));
+  clock.Advance(milliseconds(100));
+  for (int i = 0; i < 500 && registry.loaded_count() > 0; ++i)
+    std::this_thread::sleep_for(milliseconds(10));
   EXPECT_EQ(registry.loaded_count(), 0);
 }
 
@@ -312,14 +362,212 @@ TEST_F(ModelRegistryTest, CorruptModelFailsOnlyItsTenantAndIsRemembered) {
 TEST_F(ModelRegistryTest, FailedRetryWindowExpires) {
   fs::create_directories(root_ / "flaky" / "checkpoint");
   ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("flaky")).ok());
+  FakeClock clock;
   RegistryOptions o = Options();
   o.failed_retry = milliseconds(50);
+  o.now = clock.Fn();
   ModelRegistry registry(o);
   EXPECT_FALSE(registry.Acquire("flaky").ok());
   ASSERT_TRUE(testing::WriteScaledModel(ModelPath("flaky"), kSize, 1.f).ok());
-  std::this_thread::sleep_for(milliseconds(80));
+  clock.Advance(milliseconds(49));
+  EXPECT_EQ(registry.Acquire("flaky").status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(registry.load_attempts(), 1);
+  clock.Advance(milliseconds(1));
   EXPECT_TRUE(registry.Acquire("flaky").ok());
   EXPECT_EQ(registry.load_attempts(), 2);
+}
+
+// A garbage .onnx: FAILED with a message naming the file, answered from memory
+// without reloading, retried after failed_retry, then 2x, 4x... up to the max, and
+// loaded once the file is fixed.
+TEST_F(ModelRegistryTest, GarbageModelBacksOffDoublingUpToTheMaxThenLoadsWhenFixed) {
+  AddRootModel("good");
+  fs::create_directories(root_ / "junk" / "checkpoint");
+  ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("junk")).ok());
+  FakeClock clock;
+  RegistryOptions o = Options();
+  o.failed_retry = std::chrono::seconds(10);
+  o.failed_retry_max = std::chrono::seconds(35);
+  o.now = clock.Fn();
+  ModelRegistry registry(o);
+
+  auto first = registry.Acquire("junk");
+  EXPECT_EQ(first.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(first.status().message().find(ModelPath("junk")), std::string::npos)
+      << first.status().message();
+  EXPECT_EQ(State(registry, "junk"), ModelState::kFailed);
+  EXPECT_NE(registry.Stats("junk")->error.find(ModelPath("junk")), std::string::npos);
+  EXPECT_EQ(registry.load_attempts(), 1);
+
+  auto remembered = registry.Acquire("junk");
+  EXPECT_EQ(remembered.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(remembered.status().message().find("remembered"), std::string::npos);
+  EXPECT_NE(remembered.status().message().find("next retry in 10 s"), std::string::npos)
+      << remembered.status().message();
+  EXPECT_EQ(registry.load_attempts(), 1);
+  EXPECT_TRUE(registry.Acquire("good").ok());  // other tenants unaffected
+
+  // Each consecutive failure doubles the wait: 10 s, 20 s, then capped at 35 s.
+  int attempts = 2;  // junk's first and good's
+  for (auto wait : {std::chrono::seconds(10), std::chrono::seconds(20), std::chrono::seconds(35),
+                    std::chrono::seconds(35)}) {
+    clock.Advance(wait - milliseconds(1));
+    EXPECT_EQ(registry.Acquire("junk").status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(registry.load_attempts(), attempts) << "retried before " << wait.count() << " s";
+    clock.Advance(milliseconds(1));
+    auto retried = registry.Acquire("junk");
+    EXPECT_EQ(retried.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_EQ(registry.load_attempts(), ++attempts) << "not retried after " << wait.count() << " s";
+  }
+  EXPECT_NE(registry.Acquire("junk").status().message().find("next retry in 35 s"),
+            std::string::npos);
+
+  // Fixed on disk: loads at the next retry, and the backoff starts over.
+  ASSERT_TRUE(testing::WriteScaledModel(ModelPath("junk"), kSize, 1.f).ok());
+  EXPECT_EQ(registry.Acquire("junk").status().code(), StatusCode::kFailedPrecondition);
+  clock.Advance(std::chrono::seconds(35));
+  auto fixed = registry.Acquire("junk");
+  ASSERT_TRUE(fixed.ok()) << fixed.status().ToString();
+  EXPECT_FLOAT_EQ(RunOnce(*fixed), 0.5f);
+  EXPECT_EQ(State(registry, "junk"), ModelState::kReady);
+}
+
+// Whatever a loader throws ends as a FAILED model with a Status: never LOADING, no
+// exception out of Acquire, and the next request gets the remembered error.
+TEST_F(ModelRegistryTest, LoaderThatThrowsLeavesTheModelFailedAndRemembered) {
+  for (const char* id : {"ort", "oom", "std", "other"}) AddRootModel(id);
+  FakeClock clock;
+  RegistryOptions o = Options();
+  o.failed_retry = std::chrono::seconds(30);
+  o.now = clock.Fn();
+  std::atomic<bool> throwing{true};
+  o.loader = [&](const ModelFiles& files, int device) -> Expected<std::shared_ptr<OnnxModel>> {
+    if (throwing) {
+      const std::string dir = fs::path(files.model_path).parent_path().parent_path().filename();
+      if (dir == "ort") throw Ort::Exception("Protobuf parsing failed.", ORT_INVALID_PROTOBUF);
+      if (dir == "oom") throw std::bad_alloc();
+      if (dir == "std") throw std::runtime_error(std::string(10000, 'x'));
+      throw 42;
+    }
+    return OnnxModel::Load(files, device);
+  };
+  ModelRegistry registry(o);
+  const std::pair<const char*, StatusCode> cases[] = {{"ort", StatusCode::kFailedPrecondition},
+                                                      {"oom", StatusCode::kResourceExhausted},
+                                                      {"std", StatusCode::kInternal},
+                                                      {"other", StatusCode::kInternal}};
+  for (const auto& [id, code] : cases) {
+    auto failed = registry.Acquire(id);
+    EXPECT_EQ(failed.status().code(), code) << id;
+    EXPECT_NE(failed.status().message().find(ModelPath(id)), std::string::npos)
+        << failed.status().message();
+    EXPECT_LT(failed.status().message().size(), 1000u) << "untrusted text quoted unbounded";
+    EXPECT_EQ(State(registry, id), ModelState::kFailed) << id;
+    auto again = registry.Acquire(id);
+    EXPECT_EQ(again.status().code(), code) << id;
+    EXPECT_NE(again.status().message().find("remembered"), std::string::npos);
+  }
+  EXPECT_EQ(registry.load_attempts(), 4);
+  // After the backoff, a loader that behaves loads them.
+  throwing = false;
+  clock.Advance(std::chrono::seconds(30));
+  for (const auto& [id, code] : cases) EXPECT_TRUE(registry.Acquire(id).ok()) << id;
+  EXPECT_EQ(registry.load_attempts(), 8);
+}
+
+// A request waiting for another request's load gives up at its own deadline; the
+// load goes on and serves the first caller.
+TEST_F(ModelRegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFlight) {
+  AddRootModel("slow");
+  LoadGate gate;
+  RegistryOptions o = Options();
+  o.loader = [&](const ModelFiles& files, int device) {
+    gate.Enter();
+    return OnnxModel::Load(files, device);
+  };
+  ModelRegistry registry(o);
+  auto loader = std::async(std::launch::async, [&] { return registry.Acquire("slow"); });
+  gate.WaitInside();
+  EXPECT_EQ(State(registry, "slow"), ModelState::kLoading);
+
+  auto waiter = registry.Acquire("slow", Clock::now() + milliseconds(20));
+  EXPECT_EQ(waiter.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(waiter.status().message().find("still being loaded by another request"),
+            std::string::npos)
+      << waiter.status().message();
+  auto admin = registry.Load("slow", false, Clock::now() + milliseconds(20));
+  EXPECT_EQ(admin.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(State(registry, "slow"), ModelState::kLoading);
+
+  gate.Open();
+  auto loaded = loader.get();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->loaded_now());
+  EXPECT_TRUE(registry.Acquire("slow", Clock::now() + milliseconds(20)).ok());
+  EXPECT_EQ(registry.load_attempts(), 1);
+}
+
+TEST_F(ModelRegistryTest, OversizedModelFileIsRefusedWithoutBeingRead) {
+  AddRootModel("huge");
+  AddRootModel("small");
+  const int64_t size = static_cast<int64_t>(fs::file_size(ModelPath("huge")));
+  std::ofstream(ModelPath("huge"), std::ios::app) << std::string(4096, '\0');
+  std::atomic<int> read{0};
+  RegistryOptions o = Options();
+  o.max_model_file_bytes = size + 100;
+  o.loader = [&](const ModelFiles& files, int device) {
+    ++read;
+    return OnnxModel::Load(files, device);
+  };
+  ModelRegistry registry(o);
+  auto huge = registry.Acquire("huge");
+  EXPECT_EQ(huge.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(huge.status().message().find(ModelPath("huge")), std::string::npos)
+      << huge.status().message();
+  EXPECT_NE(huge.status().message().find("limits.max_model_file_mb"), std::string::npos)
+      << huge.status().message();
+  EXPECT_NE(huge.status().message().find("was not read"), std::string::npos);
+  EXPECT_EQ(read.load(), 0);
+  EXPECT_EQ(registry.load_attempts(), 0);
+  EXPECT_EQ(State(registry, "huge"), ModelState::kFailed);
+  EXPECT_TRUE(registry.Acquire("small").ok());
+  EXPECT_EQ(read.load(), 1);
+}
+
+TEST_F(ModelRegistryTest, SymlinkLeavingModelRootIsPermissionDenied) {
+  // A tenant directory symlinked to a model outside model_root, and a model file
+  // symlinked out; a symlink that stays inside model_root is fine.
+  const fs::path outside = root_.string() + "_outside";
+  fs::create_directories(outside / "checkpoint");
+  ASSERT_TRUE(
+      testing::WriteScaledModel((outside / "checkpoint" / "model_best.onnx").string(), kSize, 1.f)
+          .ok());
+  fs::create_directory_symlink(outside, root_ / "escape");
+  fs::create_directories(root_ / "filelink" / "checkpoint");
+  fs::create_symlink(outside / "checkpoint" / "model_best.onnx", ModelPath("filelink"));
+  AddRootModel("real");
+  fs::create_directory_symlink(root_ / "real", root_ / "alias");
+
+  RegistryOptions o = Options();
+  ModelRegistry registry(o);
+  for (const char* id : {"escape", "filelink"}) {
+    auto denied = registry.Acquire(id);
+    EXPECT_EQ(denied.status().code(), StatusCode::kPermissionDenied) << id;
+    EXPECT_NE(denied.status().message().find("outside model_root"), std::string::npos)
+        << denied.status().message();
+    EXPECT_EQ(State(registry, id), ModelState::kFailed);
+  }
+  EXPECT_EQ(registry.load_attempts(), 0);
+  auto alias = registry.Acquire("alias");
+  ASSERT_TRUE(alias.ok()) << alias.status().ToString();
+  EXPECT_FLOAT_EQ(RunOnce(*alias), 0.5f);
+  // A `models:` entry is the operator's own path: it may live anywhere.
+  o.configured["configured"] =
+      ModelFiles{(outside / "checkpoint" / "model_best.onnx").string(), ""};
+  ModelRegistry operator_registry(o);
+  EXPECT_TRUE(operator_registry.Acquire("configured").ok());
+  std::error_code ec;
+  fs::remove_all(outside, ec);
 }
 
 TEST_F(ModelRegistryTest, ForceReloadUnderConcurrentUseLosesNothing) {
@@ -419,6 +667,8 @@ TEST_F(ModelRegistryTest, OptionsFromConfigConvertUnitsAndFindTheEncoder) {
   cfg.capacity.eviction_policy = config::EvictionPolicy::kLru;
   cfg.capacity.idle_timeout_minutes = 0.5;
   cfg.capacity.failed_load_retry_seconds = 2.5;
+  cfg.capacity.failed_load_retry_max_seconds = 40;
+  cfg.limits.max_model_file_mb = 3;
   cfg.gpus.memory_gb_per_gpu = 1.5;
   cfg.models["m"].model_path = ModelPath("cfg");
   cfg.models["n"].model_path = ModelPath("cfg");
@@ -429,6 +679,8 @@ TEST_F(ModelRegistryTest, OptionsFromConfigConvertUnitsAndFindTheEncoder) {
   EXPECT_EQ(o.policy, config::EvictionPolicy::kLru);
   EXPECT_EQ(o.idle_timeout, milliseconds(30000));
   EXPECT_EQ(o.failed_retry, milliseconds(2500));
+  EXPECT_EQ(o.failed_retry_max, milliseconds(40000));
+  EXPECT_EQ(o.max_model_file_bytes, int64_t{3} << 20);
   EXPECT_EQ(o.max_bytes, int64_t{3} << 29);
   EXPECT_EQ(o.devices, (std::vector<int>{0, 1}));
   EXPECT_EQ(o.placement, config::AssignmentStrategy::kRoundRobin);

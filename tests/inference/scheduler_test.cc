@@ -113,6 +113,76 @@ TEST(SchedulerTest, FullQueueIsRefusedAtOnceWithMessage) {
   for (auto& task : tasks) EXPECT_EQ(task->runs, 1);
 }
 
+// One model may hold max_queue_share x queue_size of the waiting tasks; at its share
+// it is refused at once while other models are still admitted.
+TEST(SchedulerTest, NoisyTenantIsCappedAtItsQueueShareOthersStillAdmitted) {
+  Gate gate;
+  Recorder recorder{.gate = &gate};
+  Scheduler scheduler(
+      {.devices = {-1}, .workers_per_device = 1, .queue_size = 6, .max_queue_share = 0.5},
+      recorder.Runner());
+  EXPECT_EQ(scheduler.tenant_queue_limit(), 3);
+  std::vector<std::unique_ptr<CountingTask>> tasks;
+  std::vector<std::future<Status>> results;
+  auto submit = [&](const std::string& tenant) {
+    tasks.push_back(std::make_unique<CountingTask>());
+    CountingTask* task = tasks.back().get();
+    task->tenant = tenant;
+    results.push_back(std::async(std::launch::async, [&, task] { return scheduler.Submit(task); }));
+  };
+  submit("noisy");  // taken by the worker, which blocks: running, not waiting
+  gate.WaitInside(1);
+  for (int i = 0; i < 3; ++i) submit("noisy");
+  WaitForDepth(scheduler, 3);
+  EXPECT_EQ(scheduler.tenant_queue_depth("noisy"), 3);
+
+  CountingTask refused;
+  refused.tenant = "noisy";
+  Status status = scheduler.Submit(&refused);
+  EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(status.message(),
+            "model 'noisy' already has 3 requests waiting in the inference queue, its share "
+            "(server.max_queue_share_per_model 0.5 x queue_size 6 = 3); other models are still "
+            "served; retry later");
+  EXPECT_EQ(refused.runs, 0);
+
+  // Another tenant is admitted while the noisy one is at its share.
+  submit("quiet");
+  WaitForDepth(scheduler, 4);
+  EXPECT_EQ(scheduler.tenant_queue_depth("quiet"), 1);
+  gate.Open();
+  for (auto& result : results) EXPECT_TRUE(result.get().ok());
+  for (auto& task : tasks) EXPECT_EQ(task->runs, 1);
+  EXPECT_EQ(scheduler.tenant_queue_depth("noisy"), 0);
+  // Once its tasks left the queue, the noisy tenant is admitted again.
+  CountingTask later;
+  later.tenant = "noisy";
+  EXPECT_TRUE(scheduler.Submit(&later).ok());
+}
+
+TEST(SchedulerTest, ExpiredTasksGiveBackTheirTenantsShare) {
+  Gate gate;
+  Recorder recorder{.gate = &gate};
+  Scheduler scheduler(
+      {.devices = {-1}, .workers_per_device = 1, .queue_size = 4, .max_queue_share = 0.25},
+      recorder.Runner());
+  CountingTask blocker;
+  auto blocker_result = std::async(std::launch::async, [&] { return scheduler.Submit(&blocker); });
+  gate.WaitInside(1);
+  CountingTask late;
+  late.tenant = "t";
+  late.deadline = Clock::now() + 20ms;
+  EXPECT_EQ(scheduler.Submit(&late).code(), StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(scheduler.tenant_queue_depth("t"), 0);
+  CountingTask next;
+  next.tenant = "t";
+  auto next_result = std::async(std::launch::async, [&] { return scheduler.Submit(&next); });
+  WaitForDepth(scheduler, 1);
+  gate.Open();
+  EXPECT_TRUE(blocker_result.get().ok());
+  EXPECT_TRUE(next_result.get().ok());
+}
+
 TEST(SchedulerTest, TaskWhoseDeadlinePassesWhileQueuedIsNeverRun) {
   Gate gate;
   Recorder recorder{.gate = &gate};
