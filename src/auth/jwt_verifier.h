@@ -1,0 +1,32 @@
+// Internal to the auth library: verifies one JWT against the credentials file's keys.
+// The header's `alg` is never trusted: the key is found by `kid`, the header's alg must
+// equal the key's pinned alg before libjwt sees the token, and libjwt's decoded alg is
+// checked again afterwards. `exp` (required), `nbf`, `iss`, `aud` and `sub` (required)
+// are checked here. Every input is bounded: the token (8 KiB), its JSON (depth 16).
+// Pure function of its arguments; thread-safe.
+#pragma once
+
+#include <chrono>
+#include <string_view>
+
+#include "auth/authenticator.h"
+#include "auth/credentials_file.h"
+
+namespace lipsync::auth::internal {
+
+inline constexpr size_t kMaxTokenBytes = 8192;
+
+// True when `token` has the shape of a JWT (three base64url segments), so a bearer
+// value that is not one is treated as an API key.
+bool LooksLikeJwt(std::string_view token);
+
+// The principal "jwt:<kid>:<sub>" with the token's tenants and scopes, or
+// UNAUTHENTICATED saying what was wrong and what was expected.
+Expected<Principal> VerifyJwt(std::string_view token, const JwtSettings& settings,
+                              std::chrono::system_clock::time_point now,
+                              std::chrono::seconds clock_skew);
+
+// "2026-01-02T03:04:05Z".
+std::string FormatUtc(double seconds_since_epoch);
+
+}  // namespace lipsync::auth::internal
