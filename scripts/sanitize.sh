@@ -1,0 +1,106 @@
+#!/usr/bin/env bash
+# Sanitizer runs of the test suite (not part of scripts/test.sh):
+#
+#   scripts/sanitize.sh asan [ctest args...]
+#       AddressSanitizer + UndefinedBehaviorSanitizer build of the whole suite in
+#       build-asan/ (g++ -fsanitize=address,undefined -fno-sanitize-recover=undefined
+#       -fno-omit-frame-pointer, RelWithDebInfo), then ctest there. Any ASan/LSan report
+#       or UB fails the test it happens in.
+#   scripts/sanitize.sh tsan
+#       ThreadSanitizer build in build-tsan/ of the concurrency tests (thread pool,
+#       scheduler, model registry, avatar registry, rate limiter, inference server,
+#       inference/ops gRPC servers, both servers end to end) and runs each binary.
+#
+# Environment: JOBS (build parallelism, default 2), CTEST_JOBS (asan: tests in
+# parallel, default 1), TSAN_TESTS (tsan: space-separated test binaries to build and run
+# instead of the default list).
+#
+# Suppressions: tests/sanitizers/{asan,lsan,tsan,ubsan}.supp, only for findings inside
+# uninstrumented libraries (ONNX Runtime, Debian's gRPC/protobuf/codecs), each with its
+# reason. Exits non-zero when a build fails or any test reports a finding.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROOT=$PWD
+MODE=${1:-}
+[ $# -gt 0 ] && shift
+JOBS=${JOBS:-2}
+SUPP=$ROOT/tests/sanitizers
+
+if [ ! -f "$ROOT/third_party/onnxruntime/include/onnxruntime_cxx_api.h" ] && [ -z "${ONNXRUNTIME_ROOT:-}" ]; then
+  echo "[sanitize] ONNX Runtime headers missing: run scripts/setup.sh first" >&2
+  exit 2
+fi
+
+configure() {  # configure DIR FLAGS
+  local dir=$1 flags=$2
+  if [ ! -f "$dir/CMakeCache.txt" ]; then
+    echo "[sanitize] configuring $dir ($flags)"
+    cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+      -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
+      -DCMAKE_SHARED_LINKER_FLAGS="$flags" -DLIPSYNC_BUILD_BENCH=OFF >"$dir.configure.log" 2>&1 ||
+      { cat "$dir.configure.log" >&2; exit 2; }
+  fi
+}
+
+case "$MODE" in
+  asan)
+    BUILD=$ROOT/build-asan
+    configure "$BUILD" "-fsanitize=address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer"
+    echo "[sanitize] building the whole suite in $BUILD (-j$JOBS; log $BUILD/build.log)"
+    # The build runs each test binary to list its tests (gtest_discover_tests): no leak
+    # check there, the test run below has it.
+    ASAN_OPTIONS=detect_leaks=0 cmake --build "$BUILD" -j"$JOBS" >"$BUILD/build.log" 2>&1 ||
+      { tail -40 "$BUILD/build.log" >&2; echo "[sanitize] build failed" >&2; exit 2; }
+    # detect_leaks: LSan at exit of every test binary; abort_on_error gives a core-style
+    # stop the test runner reports; strict_string_checks catches reads past a C string.
+    export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1:strict_string_checks=1:detect_stack_use_after_return=1:check_initialization_order=1:suppressions=$SUPP/asan.supp"
+    export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0"
+    export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp"
+    echo "[sanitize] ctest in $BUILD (ASan+UBSan)"
+    ctest --test-dir "$BUILD" --output-on-failure -j"${CTEST_JOBS:-1}" --timeout 1800 "$@"
+    echo "[sanitize] asan: every test passed with no ASan/LSan/UBSan report"
+    ;;
+  tsan)
+    BUILD=$ROOT/build-tsan
+    TESTS=${TSAN_TESTS:-"common_test scheduler_test model_registry_test inference_server_test avatar_test ops_unit_test inference_service_test ops_server_test e2e_pipeline_test"}
+    configure "$BUILD" "-fsanitize=thread"
+    # inference_service_test and the e2e tests spawn <build>/lipsync, so build it too.
+    targets=($TESTS lipsync)
+    echo "[sanitize] building ${targets[*]} in $BUILD (-j$JOBS; log $BUILD/build.log)"
+    cmake --build "$BUILD" --target "${targets[@]}" -j"$JOBS" >"$BUILD/build.log" 2>&1 ||
+      { tail -40 "$BUILD/build.log" >&2; echo "[sanitize] build failed" >&2; exit 2; }
+    # halt_on_error=0 + exitcode: every race is printed and the binary still exits 66.
+    export TSAN_OPTIONS="halt_on_error=0:exitcode=66:second_deadlock_stack=1:history_size=4:suppressions=$SUPP/tsan.supp"
+    failed=()
+    for t in $TESTS; do
+      bin=$(find "$BUILD/tests" -type f -name "$t" -perm -u+x | head -1)
+      if [ -z "$bin" ]; then
+        echo "[sanitize] $t: binary not found" >&2
+        failed+=("$t(missing)")
+        continue
+      fi
+      log=$BUILD/$t.tsan.log
+      echo "[sanitize] tsan: $t"
+      set +e
+      (cd "$(dirname "$bin")" && timeout 1800 "$bin" "$@") >"$log" 2>&1
+      rc=$?
+      set -e
+      races=$(grep -c '^WARNING: ThreadSanitizer' "$log" || true)
+      summary=$(grep -E '^\[  (PASSED|FAILED)  \]' "$log" | tr '\n' ' ')
+      echo "[sanitize]   exit $rc, $races ThreadSanitizer warnings; $summary (log $log)"
+      if [ $rc -ne 0 ]; then
+        failed+=("$t")
+        grep -A12 '^WARNING: ThreadSanitizer' "$log" | head -40 | sed 's/^/    /'
+      fi
+    done
+    if [ ${#failed[@]} -ne 0 ]; then
+      echo "[sanitize] tsan: FAILED: ${failed[*]}" >&2
+      exit 1
+    fi
+    echo "[sanitize] tsan: every test passed with no ThreadSanitizer report"
+    ;;
+  *)
+    echo "usage: $0 asan|tsan [args]   (see the header of this script)" >&2
+    exit 2
+    ;;
+esac
