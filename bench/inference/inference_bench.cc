@@ -120,7 +120,7 @@ int Main(int argc, char** argv) {
     std::fprintf(stderr, "%s\n", server.status().ToString().c_str());
     return 1;
   }
-  rpc::InferenceServiceImpl service(server->get(), "");
+  rpc::InferenceServiceImpl service(server->get());
   rpc::ServerOptions options;
   options.listen_address = "127.0.0.1:0";
   options.max_message_size_mb = 512;

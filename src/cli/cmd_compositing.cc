@@ -45,6 +45,7 @@ int RunCompositing(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::string path = flags->GetString("config");
@@ -105,7 +106,7 @@ int RunCompositing(int argc, char** argv) {
     std::fprintf(stderr, "lipsync compositing: %s\n", listen.status().message().c_str());
     return 1;
   }
-  rpc::CompositingServiceImpl service(server->get(), config->server.api_key);
+  rpc::CompositingServiceImpl service(server->get());
   auto options = rpc::ServerOptionsFromConfig(*config);
   if (!options.ok()) {
     std::fprintf(stderr, "lipsync compositing: %s\n", options.status().message().c_str());
@@ -137,8 +138,7 @@ int RunCompositing(int argc, char** argv) {
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = rpc::WaitForStopSignal(&stop_signals, {&(*grpc_server)->ops()});
   LOG_INFO("compositing: received %s, shutting down (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);

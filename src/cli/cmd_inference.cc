@@ -93,6 +93,7 @@ int RunInference(int argc, char** argv) {
   sigemptyset(&signals);
   sigaddset(&signals, SIGINT);
   sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &signals, nullptr);
 
   auto config = config::LoadInferenceConfig(flags->GetString("config"));
@@ -106,7 +107,7 @@ int RunInference(int argc, char** argv) {
 
   auto server = inference::InferenceServer::Create(*config);
   if (!server.ok()) return Fail(server.status());
-  rpc::InferenceServiceImpl service(server->get(), config->server.api_key);
+  rpc::InferenceServiceImpl service(server->get());
   auto options = rpc::ServerOptionsFromConfig(*config);
   if (!options.ok()) return Fail(options.status());
   auto grpc_server = rpc::GrpcServer::Start(*options, {&service});
@@ -117,8 +118,7 @@ int RunInference(int argc, char** argv) {
   const std::string host = address->substr(0, address->rfind(':'));
   PrintBanner(*config, **server, host + ":" + std::to_string((*grpc_server)->port()));
 
-  int signal_number = 0;
-  sigwait(&signals, &signal_number);
+  const int signal_number = rpc::WaitForStopSignal(&signals, {&(*grpc_server)->ops()});
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
   LOG_INFO("received %s: finishing requests in flight (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);

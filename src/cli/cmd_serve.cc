@@ -27,7 +27,8 @@ Runs the inference server and the compositing server in one process: each config
 the one its server takes on its own (`lipsync inference --config`, `lipsync compositing
 --config`), and each service listens on its own `server.port`. The compositing side calls
 inference in-process (its `inference_server.url` is not used; `timeout_seconds` still
-bounds each call). SIGINT/SIGTERM: graceful shutdown of both, exit 0.
+bounds each call). SIGINT/SIGTERM: graceful shutdown of both, exit 0. SIGHUP: reopen the
+audit logs and re-read the credentials files.
 )";
 
 int Fail(const lipsync::Status& status) {
@@ -49,6 +50,7 @@ int RunServe(int argc, char** argv) {
   sigemptyset(&stop_signals);
   sigaddset(&stop_signals, SIGINT);
   sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
   pthread_sigmask(SIG_BLOCK, &stop_signals, nullptr);
 
   const std::string inference_path = flags->GetString("inference-config");
@@ -89,15 +91,13 @@ int RunServe(int argc, char** argv) {
   auto compositing_listen = config::ListenAddress(compositing_config->server.port);
   if (!compositing_listen.ok()) return Fail(compositing_listen.status());
 
-  rpc::InferenceServiceImpl inference_service(inference_server->get(),
-                                              inference_config->server.api_key);
+  rpc::InferenceServiceImpl inference_service(inference_server->get());
   auto inference_options = rpc::ServerOptionsFromConfig(*inference_config);
   if (!inference_options.ok()) return Fail(inference_options.status());
   auto inference_grpc = rpc::GrpcServer::Start(*inference_options, {&inference_service});
   if (!inference_grpc.ok()) return Fail(inference_grpc.status());
 
-  rpc::CompositingServiceImpl compositing_service(compositing_server->get(),
-                                                  compositing_config->server.api_key);
+  rpc::CompositingServiceImpl compositing_service(compositing_server->get());
   auto compositing_options = rpc::ServerOptionsFromConfig(*compositing_config);
   if (!compositing_options.ok()) return Fail(compositing_options.status());
   auto compositing_grpc = rpc::GrpcServer::Start(*compositing_options, {&compositing_service});
@@ -110,8 +110,8 @@ int RunServe(int argc, char** argv) {
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
-  int signal_number = 0;
-  sigwait(&stop_signals, &signal_number);
+  const int signal_number = rpc::WaitForStopSignal(
+      &stop_signals, {&(*inference_grpc)->ops(), &(*compositing_grpc)->ops()});
   LOG_INFO("serve: received %s, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   // Outside in: stop taking calls, drain compositing (which drains its inference
   // calls), then inference.

@@ -4,7 +4,6 @@
 
 #include "rpc/grpc_status.h"
 #include "rpc/inference_service.h"
-#include "rpc/server_ops.h"
 #include "rpc/server_setup.h"
 
 namespace lipsync::rpc {
@@ -54,42 +53,28 @@ void ModelInfoToProto(const compositing::ModelInfo& model, admin::ModelInfo* out
   }
 }
 
-// Scrape-time gauges from the compositing server's health.
-std::function<std::vector<Gauge>()> HealthGauges(compositing::CompositingServer* server) {
-  return [server] {
-    compositing::CompositingHealth h = server->Health();
-    return std::vector<Gauge>{
-        {"lipsync_loaded_models", "Avatars loaded now.", "", 1.0 * h.loaded_models},
-        {"lipsync_avatar_memory_bytes", "Memory held by loaded avatars.", "",
-         static_cast<double>(h.memory_bytes)},
-        {"lipsync_inference_server_healthy", "1 when the inference server answered its last check.",
-         "", h.inference_server_healthy ? 1.0 : 0.0}};
-  };
-}
-
 }  // namespace
 
-CompositingServiceImpl::CompositingServiceImpl(compositing::CompositingServer* server,
-                                               std::string api_key)
-    : server_(server), api_key_(std::move(api_key)) {}
+CompositingServiceImpl::CompositingServiceImpl(compositing::CompositingServer* server)
+    : server_(server) {}
+
+// Scrape-time gauges from the compositing server's health.
+std::vector<Gauge> CompositingServiceImpl::Gauges() {
+  compositing::CompositingHealth h = server_->Health();
+  return std::vector<Gauge>{
+      {"lipsync_loaded_models", "Avatars loaded now.", "", 1.0 * h.loaded_models},
+      {"lipsync_avatar_memory_bytes", "Memory held by loaded avatars.", "",
+       static_cast<double>(h.memory_bytes)},
+      {"lipsync_inference_server_healthy", "1 when the inference server answered its last check.",
+       "", h.inference_server_healthy ? 1.0 : 0.0}};
+}
 
 grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* context,
                                                          const pb::CompositeBatchRequest* request,
                                                          pb::CompositeBatchResponse* response) {
-  CallScope call(this, context, "InferBatchComposite", *request);
-  if (call.ops() != nullptr)
-    call.ops()->SetGaugeSourceOnce([this] { return HealthGauges(server_); });
-  call.SetModel(request->model_id(), request->batch_size());
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
-    // After authentication: strangers must not drain a tenant's bucket.
-    if (grpc::Status limited = call.Admit(); !limited.ok()) {
-      response->set_error(limited.error_message());
-      return limited;
-    }
+  const CallSpec spec{"InferBatchComposite", auth::Scope::kInfer, request->model_id(),
+                      request->batch_size()};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
     compositing::CompositeRequest in;
     in.model_id = request->model_id();
     in.batch_size = request->batch_size();
@@ -125,21 +110,16 @@ grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* co
     for (int index : out.background_indices) response->add_background_frame_indices(index);
     response->set_encode_time_ms(static_cast<float>(out.encode_ms));
     response->set_inference_rpc_ms(static_cast<float>(out.inference_rpc_ms));
+    call.SetTimings(out.queue_wait_ms, out.inference_ms, out.composite_ms);
     return grpc::Status::OK;
-  }();
-  if (status.ok()) {
-    call.SetTimings(response->queue_wait_ms(), response->inference_time_ms(),
-                    response->composite_time_ms());
-  }
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status CompositingServiceImpl::Health(grpc::ServerContext* context,
                                             const pb::HealthRequest* request,
                                             pb::HealthResponse* response) {
-  CallScope call(this, context, "Health", *request);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+  const CallSpec spec{"Health", std::nullopt, {}, 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     compositing::CompositingHealth h = server_->Health();
     response->set_healthy(h.healthy);
     response->set_loaded_models(h.loaded_models);
@@ -153,36 +133,36 @@ grpc::Status CompositingServiceImpl::Health(grpc::ServerContext* context,
     response->set_memory_bytes(h.memory_bytes);
     response->set_memory_limit_bytes(h.memory_limit_bytes);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status CompositingServiceImpl::ListModels(grpc::ServerContext* context,
                                                 const admin::ListModelsRequest* request,
                                                 admin::ListModelsResponse* response) {
-  CallScope call(this, context, "ListModels", *request);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
-    auto list = server_->ListModels(request->include_available(), request->limit());
+  const CallSpec spec{"ListModels", std::nullopt, {}, 0};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
+    // Only the caller's tenants: the limit applies after that filter.
+    const bool sees_all = SeesEveryTenant(call.principal());
+    auto list = server_->ListModels(request->include_available(), sees_all ? request->limit() : 0);
     if (!list.ok()) return ToGrpc(list.status());
-    for (const auto& model : list->models) ModelInfoToProto(model, response->add_models());
-    response->set_loaded_models(list->loaded_models);
+    int loaded = 0;
+    for (const auto& model : list->models) {
+      if (!call.principal().MayUse(model.model_id)) continue;
+      if (request->limit() > 0 && response->models_size() >= request->limit()) break;
+      ModelInfoToProto(model, response->add_models());
+      if (model.avatar && model.avatar->state == avatar::AvatarState::kLoaded) ++loaded;
+    }
+    response->set_loaded_models(sees_all ? list->loaded_models : loaded);
     response->set_max_models(list->max_models);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status CompositingServiceImpl::LoadModel(grpc::ServerContext* context,
                                                const admin::LoadModelRequest* request,
                                                admin::LoadModelResponse* response) {
-  CallScope call(this, context, "LoadModel", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
+  const CallSpec spec{"LoadModel", auth::Scope::kAdmin, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     auto loaded = server_->LoadModel(request->model_id(), request->force_reload());
     if (!loaded.ok()) return Fail(loaded.status(), response);
     response->set_success(true);
@@ -190,42 +170,34 @@ grpc::Status CompositingServiceImpl::LoadModel(grpc::ServerContext* context,
     response->set_already_loaded(loaded->already_loaded);
     ModelInfoToProto(loaded->model, response->mutable_model());
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status CompositingServiceImpl::UnloadModel(grpc::ServerContext* context,
                                                  const admin::UnloadModelRequest* request,
                                                  admin::UnloadModelResponse* response) {
-  CallScope call(this, context, "UnloadModel", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
+  const CallSpec spec{"UnloadModel", auth::Scope::kAdmin, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     auto unloaded = server_->UnloadModel(request->model_id());
     if (!unloaded.ok()) return Fail(unloaded.status(), response);
     response->set_success(true);
     response->set_was_loaded(*unloaded);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status CompositingServiceImpl::GetModelStats(grpc::ServerContext* context,
                                                    const admin::GetModelStatsRequest* request,
                                                    admin::GetModelStatsResponse* response) {
-  CallScope call(this, context, "GetModelStats", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+  const CallSpec spec{"GetModelStats", std::nullopt, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
     auto stats = server_->GetModelStats(request->model_id());
     if (!stats.ok()) return ToGrpc(stats.status());
-    for (const auto& model : *stats) ModelInfoToProto(model, response->add_models());
+    for (const auto& model : *stats) {
+      if (call.principal().MayUse(model.model_id)) ModelInfoToProto(model, response->add_models());
+    }
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 }  // namespace lipsync::rpc

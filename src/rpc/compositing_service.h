@@ -1,7 +1,8 @@
 // gRPC CompositingService: translation only between compositing.proto /
 // model_management.proto and compositing::CompositingServer. Request bytes are passed
 // as views into the request message, never copied; errors are the call's gRPC status
-// (and the response's success/error pair where the message has one).
+// (and the response's success/error pair where the message has one). Credentials,
+// scopes, rate limits, audit and metrics come from the ServerOps it is attached to.
 //
 // Thread-safe (gRPC calls it from many threads); the server must outlive it.
 #pragma once
@@ -10,13 +11,16 @@
 
 #include "compositing.grpc.pb.h"
 #include "compositing/compositing_server.h"
+#include "rpc/server_ops.h"
 
 namespace lipsync::rpc {
 
-class CompositingServiceImpl final : public ::compositing::CompositingService::Service {
+class CompositingServiceImpl final : public ::compositing::CompositingService::Service,
+                                     public OpsService {
  public:
-  // `api_key` non-empty: every call must carry "authorization: Bearer <api_key>".
-  CompositingServiceImpl(compositing::CompositingServer* server, std::string api_key);
+  explicit CompositingServiceImpl(compositing::CompositingServer* server);
+  grpc::Service* grpc_service() override { return this; }
+  std::vector<Gauge> Gauges() override;
 
   grpc::Status InferBatchComposite(grpc::ServerContext* context,
                                    const ::compositing::CompositeBatchRequest* request,
@@ -38,7 +42,6 @@ class CompositingServiceImpl final : public ::compositing::CompositingService::S
 
  private:
   compositing::CompositingServer* server_;
-  std::string api_key_;
 };
 
 }  // namespace lipsync::rpc

@@ -3,7 +3,6 @@
 #include <utility>
 
 #include "rpc/grpc_status.h"
-#include "rpc/server_ops.h"
 #include "rpc/server_setup.h"
 
 namespace lipsync::rpc {
@@ -22,8 +21,8 @@ grpc::Status Fail(const Status& status, Response* response) {
 }
 
 // Scrape-time gauges from the backend's health: models, queue, GPU memory.
-std::function<std::vector<Gauge>()> HealthGauges(inference::InferenceBackend* backend) {
-  return [backend] {
+std::vector<Gauge> HealthGauges(inference::InferenceBackend* backend) {
+  {
     std::vector<Gauge> gauges;
     auto health = backend->Health(std::nullopt);
     if (!health.ok()) return gauges;
@@ -42,10 +41,17 @@ std::function<std::vector<Gauge>()> HealthGauges(inference::InferenceBackend* ba
                         1024.0 * 1024.0 * static_cast<double>(gpu.memory_total_mb)});
     }
     return gauges;
-  };
+  }
 }
 
 }  // namespace
+
+bool SeesEveryTenant(const auth::Principal& principal) {
+  for (const std::string& pattern : principal.tenant_patterns) {
+    if (pattern == "*") return true;
+  }
+  return false;
+}
 
 void ToProto(const inference::ModelStats& stats, admin::ModelInfo* info) {
   info->set_model_id(stats.model_id);
@@ -133,27 +139,17 @@ inference::HealthInfo FromProto(const pb::HealthResponse& response) {
   return health;
 }
 
-InferenceServiceImpl::InferenceServiceImpl(inference::InferenceBackend* backend,
-                                           std::string api_key)
-    : backend_(backend), api_key_(std::move(api_key)) {}
+InferenceServiceImpl::InferenceServiceImpl(inference::InferenceBackend* backend)
+    : backend_(backend) {}
+
+std::vector<Gauge> InferenceServiceImpl::Gauges() { return HealthGauges(backend_); }
 
 grpc::Status InferenceServiceImpl::InferBatch(grpc::ServerContext* context,
                                               const pb::InferBatchRequest* request,
                                               pb::InferBatchResponse* response) {
-  CallScope call(this, context, "InferBatch", *request);
-  if (call.ops() != nullptr)
-    call.ops()->SetGaugeSourceOnce([this] { return HealthGauges(backend_); });
-  call.SetModel(request->model_id(), request->batch_size());
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
-    // After authentication: strangers must not drain a tenant's bucket.
-    if (grpc::Status limited = call.Admit(); !limited.ok()) {
-      response->set_error(limited.error_message());
-      return limited;
-    }
+  const CallSpec spec{"InferBatch", auth::Scope::kInfer, request->model_id(),
+                      request->batch_size()};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
     inference::InferRequest in;
     in.model_id = request->model_id();
     in.batch_size = request->batch_size();
@@ -188,59 +184,53 @@ grpc::Status InferenceServiceImpl::InferBatch(grpc::ServerContext* context,
     response->set_model_load_time_ms(static_cast<float>(out.model_load_ms));
     response->set_audio_processing_ms(static_cast<float>(out.audio_processing_ms));
     response->set_dynamic_batch_frames(out.dynamic_batch_frames);
+    call.SetTimings(out.queue_wait_ms, out.inference_ms, -1);
     return grpc::Status::OK;
-  }();
-  if (status.ok()) {
-    call.SetTimings(response->queue_wait_ms(), response->inference_time_ms(), -1);
-  }
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status InferenceServiceImpl::Health(grpc::ServerContext* context,
                                           const pb::HealthRequest* request,
                                           pb::HealthResponse* response) {
-  CallScope call(this, context, "Health", *request);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+  const CallSpec spec{"Health", std::nullopt, {}, 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     Expected<inference::HealthInfo> health = backend_->Health(SteadyDeadline(*context));
     if (!health.ok()) return ToGrpc(health.status());
     ToProto(*health, response);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status InferenceServiceImpl::ListModels(grpc::ServerContext* context,
                                               const admin::ListModelsRequest* request,
                                               admin::ListModelsResponse* response) {
-  CallScope call(this, context, "ListModels", *request);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
-    auto models = backend_->ListModels(request->include_available(), request->limit());
+  const CallSpec spec{"ListModels", std::nullopt, {}, 0};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
+    // Only the caller's tenants: the limit applies after that filter.
+    const auth::Principal& caller = call.principal();
+    const bool sees_all = SeesEveryTenant(caller);
+    auto models =
+        backend_->ListModels(request->include_available(), sees_all ? request->limit() : 0);
     if (!models.ok()) return ToGrpc(models.status());
     int loaded = 0;
     for (const auto& stats : *models) {
+      if (!caller.MayUse(stats.model_id)) continue;
+      if (request->limit() > 0 && response->models_size() >= request->limit()) break;
       ToProto(stats, response->add_models());
       if (stats.state == ModelState::kReady) ++loaded;
     }
     auto health = backend_->Health(SteadyDeadline(*context));
-    response->set_loaded_models(health.ok() ? health->loaded_models : loaded);
+    response->set_loaded_models(health.ok() && sees_all ? health->loaded_models : loaded);
     if (health.ok()) response->set_max_models(health->max_models);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status InferenceServiceImpl::LoadModel(grpc::ServerContext* context,
                                              const admin::LoadModelRequest* request,
                                              admin::LoadModelResponse* response) {
-  CallScope call(this, context, "LoadModel", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
+  const CallSpec spec{"LoadModel", auth::Scope::kAdmin, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     auto loaded = backend_->LoadModel(request->model_id(), request->force_reload());
     if (!loaded.ok()) return Fail(loaded.status(), response);
     response->set_success(true);
@@ -248,42 +238,35 @@ grpc::Status InferenceServiceImpl::LoadModel(grpc::ServerContext* context,
     response->set_already_loaded(loaded->already_loaded);
     ToProto(loaded->stats, response->mutable_model());
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status InferenceServiceImpl::UnloadModel(grpc::ServerContext* context,
                                                const admin::UnloadModelRequest* request,
                                                admin::UnloadModelResponse* response) {
-  CallScope call(this, context, "UnloadModel", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) {
-      response->set_error(auth.error_message());
-      return auth;
-    }
+  const CallSpec spec{"UnloadModel", auth::Scope::kAdmin, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
     auto was_loaded = backend_->UnloadModel(request->model_id());
     if (!was_loaded.ok()) return Fail(was_loaded.status(), response);
     response->set_success(true);
     response->set_was_loaded(*was_loaded);
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 grpc::Status InferenceServiceImpl::GetModelStats(grpc::ServerContext* context,
                                                  const admin::GetModelStatsRequest* request,
                                                  admin::GetModelStatsResponse* response) {
-  CallScope call(this, context, "GetModelStats", *request);
-  call.SetModel(request->model_id(), 0);
-  grpc::Status status = [&]() -> grpc::Status {
-    if (grpc::Status auth = CheckApiKey(*context, api_key_); !auth.ok()) return auth;
+  // An empty model_id asks for every model: filtered to the caller's tenants.
+  const CallSpec spec{"GetModelStats", std::nullopt, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call& call) -> grpc::Status {
     auto stats = backend_->GetModelStats(request->model_id());
     if (!stats.ok()) return ToGrpc(stats.status());
-    for (const auto& s : *stats) ToProto(s, response->add_models());
+    for (const auto& s : *stats) {
+      if (call.principal().MayUse(s.model_id)) ToProto(s, response->add_models());
+    }
     return grpc::Status::OK;
-  }();
-  return call.Finish(status, *response);
+  });
 }
 
 }  // namespace lipsync::rpc

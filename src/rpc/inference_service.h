@@ -2,7 +2,8 @@
 // model_management.proto) and an InferenceBackend (normally InferenceServer). Visual
 // and audio bytes are passed as views into the request message, never copied.
 // Errors are returned both as the call's gRPC status and in the response's
-// success/error fields (the guide's clients check both).
+// success/error fields (the guide's clients check both). Credentials, scopes, rate
+// limits, audit and metrics come from the ServerOps it is attached to (server_ops.h).
 //
 // Thread-safe (gRPC calls it from many threads); the backend must outlive it.
 #pragma once
@@ -11,13 +12,16 @@
 
 #include "inference.grpc.pb.h"
 #include "inference/api.h"
+#include "rpc/server_ops.h"
 
 namespace lipsync::rpc {
 
-class InferenceServiceImpl final : public ::inference::InferenceService::Service {
+class InferenceServiceImpl final : public ::inference::InferenceService::Service,
+                                   public OpsService {
  public:
-  // `api_key` non-empty: every call must carry "authorization: Bearer <api_key>".
-  InferenceServiceImpl(inference::InferenceBackend* backend, std::string api_key);
+  explicit InferenceServiceImpl(inference::InferenceBackend* backend);
+  grpc::Service* grpc_service() override { return this; }
+  std::vector<Gauge> Gauges() override;
 
   grpc::Status InferBatch(grpc::ServerContext* context,
                           const ::inference::InferBatchRequest* request,
@@ -39,8 +43,10 @@ class InferenceServiceImpl final : public ::inference::InferenceService::Service
 
  private:
   inference::InferenceBackend* backend_;
-  std::string api_key_;
 };
+
+// True when `principal` may use every tenant (a "*" pattern): lists need no filter.
+bool SeesEveryTenant(const auth::Principal& principal);
 
 // Wire <-> domain conversions shared with GrpcInferenceBackend (and the compositing
 // server, which forwards inference stats).

@@ -15,7 +15,7 @@ std::string FormatNumber(double value) {
 
 }  // namespace
 
-RateLimiter::RateLimiter(RateLimitOptions options, Clock clock)
+RateLimiter::RateLimiter(RateLimitOptions options, Clock clock, std::string what)
     : rate_(std::max(0.0, options.frames_per_second)),
       burst_(options.burst_frames > 0 ? options.burst_frames
                                       : std::max(1.0, options.frames_per_second)),
@@ -23,6 +23,7 @@ RateLimiter::RateLimiter(RateLimitOptions options, Clock clock)
                                      std::chrono::duration<double>(burst_ / rate_))
                                : std::chrono::steady_clock::duration::zero()),
       clock_(std::move(clock)),
+      what_(std::move(what)),
       last_sweep_(clock_()) {}
 
 void RateLimiter::Refill(Bucket& bucket, std::chrono::steady_clock::time_point now) const {
@@ -61,9 +62,17 @@ Status RateLimiter::Admit(const std::string& key, int64_t frames) {
   // Round up to the millisecond so that retrying after the hint always succeeds.
   const double wait_ms = std::ceil(wait_seconds * 1000.0);
   return Status::ResourceExhausted(
-      "rate limit exceeded for model '" + key + "': " + std::to_string(frames) +
-      " frames requested, limit is " + FormatNumber(rate_) + " frames/s per model (burst " +
+      "rate limit exceeded for " + what_ + " '" + key + "': " + std::to_string(frames) +
+      " frames requested, limit is " + FormatNumber(rate_) + " frames/s per " + what_ + " (burst " +
       FormatNumber(burst_) + " frames); retry after " + FormatNumber(wait_ms / 1000.0) + " s");
+}
+
+void RateLimiter::Refund(const std::string& key, int64_t frames) {
+  if (rate_ <= 0 || frames <= 0) return;
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = buckets_.find(key);
+  if (it == buckets_.end()) return;  // dropped as full: nothing to give back
+  it->second.tokens = std::min(burst_, it->second.tokens + static_cast<double>(frames));
 }
 
 size_t RateLimiter::bucket_count() const {

@@ -28,7 +28,9 @@ class RateLimiter {
  public:
   using Clock = std::function<std::chrono::steady_clock::time_point()>;
 
-  explicit RateLimiter(RateLimitOptions options, Clock clock = &std::chrono::steady_clock::now);
+  // `what` names the key in messages ("model", "credential").
+  explicit RateLimiter(RateLimitOptions options, Clock clock = &std::chrono::steady_clock::now,
+                       std::string what = "model");
 
   bool enabled() const { return rate_ > 0; }
   double burst_frames() const { return burst_; }
@@ -38,6 +40,8 @@ class RateLimiter {
   // A request larger than the whole burst is admitted when the bucket is full (it
   // could never fit otherwise) and leaves the bucket in debt.
   Status Admit(const std::string& key, int64_t frames);
+  // Gives back tokens taken by a successful Admit (another limit refused the call).
+  void Refund(const std::string& key, int64_t frames);
 
   // Buckets currently held (for tests and metrics).
   size_t bucket_count() const;
@@ -56,6 +60,7 @@ class RateLimiter {
   const double burst_;
   const std::chrono::steady_clock::duration refill_period_;  // empty -> full
   const Clock clock_;
+  const std::string what_;
   mutable std::mutex mu_;
   std::unordered_map<std::string, Bucket> buckets_;
   std::chrono::steady_clock::time_point last_sweep_;

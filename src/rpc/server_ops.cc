@@ -1,32 +1,50 @@
 #include "rpc/server_ops.h"
 
 #include <google/protobuf/message.h>
+#include <grpc/grpc_security_constants.h>
 
-#include <shared_mutex>
-#include <unordered_map>
-
+#include "common/log.h"
 #include "rpc/grpc_status.h"
 
 namespace lipsync::rpc {
 namespace {
 
-struct Attachments {
-  std::shared_mutex mu;
-  std::unordered_map<const void*, ServerOps*> by_service;
-};
+// The "authorization" metadata value, or empty.
+std::string_view AuthorizationOf(const grpc::ServerContext& context) {
+  const auto& metadata = context.client_metadata();
+  auto it = metadata.find("authorization");
+  if (it == metadata.end()) return {};
+  return std::string_view(it->second.data(), it->second.size());
+}
 
-Attachments& attachments() {
-  static Attachments* instance = new Attachments();  // never destroyed: used at exit
-  return *instance;
+// The verified TLS client certificate's subject, or empty (no mTLS on this call).
+std::string CertSubjectOf(const grpc::ServerContext& context) {
+  std::shared_ptr<const grpc::AuthContext> auth = context.auth_context();
+  if (!auth || !auth->IsPeerAuthenticated()) return {};
+  std::vector<grpc::string_ref> subjects =
+      auth->FindPropertyValues(GRPC_X509_SUBJECT_PROPERTY_NAME);
+  if (subjects.empty()) return {};
+  return std::string(subjects.front().data(), subjects.front().size());
 }
 
 }  // namespace
 
 Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
   std::unique_ptr<ServerOps> ops(new ServerOps(std::move(options)));
+  LIPSYNC_ASSIGN_OR_RETURN(ops->authenticator_, auth::Authenticator::Create(ops->options_.auth));
   if (!ops->options_.audit_log_path.empty()) {
     LIPSYNC_ASSIGN_OR_RETURN(ops->audit_log_, AuditLog::Open(ops->options_.audit_log_path));
   }
+  ServerOps* raw = ops.get();
+  ops->metrics_.SetGaugeSource([raw] {
+    std::vector<Gauge> gauges = raw->OpsGauges();
+    for (const auto& source : raw->gauge_sources_) {
+      std::vector<Gauge> more = source();
+      gauges.insert(gauges.end(), std::make_move_iterator(more.begin()),
+                    std::make_move_iterator(more.end()));
+    }
+    return gauges;
+  });
   if (ops->options_.metrics_port >= 0) {
     LIPSYNC_ASSIGN_OR_RETURN(ops->metrics_http_,
                              MetricsHttpServer::Start(ops->options_.metrics_host,
@@ -38,6 +56,8 @@ Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
 ServerOps::ServerOps(OpsOptions options)
     : options_(std::move(options)),
       rate_limiter_(options_.rate_limit),
+      credential_rate_limiter_(options_.credential_rate_limit, &std::chrono::steady_clock::now,
+                               "credential"),
       metrics_(options_.server_name) {}
 
 ServerOps::~ServerOps() {
@@ -45,84 +65,119 @@ ServerOps::~ServerOps() {
   metrics_http_.reset();
 }
 
-void ServerOps::SetGaugeSourceOnce(
-    const std::function<std::function<std::vector<Gauge>()>()>& make) {
-  std::call_once(gauges_once_, [&] { metrics_.SetGaugeSource(make()); });
-}
-
-void ServerOps::Attach(const void* service, ServerOps* ops) {
-  std::unique_lock lock(attachments().mu);
-  attachments().by_service[service] = ops;
-}
-
-void ServerOps::Detach(const void* service, ServerOps* ops) {
-  std::unique_lock lock(attachments().mu);
-  auto it = attachments().by_service.find(service);
-  if (it != attachments().by_service.end() && it->second == ops) {
-    attachments().by_service.erase(it);
+void ServerOps::Reopen() {
+  if (audit_log_) {
+    Status s = audit_log_->Reopen();
+    if (s.ok()) {
+      LOG_INFO("%s: audit log reopened", server_name().c_str());
+    } else {
+      LOG_ERROR("%s: cannot reopen the audit log: %s", server_name().c_str(), s.message().c_str());
+    }
+  }
+  if (authenticator_->enabled()) {
+    Status s = authenticator_->Reload();
+    if (s.ok()) {
+      LOG_INFO("%s: credentials re-read", server_name().c_str());
+    } else {
+      LOG_ERROR("%s: credentials file kept as before: %s", server_name().c_str(),
+                s.message().c_str());
+    }
   }
 }
 
-ServerOps* ServerOps::ForService(const void* service) {
-  std::shared_lock lock(attachments().mu);
-  auto it = attachments().by_service.find(service);
-  return it == attachments().by_service.end() ? nullptr : it->second;
+void ServerOps::AddGaugeSource(std::function<std::vector<Gauge>()> source) {
+  gauge_sources_.push_back(std::move(source));
 }
 
-CallScope::CallScope(const void* service, grpc::ServerContext* context, const char* method,
-                     const google::protobuf::Message& request)
-    : ops_(ServerOps::ForService(service)), context_(context), method_(method) {
-  if (ops_ == nullptr) return;
-  start_wall_ = std::chrono::system_clock::now();
-  start_ = std::chrono::steady_clock::now();
-  bytes_in_ = static_cast<int64_t>(request.ByteSizeLong());
+std::vector<Gauge> ServerOps::OpsGauges() const {
+  std::vector<Gauge> gauges;
+  if (audit_log_) {
+    gauges.push_back({"lipsync_audit_write_failures", "Audit lines that could not be written.", "",
+                      static_cast<double>(audit_log_->write_failures())});
+    gauges.push_back({"lipsync_audit_log_healthy", "1 while the audit log can be written.", "",
+                      audit_log_->healthy() ? 1.0 : 0.0});
+  }
+  return gauges;
 }
 
-void CallScope::SetModel(const std::string& model_id, int64_t frames) {
-  if (ops_ == nullptr) return;
-  model_id_ = model_id;
-  frames_ = frames;
+Call::Call(ServerOps* ops, grpc::ServerContext* context, const CallSpec& spec,
+           const google::protobuf::Message& request)
+    : ops_(ops),
+      context_(context),
+      spec_(spec),
+      start_wall_(std::chrono::system_clock::now()),
+      start_(std::chrono::steady_clock::now()),
+      bytes_in_(static_cast<int64_t>(request.ByteSizeLong())) {}
+
+grpc::Status Call::Admit() {
+  // Fail-closed auditing: nothing runs that could not be recorded.
+  if (ops_->options_.audit_fail_closed && ops_->audit_log_ && !ops_->audit_log_->healthy()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the audit log cannot be written and logging.audit_fail_closed is set; "
+                        "expected a writable audit log (retry later)");
+  }
+  Expected<auth::Principal> principal =
+      ops_->authenticator_->Authenticate(AuthorizationOf(*context_), CertSubjectOf(*context_));
+  if (!principal.ok()) return ToGrpc(principal.status());
+  principal_ = std::move(*principal);
+  if (spec_.scope.has_value()) {
+    if (Status s = principal_.Require(*spec_.scope); !s.ok()) return ToGrpc(s);
+  }
+  if (!spec_.model_id.empty()) {
+    if (Status s = principal_.RequireTenant(spec_.model_id); !s.ok()) return ToGrpc(s);
+  }
+  // After authentication, so strangers cannot drain a tenant's or a caller's bucket.
+  if (spec_.frames > 0) {
+    if (Status s = ops_->credential_rate_limiter_.Admit(principal_.id, spec_.frames); !s.ok()) {
+      return ToGrpc(s);
+    }
+    if (!spec_.model_id.empty()) {
+      const std::string tenant(spec_.model_id);
+      if (Status s = ops_->rate_limiter_.Admit(tenant, spec_.frames); !s.ok()) {
+        ops_->credential_rate_limiter_.Refund(principal_.id, spec_.frames);
+        return ToGrpc(s);
+      }
+    }
+  }
+  return grpc::Status::OK;
 }
 
-grpc::Status CallScope::Admit() {
-  if (ops_ == nullptr) return grpc::Status::OK;
-  return ToGrpc(ops_->rate_limiter().Admit(model_id_, frames_));
-}
-
-void CallScope::SetTimings(double queue_wait_ms, double inference_ms, double composite_ms) {
+void Call::SetTimings(double queue_wait_ms, double inference_ms, double composite_ms) {
   queue_wait_ms_ = queue_wait_ms;
   inference_ms_ = inference_ms;
   composite_ms_ = composite_ms;
 }
 
-grpc::Status CallScope::Finish(grpc::Status status, const google::protobuf::Message& response) {
-  if (ops_ == nullptr) return status;
+grpc::Status Call::Finish(grpc::Status status, const google::protobuf::Message& response) {
   const double duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   const char* code = StatusCodeName(status.error_code());
   CallSample sample;
-  sample.method = method_;
+  sample.method = spec_.method;
   sample.code = code;
-  sample.frames = frames_;
+  sample.frames = spec_.frames;
   sample.duration_ms = duration_ms;
   sample.queue_wait_ms = queue_wait_ms_;
   sample.inference_ms = inference_ms_;
   sample.composite_ms = composite_ms_;
-  ops_->metrics().Record(sample);
-  if (AuditLog* audit = ops_->audit_log()) {
+  ops_->metrics_.Record(sample);
+  if (AuditLog* audit = ops_->audit_log_.get()) {
     AuditRecord record;
     record.time = start_wall_;
     record.server = ops_->server_name();
     record.peer = context_->peer();
-    record.method = method_;
-    record.model_id = model_id_;
-    record.frames = frames_;
+    record.credential = principal_.id;  // empty when authentication failed
+    record.method = spec_.method;
+    record.model_id = std::string(spec_.model_id);
+    record.frames = spec_.frames;
     record.code = code;
     record.error = status.error_message();
     record.duration_ms = duration_ms;
     record.bytes_in = bytes_in_;
     record.bytes_out = status.ok() ? static_cast<int64_t>(response.ByteSizeLong()) : 0;
-    audit->Write(record);
+    // A failed write is counted and logged by the audit log; with audit_fail_closed
+    // the next calls are refused until it recovers.
+    (void)audit->Write(record);
   }
   return status;
 }

@@ -1,22 +1,30 @@
-// Operations around every RPC of one server: per-tenant rate limiting, the audit log,
-// and metrics (with their HTTP endpoint). GrpcServer owns one ServerOps and attaches
-// it to the services it serves; a service method opens a CallScope, which finds the
-// ServerOps by the service's address, so service headers stay translation only.
+// The plumbing around every RPC of one server, in one place: authentication and
+// authorization (auth::Authenticator: who calls, which tenants and scopes), rate limits
+// per tenant and per credential, the audit log and metrics (with their HTTP endpoint).
 //
-// ServerOps is thread-safe. It must outlive the calls that use it: GrpcServer detaches
-// it only after its gRPC server has stopped. A service with no attached ServerOps
-// (e.g. served by a bare grpc::Server in a test) gets no-op CallScopes.
+// Services stay translation only: each derives from OpsService, and every method body
+// runs inside ServerOps::Handle, which admits the call (credential, scope, tenant,
+// rate limits, audit health), runs the body, and records the audit line and metrics
+// whatever the outcome. GrpcServer::Start hands each service its ServerOps before
+// serving starts; nothing is looked up in process-wide state.
+//
+// ServerOps is thread-safe. It must outlive the calls that use it: GrpcServer owns it
+// and destroys it only after its gRPC server has stopped.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
 
 #include <chrono>
+#include <cstdint>
 #include <functional>
 #include <memory>
-#include <mutex>
+#include <optional>
 #include <string>
+#include <string_view>
+#include <utility>
 #include <vector>
 
+#include "auth/authenticator.h"
 #include "common/status.h"
 #include "rpc/audit_log.h"
 #include "rpc/grpc_status.h"
@@ -31,17 +39,55 @@ class Message;
 namespace lipsync::rpc {
 
 struct OpsOptions {
-  std::string server_name = "server";  // "inference" / "compositing": labels and audit field
-  RateLimitOptions rate_limit;         // frames_per_second 0: off
-  std::string audit_log_path;          // empty: no audit log
+  std::string server_name = "server";      // "inference" / "compositing": labels and audit field
+  auth::AuthOptions auth;                  // no file and no legacy key: authentication off
+  RateLimitOptions rate_limit;             // per tenant; frames_per_second 0: off
+  RateLimitOptions credential_rate_limit;  // per credential; 0: off
+  std::string audit_log_path;              // empty: no audit log
+  bool audit_fail_closed = false;          // refuse calls while the audit log cannot be written
   std::string metrics_host = "127.0.0.1";
   int metrics_port = -1;  // -1: no /metrics endpoint; 0: any free port
+};
+
+class ServerOps;
+
+// What the plumbing needs to know about one call before its body runs.
+struct CallSpec {
+  const char* method = "";  // e.g. "InferBatch"
+  // The scope the call needs; nullopt: any authenticated caller (Health, ListModels).
+  std::optional<auth::Scope> scope;
+  std::string_view model_id;  // the tenant the call acts on; empty: none
+  int64_t frames = 0;         // frames requested (rate limits, metrics)
+};
+
+// One admitted call, as its body sees it. Not thread-safe (one call, one thread).
+class Call {
+ public:
+  // The verified caller (the anonymous principal when authentication is off).
+  const auth::Principal& principal() const { return principal_; }
+  void SetTimings(double queue_wait_ms, double inference_ms, double composite_ms);
+
+ private:
+  friend class ServerOps;
+  Call(ServerOps* ops, grpc::ServerContext* context, const CallSpec& spec,
+       const google::protobuf::Message& request);
+  grpc::Status Admit();
+  grpc::Status Finish(grpc::Status status, const google::protobuf::Message& response);
+
+  ServerOps* ops_;
+  grpc::ServerContext* context_;
+  CallSpec spec_;
+  std::chrono::system_clock::time_point start_wall_;
+  std::chrono::steady_clock::time_point start_;
+  int64_t bytes_in_ = 0;
+  auth::Principal principal_;
+  double queue_wait_ms_ = -1, inference_ms_ = -1, composite_ms_ = -1;
 };
 
 class ServerOps {
  public:
   // FAILED_PRECONDITION when the audit log cannot be opened, UNAVAILABLE when the
-  // metrics port cannot be bound.
+  // metrics port cannot be bound, the credentials file's error when it cannot be read.
   static Expected<std::unique_ptr<ServerOps>> Create(OpsOptions options);
   ~ServerOps();
 
@@ -49,55 +95,66 @@ class ServerOps {
   RateLimiter& rate_limiter() { return rate_limiter_; }
   MetricsRegistry& metrics() { return metrics_; }
   AuditLog* audit_log() { return audit_log_.get(); }  // null when off
+  auth::Authenticator& authenticator() { return *authenticator_; }
   // The bound metrics port, or -1 when the endpoint is off.
   int metrics_port() const { return metrics_http_ ? metrics_http_->port() : -1; }
-  // Installs the scrape-time gauges the first time it is called; later calls are cheap
-  // no-ops. Services call it so gauges appear without the caller wiring anything.
-  void SetGaugeSourceOnce(const std::function<std::function<std::vector<Gauge>()>()>& make);
+  // SIGHUP: reopens the audit log (after logrotate renamed it) and re-reads the
+  // credentials file; each outcome is logged.
+  void Reopen();
+  // Adds a scrape-time gauge source (a service's own gauges). Call before serving.
+  void AddGaugeSource(std::function<std::vector<Gauge>()> source);
 
-  // Which ServerOps serves `service` (null: none). Attach replaces, Detach removes
-  // only if `ops` is still the one attached.
-  static void Attach(const void* service, ServerOps* ops);
-  static void Detach(const void* service, ServerOps* ops);
-  static ServerOps* ForService(const void* service);
+  // Runs one RPC: admits it (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED or,
+  // with audit_fail_closed, UNAVAILABLE), then `body(call)` (returning the call's
+  // status), then writes the audit line and the metrics sample. A refused call's
+  // response gets success=false and the message in `error` where it has those fields.
+  template <typename Response, typename Body>
+  grpc::Status Handle(grpc::ServerContext* context, const CallSpec& spec,
+                      const google::protobuf::Message& request, Response* response, Body&& body) {
+    Call call(this, context, spec, request);
+    grpc::Status status = call.Admit();
+    if (status.ok()) {
+      status = body(call);
+    } else {
+      if constexpr (requires { response->set_success(false); }) response->set_success(false);
+      if constexpr (requires { response->set_error(std::string()); }) {
+        response->set_error(status.error_message());
+      }
+    }
+    return call.Finish(std::move(status), *response);
+  }
 
  private:
+  friend class Call;
   explicit ServerOps(OpsOptions options);
+  std::vector<Gauge> OpsGauges() const;
+
   const OpsOptions options_;
-  RateLimiter rate_limiter_;
+  std::unique_ptr<auth::Authenticator> authenticator_;
+  RateLimiter rate_limiter_;             // per tenant
+  RateLimiter credential_rate_limiter_;  // per credential
   MetricsRegistry metrics_;
   std::unique_ptr<AuditLog> audit_log_;
   std::unique_ptr<MetricsHttpServer> metrics_http_;
-  std::once_flag gauges_once_;
+  std::vector<std::function<std::vector<Gauge>()>> gauge_sources_;
 };
 
-// One RPC as operations see it. Construct first thing in a service method, then
-// `return call.Finish(status, *response);`. Not thread-safe (one call, one thread).
-class CallScope {
+// A gRPC service whose calls run through a ServerOps. GrpcServer::Start attaches the
+// server's ServerOps before serving; a service is attached to one server at a time.
+class OpsService {
  public:
-  CallScope(const void* service, grpc::ServerContext* context, const char* method,
-            const google::protobuf::Message& request);
+  virtual ~OpsService() = default;
+  virtual grpc::Service* grpc_service() = 0;
+  // Scrape-time gauges this service knows (e.g. loaded models); none by default.
+  virtual std::vector<Gauge> Gauges() { return {}; }
+  void AttachOps(ServerOps* ops) { ops_ = ops; }
 
-  ServerOps* ops() const { return ops_; }
-  // Records the tenant and size of the call (for the audit line and metrics).
-  void SetModel(const std::string& model_id, int64_t frames);
-  // The rate limit for the model set by SetModel: OK, or RESOURCE_EXHAUSTED saying the
-  // limit and when to retry.
-  grpc::Status Admit();
-  void SetTimings(double queue_wait_ms, double inference_ms, double composite_ms);
-  // Writes the audit line and the metrics sample; returns `status` unchanged.
-  grpc::Status Finish(grpc::Status status, const google::protobuf::Message& response);
+ protected:
+  // The attached ServerOps (GrpcServer::Start guarantees one before any call).
+  ServerOps& ops() { return *ops_; }
 
  private:
-  ServerOps* ops_;
-  grpc::ServerContext* context_;
-  const char* method_;
-  std::chrono::system_clock::time_point start_wall_;
-  std::chrono::steady_clock::time_point start_;
-  int64_t bytes_in_ = 0;
-  std::string model_id_;
-  int64_t frames_ = 0;
-  double queue_wait_ms_ = -1, inference_ms_ = -1, composite_ms_ = -1;
+  ServerOps* ops_ = nullptr;
 };
 
 }  // namespace lipsync::rpc

@@ -6,6 +6,7 @@
 #include <sstream>
 
 #include "common/log.h"
+#include "rpc/connection_limits.h"
 
 namespace lipsync::rpc {
 namespace {
@@ -39,14 +40,23 @@ Expected<std::shared_ptr<grpc::ServerCredentials>> MakeCredentials(const config:
   return grpc::SslServerCredentials(ssl);
 }
 
-OpsOptions OpsFromConfig(const char* server_name, const config::RateLimitConfig& rate_limit,
-                         const config::LoggingConfig& logging,
-                         const config::MetricsConfig& metrics) {
+template <typename Config>
+OpsOptions OpsFromConfig(const char* server_name, const Config& config) {
+  const config::RateLimitConfig& rate_limit = config.server.rate_limit;
+  const config::LoggingConfig& logging = config.logging;
+  const config::MetricsConfig& metrics = config.metrics;
   OpsOptions ops;
   ops.server_name = server_name;
+  ops.auth.credentials_file = config.auth.credentials_file;
+  ops.auth.legacy_api_key = config.server.api_key;
+  ops.auth.reload_interval =
+      std::chrono::milliseconds(static_cast<int64_t>(config.auth.reload_interval_seconds * 1000.0));
   ops.rate_limit.frames_per_second = rate_limit.frames_per_second_per_model;
   ops.rate_limit.burst_frames = rate_limit.burst_frames;
+  ops.credential_rate_limit.frames_per_second = rate_limit.frames_per_second_per_credential;
+  ops.credential_rate_limit.burst_frames = rate_limit.credential_burst_frames;
   ops.audit_log_path = logging.audit_log_path;
+  ops.audit_fail_closed = logging.audit_fail_closed;
   ops.metrics_host = metrics.host;
   ops.metrics_port = metrics.port == 0 ? -1 : metrics.port;  // config 0 means off
   return ops;
@@ -58,6 +68,7 @@ Expected<ServerOptions> CommonOptions(const Config& config) {
   LIPSYNC_ASSIGN_OR_RETURN(options.listen_address, config::ListenAddress(config.server.port));
   options.max_message_size_mb = config.server.max_message_size_mb;
   options.tls = config.server.tls;
+  options.connection = config.server.connection;
   return options;
 }
 
@@ -65,22 +76,20 @@ Expected<ServerOptions> CommonOptions(const Config& config) {
 
 Expected<ServerOptions> ServerOptionsFromConfig(const config::InferenceConfig& config) {
   LIPSYNC_ASSIGN_OR_RETURN(ServerOptions options, CommonOptions(config));
-  options.ops =
-      OpsFromConfig("inference", config.server.rate_limit, config.logging, config.metrics);
+  options.ops = OpsFromConfig("inference", config);
   options.health_service_names = {"inference.InferenceService"};
   return options;
 }
 
 Expected<ServerOptions> ServerOptionsFromConfig(const config::CompositingConfig& config) {
   LIPSYNC_ASSIGN_OR_RETURN(ServerOptions options, CommonOptions(config));
-  options.ops =
-      OpsFromConfig("compositing", config.server.rate_limit, config.logging, config.metrics);
+  options.ops = OpsFromConfig("compositing", config);
   options.health_service_names = {"compositing.CompositingService"};
   return options;
 }
 
-Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(
-    const ServerOptions& options, const std::vector<grpc::Service*>& services) {
+Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(const ServerOptions& options,
+                                                        const std::vector<OpsService*>& services) {
   if (options.max_message_size_mb < 1) {
     return Status::InvalidArgument("max_message_size_mb is " +
                                    std::to_string(options.max_message_size_mb) +
@@ -91,44 +100,41 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(
   // Process-wide switch, read when a server is built: every server gets grpc.health.v1.
   grpc::EnableDefaultHealthCheckService(true);
   grpc::ServerBuilder builder;
+  ApplyConnectionLimits(&builder, options.connection);
   int port = 0;
   builder.AddListeningPort(options.listen_address, credentials, &port);
   const int max_bytes =
       options.max_message_size_mb > 2047 ? INT32_MAX : options.max_message_size_mb * 1024 * 1024;
   builder.SetMaxReceiveMessageSize(max_bytes);
   builder.SetMaxSendMessageSize(max_bytes);
-  std::vector<const void*> attached;
-  for (grpc::Service* service : services) {
-    builder.RegisterService(service);
+  for (OpsService* service : services) {
+    LIPSYNC_RETURN_IF_ERROR(BoundRequestReads(service->grpc_service(), options.connection));
+    builder.RegisterService(service->grpc_service());
     // Attached before serving starts, so the first call already sees its operations.
-    ServerOps::Attach(service, ops.get());
-    attached.push_back(service);
+    service->AttachOps(ops.get());
+    ops->AddGaugeSource([service] { return service->Gauges(); });
   }
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
-    for (const void* service : attached) ServerOps::Detach(service, ops.get());
     return Status::Unavailable("cannot listen on '" + options.listen_address +
                                "'; expected a free host:port (is another server using it?)");
   }
-  auto grpc_server = std::unique_ptr<GrpcServer>(new GrpcServer(
-      std::move(server), port, std::move(ops), std::move(attached), options.health_service_names));
+  auto grpc_server = std::unique_ptr<GrpcServer>(
+      new GrpcServer(std::move(server), port, std::move(ops), options.health_service_names));
   grpc_server->SetServing(true);
   return grpc_server;
 }
 
 GrpcServer::GrpcServer(std::unique_ptr<grpc::Server> server, int port,
-                       std::unique_ptr<ServerOps> ops, std::vector<const void*> services,
-                       std::vector<std::string> health_names)
+                       std::unique_ptr<ServerOps> ops, std::vector<std::string> health_names)
     : server_(std::move(server)),
       port_(port),
       ops_(std::move(ops)),
-      services_(std::move(services)),
       health_names_(std::move(health_names)) {}
 
 GrpcServer::~GrpcServer() {
   Shutdown(std::chrono::milliseconds(0));
   server_->Wait();
-  for (const void* service : services_) ServerOps::Detach(service, ops_.get());
 }
 
 void GrpcServer::SetServing(bool serving) {
@@ -150,23 +156,13 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
 
 void GrpcServer::Wait() { server_->Wait(); }
 
-grpc::Status CheckApiKey(const grpc::ServerContext& context, const std::string& api_key) {
-  if (api_key.empty()) return grpc::Status::OK;
-  const std::string expected = "Bearer " + api_key;
-  const auto& metadata = context.client_metadata();
-  auto it = metadata.find("authorization");
-  if (it != metadata.end() && it->second.size() == expected.size()) {
-    unsigned char diff = 0;
-    for (size_t i = 0; i < expected.size(); ++i) {
-      diff |= static_cast<unsigned char>(it->second.data()[i] ^ expected[i]);
-    }
-    if (diff == 0) return grpc::Status::OK;
+int WaitForStopSignal(const sigset_t* signals, const std::vector<ServerOps*>& ops) {
+  while (true) {
+    int signal_number = 0;
+    if (sigwait(signals, &signal_number) != 0) continue;
+    if (signal_number != SIGHUP) return signal_number;
+    for (ServerOps* server : ops) server->Reopen();
   }
-  return grpc::Status(grpc::StatusCode::UNAUTHENTICATED,
-                      it == metadata.end()
-                          ? "missing API key; expected metadata 'authorization: Bearer <key>'"
-                          : "wrong API key in 'authorization'; expected 'Bearer <key>' with the "
-                            "server's api_key");
 }
 
 std::optional<std::chrono::steady_clock::time_point> SteadyDeadline(

@@ -1,15 +1,16 @@
 // Shared plumbing for the gRPC servers (inference and compositing): listening address,
-// message size limit, optional TLS (config::TlsConfig), the optional API key check,
-// and graceful shutdown with a grace period. The services stay translation only.
-// Also the operations every server gets (rpc/server_ops.h): rate limiting, audit log,
-// metrics endpoint, and the standard grpc.health.v1 service (SERVING while accepting
-// calls, NOT_SERVING from SetServing(false) or Shutdown on).
+// message size limit, optional TLS (config::TlsConfig), and graceful shutdown with a
+// grace period. The services stay translation only.
+// Also the operations every server gets (rpc/server_ops.h): credentials, rate limits,
+// audit log, metrics endpoint, and the standard grpc.health.v1 service (SERVING while
+// accepting calls, NOT_SERVING from SetServing(false) or Shutdown on).
 //
 // GrpcServer is thread-safe for Shutdown/Wait from any thread. It does not own the
 // services it serves: they must outlive it.
 #pragma once
 
 #include <grpcpp/grpcpp.h>
+#include <signal.h>
 
 #include <chrono>
 #include <memory>
@@ -28,24 +29,27 @@ struct ServerOptions {
   std::string listen_address;  // "host:port"; port 0 picks a free one
   int max_message_size_mb = 100;
   config::TlsConfig tls;  // cert_path empty: plaintext
-  OpsOptions ops;         // rate limit, audit log, metrics; all off by default
+  OpsOptions ops;         // credentials, rate limits, audit log, metrics; all off by default
   // grpc.health.v1 names reported besides "" (the whole server), e.g.
   // "inference.InferenceService".
   std::vector<std::string> health_service_names;
+  config::ConnectionConfig connection;  // transport limits (rpc/connection_limits.h)
 };
 
 // A server's options from its config file: listen address (server.port), message
-// size, TLS, rate limit, audit log and metrics. INVALID_ARGUMENT for a bad port.
+// size, TLS, credentials (auth.*, server.api_key), rate limits, audit log and metrics.
+// INVALID_ARGUMENT for a bad port.
 Expected<ServerOptions> ServerOptionsFromConfig(const config::InferenceConfig& config);
 Expected<ServerOptions> ServerOptionsFromConfig(const config::CompositingConfig& config);
 
 class GrpcServer {
  public:
-  // Binds and starts serving `services`. UNAVAILABLE when the address (or the metrics
-  // port) cannot be bound, FAILED_PRECONDITION when TLS files or the audit log cannot
-  // be opened.
+  // Binds and starts serving `services`, each attached to this server's ServerOps.
+  // UNAVAILABLE when the address (or the metrics port) cannot be bound,
+  // FAILED_PRECONDITION when TLS files or the audit log cannot be opened, the
+  // credentials file's error when it cannot be read.
   static Expected<std::unique_ptr<GrpcServer>> Start(const ServerOptions& options,
-                                                     const std::vector<grpc::Service*>& services);
+                                                     const std::vector<OpsService*>& services);
   ~GrpcServer();  // Shutdown with no grace if still serving
 
   // The port actually bound (resolves port 0).
@@ -58,24 +62,22 @@ class GrpcServer {
   // What grpc.health.v1 answers for every name. Call SetServing(false) when draining
   // starts so load balancers stop sending new work before Shutdown.
   void SetServing(bool serving);
-  // Rate limiter, metrics and audit log of this server; valid while it lives.
+  // Credentials, rate limiter, metrics and audit log of this server; valid while it lives.
   ServerOps& ops() { return *ops_; }
 
  private:
   GrpcServer(std::unique_ptr<grpc::Server> server, int port, std::unique_ptr<ServerOps> ops,
-             std::vector<const void*> services, std::vector<std::string> health_names);
+             std::vector<std::string> health_names);
   std::unique_ptr<grpc::Server> server_;
   int port_;
   std::unique_ptr<ServerOps> ops_;
-  std::vector<const void*> services_;
   std::vector<std::string> health_names_;
   std::once_flag shutdown_once_;
 };
 
-// The API key check the services run first in every call: OK when `api_key` is empty
-// or the call carries "authorization: Bearer <api_key>"; otherwise UNAUTHENTICATED
-// saying what was expected. Compares in constant time.
-grpc::Status CheckApiKey(const grpc::ServerContext& context, const std::string& api_key);
+// Waits (sigwait) for SIGINT or SIGTERM among `signals` and returns it. Each SIGHUP on
+// the way reopens the audit logs and re-reads the credentials files of `ops` (logged).
+int WaitForStopSignal(const sigset_t* signals, const std::vector<ServerOps*>& ops);
 
 // The caller's gRPC deadline as a steady-clock time, or nullopt when it has none.
 std::optional<std::chrono::steady_clock::time_point> SteadyDeadline(

@@ -90,7 +90,7 @@ Cluster::Cluster(Mode mode, const config::CompositingConfig& compositing_config,
   inference_ = std::move(*created);
   inference::InferenceBackend* backend = inference_.get();
   if (mode == Mode::kSplit) {
-    inference_service_ = std::make_unique<rpc::InferenceServiceImpl>(inference_.get(), "");
+    inference_service_ = std::make_unique<rpc::InferenceServiceImpl>(inference_.get());
     rpc::ServerOptions io;
     io.listen_address = "127.0.0.1:0";
     auto started = rpc::GrpcServer::Start(io, {inference_service_.get()});
@@ -115,7 +115,7 @@ Cluster::Cluster(Mode mode, const config::CompositingConfig& compositing_config,
   EXPECT_TRUE(server.ok()) << server.status().ToString();
   if (!server.ok()) return;
   server_ = std::move(*server);
-  service_ = std::make_unique<rpc::CompositingServiceImpl>(server_.get(), "");
+  service_ = std::make_unique<rpc::CompositingServiceImpl>(server_.get());
   rpc::ServerOptions co;
   co.listen_address = "127.0.0.1:0";
   auto started = rpc::GrpcServer::Start(co, {service_.get()});

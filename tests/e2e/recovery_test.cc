@@ -104,7 +104,7 @@ TEST(RecoveryTest, InferenceKilledMidRunThenRestarted) {
   options.health_cache = 0ms;  // every Health probes (production: 1 s)
   auto server = compositing::CompositingServer::Create(config, **backend, options);
   ASSERT_TRUE(server.ok());
-  rpc::CompositingServiceImpl service(server->get(), "");
+  rpc::CompositingServiceImpl service(server->get());
   rpc::ServerOptions so;
   so.listen_address = "127.0.0.1:0";
   auto grpc_server = rpc::GrpcServer::Start(so, {&service});

@@ -119,10 +119,11 @@ struct RunningServer {
     EXPECT_TRUE(created.ok()) << created.status().ToString();
     if (!created.ok()) return;
     backend = std::move(*created);
-    service = std::make_unique<InferenceServiceImpl>(backend.get(), config.server.api_key);
+    service = std::make_unique<InferenceServiceImpl>(backend.get());
     ServerOptions options;
     options.listen_address = "127.0.0.1:0";
     options.max_message_size_mb = config.server.max_message_size_mb;
+    options.ops.auth.legacy_api_key = config.server.api_key;
     auto started = GrpcServer::Start(options, {service.get()});
     EXPECT_TRUE(started.ok()) << started.status().ToString();
     if (!started.ok()) return;

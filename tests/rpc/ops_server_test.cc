@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 #include <sstream>
 
+#include "auth/authenticator.h"
 #include "health.grpc.pb.h"
 #include "inference.grpc.pb.h"
 #include "inference/inference_server.h"
@@ -107,7 +108,8 @@ struct Server {
     EXPECT_TRUE(created.ok()) << created.status().ToString();
     if (!created.ok()) return;
     backend = std::move(*created);
-    service = std::make_unique<InferenceServiceImpl>(backend.get(), config.server.api_key);
+    service = std::make_unique<InferenceServiceImpl>(backend.get());
+    options.ops.auth.legacy_api_key = config.server.api_key;
     auto started = GrpcServer::Start(options, {service.get()});
     EXPECT_TRUE(started.ok()) << started.status().ToString();
     if (started.ok()) grpc = std::move(*started);
@@ -364,6 +366,223 @@ TEST(OpsServerTest, UnwritableAuditLogFailsStartup) {
   ASSERT_FALSE(started.ok());
   EXPECT_EQ(started.status().code(), StatusCode::kFailedPrecondition);
   EXPECT_THAT(started.status().message(), HasSubstr("logging.audit_log_path"));
+}
+
+// ---- credentials with tenant scopes (auth library behind the call wrapper) ----
+
+// A credentials file with API keys of different tenants and scopes, and the mTLS
+// client certificate of TestPki ("CN=client").
+fs::path WriteCredentials(const std::string& name, const std::string& extra = "") {
+  const fs::path path = TestPki().dir / name;
+  std::ofstream out(path);
+  out << "api_keys:\n"
+      << "  - {id: ops, sha256: " << auth::HashApiKey("ops-secret")
+      << ", tenants: ['*'], scopes: [infer, stream, admin]}\n"
+      << "  - {id: acme, sha256: " << auth::HashApiKey("acme-secret")
+      << ", tenants: ['ident*'], scopes: [infer]}\n"
+      << "  - {id: other, sha256: " << auth::HashApiKey("other-secret")
+      << ", tenants: ['other-*'], scopes: [infer]}\n"
+      << "  - {id: viewer, sha256: " << auth::HashApiKey("viewer-secret")
+      << ", tenants: ['*'], scopes: [stream]}\n"
+      << extra;
+  return path;
+}
+
+grpc::Status InferAs(const std::shared_ptr<grpc::Channel>& channel, const std::string& model,
+                     int batch, const std::string& key) {
+  auto stub = pb::InferenceService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
+  pb::InferBatchResponse response;
+  return stub->InferBatch(&context, Frames(model, batch), &response);
+}
+
+std::vector<std::string> ListAs(const std::shared_ptr<grpc::Channel>& channel,
+                                const std::string& key, grpc::Status* status) {
+  auto stub = pb::InferenceService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  context.AddMetadata("authorization", "Bearer " + key);
+  lipsync::admin::ListModelsRequest request;
+  request.set_include_available(true);
+  lipsync::admin::ListModelsResponse response;
+  *status = stub->ListModels(&context, request, &response);
+  std::vector<std::string> ids;
+  for (const auto& model : response.models()) ids.push_back(model.model_id());
+  return ids;
+}
+
+grpc::Status AdminAs(const std::shared_ptr<grpc::Channel>& channel, const std::string& key,
+                     const std::string& model, bool load) {
+  auto stub = pb::InferenceService::NewStub(channel);
+  grpc::ClientContext context;
+  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  context.AddMetadata("authorization", "Bearer " + key);
+  if (load) {
+    lipsync::admin::LoadModelRequest request;
+    request.set_model_id(model);
+    request.set_force_reload(true);
+    lipsync::admin::LoadModelResponse response;
+    return stub->LoadModel(&context, request, &response);
+  }
+  lipsync::admin::UnloadModelRequest request;
+  request.set_model_id(model);
+  lipsync::admin::UnloadModelResponse response;
+  return stub->UnloadModel(&context, request, &response);
+}
+
+config::InferenceConfig TwoTenants() {
+  config::InferenceConfig config;
+  config.models["other-tenant"] = {IdentityModel(), false, ""};
+  return config;
+}
+
+TEST(CredentialsServerTest, TenantsAndScopesDecideEveryCall) {
+  ServerOptions options = Loopback();
+  options.ops.auth.credentials_file = WriteCredentials("scopes.yaml").string();
+  Server server(TwoTenants(), options);
+  ASSERT_TRUE(server.grpc);
+  auto channel = Channel(server.target(), grpc::InsecureChannelCredentials());
+
+  // Who: nothing, a wrong key, a right one.
+  grpc::Status missing = InferAs(channel, "identity", 1, "");
+  EXPECT_EQ(missing.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_EQ(InferAs(channel, "identity", 1, "acme-wrong").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+  EXPECT_TRUE(InferAs(channel, "identity", 1, "acme-secret").ok());
+  // Another tenant's model, a missing scope.
+  grpc::Status foreign = InferAs(channel, "identity", 1, "other-secret");
+  EXPECT_EQ(foreign.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(foreign.error_message(), HasSubstr("identity"));
+  EXPECT_TRUE(InferAs(channel, "other-tenant", 1, "other-secret").ok());
+  grpc::Status no_scope = InferAs(channel, "identity", 1, "viewer-secret");
+  EXPECT_EQ(no_scope.error_code(), grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_THAT(no_scope.error_message(), HasSubstr("infer"));
+
+  // Load/Unload/reload need admin, and the tenant.
+  EXPECT_EQ(AdminAs(channel, "acme-secret", "identity", true).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_EQ(AdminAs(channel, "acme-secret", "identity", false).error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+  EXPECT_TRUE(AdminAs(channel, "ops-secret", "identity", true).ok());
+  EXPECT_TRUE(AdminAs(channel, "ops-secret", "identity", false).ok());
+
+  // ListModels shows only the caller's tenants.
+  grpc::Status listed;
+  EXPECT_THAT(ListAs(channel, "acme-secret", &listed), ::testing::ElementsAre("identity"));
+  EXPECT_TRUE(listed.ok()) << listed.error_message();
+  EXPECT_THAT(ListAs(channel, "other-secret", &listed), ::testing::ElementsAre("other-tenant"));
+  EXPECT_THAT(ListAs(channel, "ops-secret", &listed),
+              ::testing::UnorderedElementsAre("identity", "other-tenant"));
+  ListAs(channel, "nobody", &listed);
+  EXPECT_EQ(listed.error_code(), grpc::StatusCode::UNAUTHENTICATED);
+}
+
+TEST(CredentialsServerTest, RateLimitPerCredentialAndAuditNamesTheCaller) {
+  const fs::path audit = TestPki().dir / "credentials_audit.jsonl";
+  fs::remove(audit);
+  ServerOptions options = Loopback();
+  options.ops.auth.credentials_file = WriteCredentials("rate.yaml").string();
+  options.ops.credential_rate_limit = {0.001, 2};  // 2 frames, then (almost) never again
+  options.ops.audit_log_path = audit.string();
+  Server server(TwoTenants(), options);
+  ASSERT_TRUE(server.grpc);
+  auto channel = Channel(server.target(), grpc::InsecureChannelCredentials());
+
+  EXPECT_TRUE(InferAs(channel, "identity", 2, "acme-secret").ok());
+  grpc::Status limited = InferAs(channel, "identity", 1, "acme-secret");
+  EXPECT_EQ(limited.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED);
+  EXPECT_THAT(limited.error_message(), HasSubstr("credential 'key:acme'"));
+  // The noisy caller does not eat the tenant's budget: another caller still gets through.
+  EXPECT_TRUE(InferAs(channel, "identity", 2, "ops-secret").ok());
+  // Refused before the rate limit: a stranger spends nobody's tokens.
+  EXPECT_EQ(InferAs(channel, "identity", 1, "ops-wrong").error_code(),
+            grpc::StatusCode::UNAUTHENTICATED);
+
+  server.grpc.reset();
+  const std::string text = ReadFile(audit);
+  EXPECT_EQ(text.find("acme-secret"), std::string::npos) << "the audit log holds a secret";
+  EXPECT_EQ(text.find("ops-secret"), std::string::npos);
+  std::istringstream in(text);
+  std::vector<nlohmann::json> lines;
+  for (std::string line; std::getline(in, line);) lines.push_back(nlohmann::json::parse(line));
+  ASSERT_EQ(lines.size(), 4u);
+  EXPECT_EQ(lines[0]["credential"], "key:acme");
+  EXPECT_EQ(lines[1]["credential"], "key:acme");
+  EXPECT_EQ(lines[1]["code"], "RESOURCE_EXHAUSTED");
+  EXPECT_EQ(lines[2]["credential"], "key:ops");
+  EXPECT_EQ(lines[3]["credential"], "");
+  EXPECT_EQ(lines[3]["code"], "UNAUTHENTICATED");
+}
+
+TEST(CredentialsServerTest, ClientCertificateSubjectIsACredential) {
+  const Pki& pki = TestPki();
+  ASSERT_TRUE(pki.ok);
+  ServerOptions options = Loopback();
+  options.tls = {pki.server_cert(), pki.server_key(), pki.ca()};
+  options.ops.auth.credentials_file =
+      WriteCredentials("certs.yaml",
+                       "client_certificates:\n"
+                       "  - {subject: 'CN=client', tenants: [identity], scopes: [infer]}\n")
+          .string();
+  Server server(TwoTenants(), options);
+  ASSERT_TRUE(server.grpc);
+  auto channel = Channel("localhost:" + std::to_string(server.grpc->port()), Tls(pki, true));
+  EXPECT_TRUE(InferAs(channel, "identity", 1, "").ok());
+  EXPECT_EQ(InferAs(channel, "other-tenant", 1, "").error_code(),
+            grpc::StatusCode::PERMISSION_DENIED);
+}
+
+TEST(CredentialsServerTest, CompositingHopUsesItsOwnServiceCredential) {
+  ServerOptions options = Loopback();
+  options.ops.auth.credentials_file = WriteCredentials("service.yaml").string();
+  Server server(TwoTenants(), options);
+  ASSERT_TRUE(server.grpc);
+  for (const char* key : {"ops-secret", "viewer-secret"}) {
+    GrpcBackendOptions backend_options;
+    backend_options.target = server.target();
+    backend_options.api_key = key;
+    backend_options.max_retries = 0;
+    auto backend = GrpcInferenceBackend::Create(backend_options);
+    ASSERT_TRUE(backend.ok()) << backend.status().ToString();
+    inference::InferRequest request;
+    pb::InferBatchRequest frames = Frames("identity", 1);
+    request.model_id = "identity";
+    request.batch_size = 1;
+    request.visual_frames = frames.visual_frames();
+    request.audio_features = frames.audio_features();
+    auto result = (*backend)->Infer(request);
+    auto loaded = (*backend)->LoadModel("other-tenant", false);
+    if (std::string(key) == "ops-secret") {
+      EXPECT_TRUE(result.ok()) << result.status().ToString();
+      EXPECT_TRUE(loaded.ok()) << loaded.status().ToString();
+    } else {
+      EXPECT_EQ(result.status().code(), StatusCode::kPermissionDenied);
+      EXPECT_EQ(loaded.status().code(), StatusCode::kPermissionDenied);
+    }
+  }
+}
+
+TEST(CredentialsServerTest, AuditFailClosedRefusesCallsThatCannotBeRecorded) {
+  for (bool fail_closed : {false, true}) {
+    ServerOptions options = Loopback();
+    options.ops.audit_log_path = "/dev/full";  // every write fails with ENOSPC
+    options.ops.audit_fail_closed = fail_closed;
+    Server server(TwoTenants(), options);
+    ASSERT_TRUE(server.grpc);
+    auto channel = Channel(server.target(), grpc::InsecureChannelCredentials());
+    EXPECT_TRUE(InferAs(channel, "identity", 1, "").ok());  // ran; its line was lost
+    grpc::Status second = InferAs(channel, "identity", 1, "");
+    if (fail_closed) {
+      EXPECT_EQ(second.error_code(), grpc::StatusCode::UNAVAILABLE);
+      EXPECT_THAT(second.error_message(), HasSubstr("audit"));
+    } else {
+      EXPECT_TRUE(second.ok());
+    }
+    EXPECT_GE(server.grpc->ops().audit_log()->write_failures(), 2);
+    EXPECT_FALSE(server.grpc->ops().audit_log()->healthy());
+  }
 }
 
 }  // namespace
