@@ -6,8 +6,9 @@
 //  - a JWT, sent as "Bearer <jwt>", signed with a key found by the header's `kid` in the
 //    credentials file. Each key is pinned to one algorithm (RS256, ES256 or HS256): the
 //    header's `alg` must equal the key's, so `none` and HS/RS confusion never verify.
-//    The signature is verified by libjwt; `exp`, `nbf`, `iss` and `aud` are then
-//    checked here (with a small clock skew);
+//    The signature is verified with OpenSSL by the key's own algorithm (keys parsed
+//    once at load); `exp`, `nbf`, `iss`, `aud` and `sub` are then checked here (with
+//    a small clock skew);
 //  - a TLS client certificate's subject (mTLS), matched against the file's list.
 // Each credential names the tenants it may use (exact ids or glob patterns such as
 // "acme-*" or "*") and its scopes (infer, stream, admin).
@@ -66,8 +67,10 @@ struct AuthOptions {
 
 class Authenticator {
  public:
-  // Reads the credentials file. INVALID_ARGUMENT naming the file and the entry when it
-  // is malformed (unknown algorithm, bad key PEM, a hash that is not 64 hex digits...),
+  // Reads the credentials file (format: deploy/credentials.example.yaml) and, when
+  // options.reload_interval > 0, starts the thread that re-reads it on change.
+  // INVALID_ARGUMENT naming the file and the entry when it is malformed (unknown
+  // algorithm or key, bad key PEM, a hash that is not 64 hex digits, over 1 MiB...),
   // NOT_FOUND when it is missing.
   static Expected<std::unique_ptr<Authenticator>> Create(AuthOptions options);
   ~Authenticator();  // stops the reload thread
@@ -77,14 +80,18 @@ class Authenticator {
 
   // Verifies one call's credential. `authorization` is the value of the
   // "authorization" metadata (or the WebSocket session's first message): "Bearer
-  // <api key or JWT>", or empty. `cert_subject` is the verified TLS client
-  // certificate's subject, or empty. UNAUTHENTICATED, saying what was wrong and what
-  // was expected (never echoing the secret), when nothing valid is presented.
+  // <api key or JWT>" (scheme case-insensitive, at most 8 KiB), or empty.
+  // `cert_subject` is the verified TLS client certificate's subject (compared exactly
+  // with the file's entries), or empty. A non-empty `authorization` is what counts: a
+  // bad one fails even with a listed certificate. UNAUTHENTICATED, saying what was
+  // wrong and what was expected (never echoing the secret; quoted values truncated),
+  // when nothing valid is presented. No file I/O; no lock held beyond copying a
+  // shared_ptr to the current immutable credentials.
   Expected<Principal> Authenticate(std::string_view authorization,
                                    std::string_view cert_subject) const;
 
   // Re-reads the credentials file now (tests, SIGHUP). On error the old credentials
-  // stay in force and the error is returned.
+  // stay in force, the error is logged and returned. OK when there is no file.
   Status Reload();
 
  private:

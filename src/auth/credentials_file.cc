@@ -245,29 +245,29 @@ struct BioFree {
   void operator()(BIO* b) const { BIO_free(b); }
 };
 
-// Parses a public key PEM, checks it fits `alg`, returns its canonical PEM.
-std::optional<std::string> CheckPublicKey(const std::string& pem, JwtAlg alg,
-                                          std::string* problem) {
+// Parses a public key PEM and checks it fits `alg`.
+std::shared_ptr<EVP_PKEY> CheckPublicKey(const std::string& pem, JwtAlg alg, std::string* problem) {
   std::unique_ptr<BIO, BioFree> in(BIO_new_mem_buf(pem.data(), static_cast<int>(pem.size())));
   if (!in) {
     *problem = "out of memory reading the key";
-    return std::nullopt;
+    return nullptr;
   }
-  std::unique_ptr<EVP_PKEY, PkeyFree> key(PEM_read_bio_PUBKEY(in.get(), nullptr, nullptr, nullptr));
+  std::shared_ptr<EVP_PKEY> key(PEM_read_bio_PUBKEY(in.get(), nullptr, nullptr, nullptr),
+                                PkeyFree());
   if (!key) {
     *problem = "expected a PEM public key (-----BEGIN PUBLIC KEY-----), OpenSSL could not read it";
-    return std::nullopt;
+    return nullptr;
   }
   int type = EVP_PKEY_get_base_id(key.get());
   if (alg == JwtAlg::kRS256) {
     if (type != EVP_PKEY_RSA) {
       *problem = "alg RS256 needs an RSA public key, got another key type";
-      return std::nullopt;
+      return nullptr;
     }
     if (EVP_PKEY_get_bits(key.get()) < 2048) {
       *problem = "expected an RSA key of at least 2048 bits, got " +
                  std::to_string(EVP_PKEY_get_bits(key.get()));
-      return std::nullopt;
+      return nullptr;
     }
   } else {
     char group[64] = {0};
@@ -275,17 +275,10 @@ std::optional<std::string> CheckPublicKey(const std::string& pem, JwtAlg alg,
     if (type != EVP_PKEY_EC || EVP_PKEY_get_group_name(key.get(), group, sizeof group, &len) != 1 ||
         std::string(group) != "prime256v1") {
       *problem = "alg ES256 needs an EC P-256 (prime256v1) public key, got another key type";
-      return std::nullopt;
+      return nullptr;
     }
   }
-  std::unique_ptr<BIO, BioFree> out(BIO_new(BIO_s_mem()));
-  if (!out || PEM_write_bio_PUBKEY(out.get(), key.get()) != 1) {
-    *problem = "could not re-encode the key";
-    return std::nullopt;
-  }
-  char* data = nullptr;
-  long n = BIO_get_mem_data(out.get(), &data);
-  return std::string(data, static_cast<size_t>(n));
+  return key;
 }
 
 void ReadJwt(const YAML::Node& root, const std::string& base_dir, Credentials* out,
@@ -359,7 +352,7 @@ void ReadJwt(const YAML::Node& root, const std::string& base_dir, Credentials* o
                     "expected at least 32 bytes of secret, got " + std::to_string(bytes->size()));
         continue;
       }
-      key.material = std::move(*bytes);
+      key.secret = std::move(*bytes);
     } else {
       if (!secret.empty() || given != 1) {
         errors->Add(where, std::string("alg ") + alg +
@@ -377,12 +370,11 @@ void ReadJwt(const YAML::Node& root, const std::string& base_dir, Credentials* o
         pem = std::move(read.value());
       }
       std::string problem;
-      auto canonical = CheckPublicKey(pem, key.alg, &problem);
-      if (!canonical) {
+      key.public_key = CheckPublicKey(pem, key.alg, &problem);
+      if (!key.public_key) {
         errors->Add(where, problem);
         continue;
       }
-      key.material = std::move(*canonical);
     }
     if (!ok) continue;
     if (!kids.insert(key.kid).second) {

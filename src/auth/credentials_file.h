@@ -2,12 +2,15 @@
 // value. Parsing is bounded (file <= 1 MiB, key files <= 64 KiB, counts and lengths
 // capped) and strict: unknown keys and malformed entries are INVALID_ARGUMENT naming
 // the file and the entry ("creds.yaml: api_keys[2] (acme): sha256: expected 64 hex
-// digits"). Public key PEMs are parsed with OpenSSL here, so a bad key fails the load,
-// never a call. Pure functions; the result is shared read-only between threads.
+// digits"). Public key PEMs are parsed with OpenSSL here, once, so a bad key fails the
+// load, never a call. Pure functions; the result is shared read-only between threads.
 #pragma once
+
+#include <openssl/evp.h>
 
 #include <array>
 #include <cstdint>
+#include <memory>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -38,9 +41,10 @@ struct ApiKeyEntry {
 struct JwtKey {
   std::string kid;
   JwtAlg alg = JwtAlg::kRS256;
-  // RS256/ES256: the public key PEM (validated: RSA >= 2048 bits / EC P-256);
-  // HS256: the raw secret bytes (>= 32).
-  std::string material;
+  // RS256/ES256: the public key, parsed once at load (RSA >= 2048 bits / EC P-256);
+  // used read-only by many threads at once, which OpenSSL 3 allows.
+  std::shared_ptr<EVP_PKEY> public_key;
+  std::string secret;  // HS256: the raw secret bytes (>= 32)
 };
 
 struct JwtSettings {

@@ -367,6 +367,13 @@ TEST_F(AuthTest, WrongSignatureIsUnauthenticated) {
   size_t d2 = good.find('.', d1 + 1);
   std::string tampered = good.substr(0, d1 + 1) + B64Url(PayloadJson(more)) + good.substr(d2);
   EXPECT_CODE(Bearer(*auth, tampered), kUnauthenticated);
+  // ES256 signed by another P-256 key, and a truncated ES256 signature.
+  KeyPair other_ec = Generate("EC", "P-256");
+  EXPECT_CODE(Bearer(*auth, Mint(JWT_ALG_ES256, "ec-1", other_ec.private_pem, Claims{})),
+              kUnauthenticated);
+  std::string es = Mint(JWT_ALG_ES256, "ec-1", ec_->private_pem, Claims{});
+  ASSERT_TRUE(Bearer(*auth, es).ok());
+  EXPECT_CODE(Bearer(*auth, es.substr(0, es.size() - 4)), kUnauthenticated);
   // HS256 with the wrong secret.
   std::string wrong = "ffffffffffffffffffffffffffffffff";
   EXPECT_CODE(
