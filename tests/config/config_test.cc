@@ -329,6 +329,102 @@ metrics: {port: 9464, host: 0.0.0.0}
               HasSubstr("unknown key 'server.rate_limit.fps'"));
 }
 
+TEST(ConfigTest, HardeningKeysAreReadAndBounded) {
+  const char* text = R"(
+server:
+  max_batch_size: 32
+  rate_limit: {frames_per_second_per_credential: 100, credential_burst_frames: 200}
+  connection:
+    max_concurrent_streams: 8
+    keepalive_time_seconds: 30
+    keepalive_timeout_seconds: 5
+    max_connection_idle_seconds: 120
+    resource_quota_mb: 512
+    max_threads: 64
+    request_read_timeout_seconds: 10
+auth: {credentials_file: /etc/lipsync/credentials.yaml, reload_interval_seconds: 2}
+logging: {audit_fail_closed: true}
+capacity: {failed_load_retry_seconds: 5, failed_load_retry_max_seconds: 80}
+)";
+  auto i = ParseInferenceConfig(std::string(text) +
+                                    "limits: {max_model_file_mb: 300}\n"
+                                    "server_extra: 1\n",
+                                "i.yaml");
+  ASSERT_FALSE(i.ok());  // server_extra is unknown
+  i = ParseInferenceConfig(std::string(text) + "limits: {max_model_file_mb: 300}\n", "i.yaml");
+  ASSERT_TRUE(i.ok()) << i.status().ToString();
+  EXPECT_DOUBLE_EQ(i->server.rate_limit.frames_per_second_per_credential, 100);
+  EXPECT_DOUBLE_EQ(i->server.rate_limit.credential_burst_frames, 200);
+  EXPECT_EQ(i->server.connection.max_concurrent_streams, 8);
+  EXPECT_DOUBLE_EQ(i->server.connection.keepalive_time_seconds, 30);
+  EXPECT_DOUBLE_EQ(i->server.connection.keepalive_timeout_seconds, 5);
+  EXPECT_DOUBLE_EQ(i->server.connection.max_connection_idle_seconds, 120);
+  EXPECT_EQ(i->server.connection.resource_quota_mb, 512);
+  EXPECT_EQ(i->server.connection.max_threads, 64);
+  EXPECT_DOUBLE_EQ(i->server.connection.request_read_timeout_seconds, 10);
+  EXPECT_EQ(i->auth.credentials_file, "/etc/lipsync/credentials.yaml");
+  EXPECT_DOUBLE_EQ(i->auth.reload_interval_seconds, 2);
+  EXPECT_TRUE(i->logging.audit_fail_closed);
+  EXPECT_DOUBLE_EQ(i->capacity.failed_load_retry_seconds, 5);
+  EXPECT_DOUBLE_EQ(i->capacity.failed_load_retry_max_seconds, 80);
+  EXPECT_EQ(i->limits.max_model_file_mb, 300);
+  EXPECT_DOUBLE_EQ(i->server.max_queue_share_per_model, 0.5);
+
+  auto c = ParseCompositingConfig(std::string(text) +
+                                      "limits: {max_image_width: 1920, max_image_height: 1080,"
+                                      " max_image_file_mb: 8, max_crop_rects_file_mb: 2,"
+                                      " max_json_depth: 6, max_frames: 5000}\n",
+                                  "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->server.connection.max_threads, 64);
+  EXPECT_EQ(c->auth.credentials_file, "/etc/lipsync/credentials.yaml");
+  EXPECT_DOUBLE_EQ(c->capacity.failed_load_retry_max_seconds, 80);
+  EXPECT_EQ(c->limits.max_image_width, 1920);
+  EXPECT_EQ(c->limits.max_image_height, 1080);
+  EXPECT_EQ(c->limits.max_image_file_mb, 8);
+  EXPECT_EQ(c->limits.max_crop_rects_file_mb, 2);
+  EXPECT_EQ(c->limits.max_json_depth, 6);
+  EXPECT_EQ(c->limits.max_frames, 5000);
+
+  // Defaults: authentication off, limits on.
+  auto d = ParseCompositingConfig("{}", "c.yaml");
+  ASSERT_TRUE(d.ok());
+  EXPECT_TRUE(d->auth.credentials_file.empty());
+  EXPECT_FALSE(d->logging.audit_fail_closed);
+  EXPECT_EQ(d->server.connection.max_concurrent_streams, 64);
+  EXPECT_EQ(d->limits.max_image_width, 7680);
+
+  EXPECT_THAT(InferenceError("capacity: {failed_load_retry_seconds: 60, "
+                             "failed_load_retry_max_seconds: 10}"),
+              HasSubstr("capacity.failed_load_retry_max_seconds: expected at least"));
+  EXPECT_THAT(InferenceError("server: {max_queue_share_per_model: 1.5}"),
+              HasSubstr("server.max_queue_share_per_model: expected a fraction"));
+  EXPECT_THAT(InferenceError("server: {max_queue_share_per_model: 0}"),
+              HasSubstr("server.max_queue_share_per_model"));
+  EXPECT_THAT(CompositingError("server: {connection: {max_concurrent_streams: 0}}"),
+              HasSubstr("server.connection.max_concurrent_streams"));
+  EXPECT_THAT(CompositingError("server: {connection: {request_read_timeout_seconds: 0}}"),
+              HasSubstr("server.connection.request_read_timeout_seconds"));
+  EXPECT_THAT(CompositingError("auth: {reload_interval_seconds: 0}"),
+              HasSubstr("auth.reload_interval_seconds"));
+  EXPECT_THAT(CompositingError("limits: {max_json_depth: 1}"), HasSubstr("limits.max_json_depth"));
+  EXPECT_THAT(CompositingError("server: {rate_limit: {credential_burst_frames: 10}}"),
+              HasSubstr("expected frames_per_second_per_credential as well"));
+}
+
+TEST(ConfigTest, MessageSizeMustCarryAFullBatchOnTheInternalHop) {
+  // 64 frames x 630 KB = 40 MB: the guide's 100 MB holds it, 32 MB does not.
+  EXPECT_TRUE(ParseInferenceConfig("server: {max_message_size_mb: 100}", "i.yaml").ok());
+  EXPECT_THAT(InferenceError("server: {max_message_size_mb: 32}"),
+              HasSubstr("server.max_message_size_mb: expected at least 40 MB to carry a full "
+                        "batch of max_batch_size 64 frames"));
+  EXPECT_THAT(CompositingError("server: {max_message_size_mb: 10, max_batch_size: 64}"),
+              HasSubstr("server.max_message_size_mb: expected at least 40 MB"));
+  EXPECT_TRUE(
+      ParseCompositingConfig("server: {max_message_size_mb: 10, max_batch_size: 8}", "c.yaml")
+          .ok());
+}
+
 TEST(ConfigTest, DeployExamplesParse) {
   const std::string root = std::string(LIPSYNC_SOURCE_DIR) + "/deploy/";
   auto i = LoadInferenceConfig(root + "inference.yaml");
@@ -337,6 +433,9 @@ TEST(ConfigTest, DeployExamplesParse) {
   auto c = LoadCompositingConfig(root + "compositing.yaml");
   ASSERT_TRUE(c.ok()) << c.status().ToString();
   EXPECT_FALSE(c->model_root.empty());
+  // The documented production configuration runs with credentials on.
+  EXPECT_FALSE(i->auth.credentials_file.empty());
+  EXPECT_FALSE(c->auth.credentials_file.empty());
 }
 
 TEST(ListenAddressTest, ExpandsAndValidates) {
