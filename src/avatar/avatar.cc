@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <exception>
 #include <filesystem>
+#include <new>
 
 #include "common/log.h"
 
@@ -40,49 +42,165 @@ image::PixelRect Grown(const CropRect& r, int margin, int width, int height) {
   return {x1, y1, x2 - x1, y2 - y1};
 }
 
+// True when `path` is `root` or below it (both canonical).
+bool Inside(const fs::path& root, const fs::path& path) {
+  auto [r, p] = std::mismatch(root.begin(), root.end(), path.begin(), path.end());
+  return r == root.end();
+}
+
+// `path` with symlinks resolved, checked to lie inside `root` (canonical).
+Expected<std::string> Confine(const fs::path& root, const std::string& path,
+                              const std::string& id) {
+  std::error_code ec;
+  const fs::path resolved = fs::weakly_canonical(path, ec);
+  if (ec) {
+    return Status::NotFound("avatar '" + id + "': cannot resolve " + path + ": " + ec.message());
+  }
+  if (!Inside(root, resolved)) {
+    return Status::PermissionDenied("avatar '" + id + "': " + path + " resolves to " +
+                                    resolved.string() + ", which leaves model_root " +
+                                    root.string() + "; expected the tenant's files inside it");
+  }
+  return resolved.string();
+}
+
+// Bytes one decoded frame holds (see AvatarPlan::estimated_bytes).
+int64_t FrameEstimate(const AvatarOptions& o, int w, int h, const CropRect& rect) {
+  const int64_t full = int64_t(w) * h * 3;
+  if (!o.region_jpeg && !o.compact) return full;
+  // The cached JPEG: ~1.5 bits per pixel at q75 on textured frames, rounded up.
+  const int64_t jpeg = int64_t(w) * h / 4 + 1024;
+  if (!o.compact) return full + jpeg;
+  const int interval_px =
+      16 * std::max(1, image::EffectiveRestartInterval(w, o.restart_interval_mcus));
+  const image::PixelRect grown = Grown(rect, std::max(0, o.compact_margin_px), w, h);
+  const int64_t held_w = std::min<int64_t>(w, (grown.width / interval_px + 2) * interval_px);
+  const int64_t held_h = std::min<int64_t>(h, (grown.height / 16 + 2) * 16);
+  if (held_w * held_h * 2 > int64_t(w) * h) return full + jpeg;  // kept whole
+  return held_w * held_h * 3 + jpeg;
+}
+
+Status TooManyFrames(const AvatarOptions& o, const std::string& what) {
+  return Status::InvalidArgument("avatar '" + o.id + "': " + what + "; expected at most " +
+                                 std::to_string(o.max_frames) + " frames (limits.max_frames)");
+}
+
+// Runs `f`, turning anything thrown into a Status: nothing escapes the avatar library.
+template <typename F>
+auto Guarded(const std::string& what, F&& f) -> decltype(f()) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted(what + ": out of memory");
+  } catch (const std::exception& e) {
+    return Status::Internal(what + ": " + std::string(e.what()).substr(0, 200));
+  } catch (...) {
+    return Status::Internal(what + ": unknown exception");
+  }
+}
+
 }  // namespace
 
+Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
+  return Guarded("avatar '" + options.id + "': planning the load", [&]() -> Expected<AvatarPlan> {
+    AvatarPlan plan;
+    std::error_code ec;
+    if (!fs::is_directory(options.frames_dir, ec)) {
+      return Status::NotFound("avatar '" + options.id + "': frames directory " +
+                              options.frames_dir +
+                              " does not exist; expected frame_0000.png, frame_0001.png, ...");
+    }
+    fs::path root;
+    std::string crop_rects_path = options.crop_rects_path;
+    if (!options.confine_to.empty()) {
+      root = fs::canonical(options.confine_to, ec);
+      if (ec) {
+        return Status::NotFound("avatar '" + options.id + "': model_root " + options.confine_to +
+                                " cannot be resolved: " + ec.message());
+      }
+      LIPSYNC_RETURN_IF_ERROR(Confine(root, options.frames_dir, options.id).status());
+      LIPSYNC_ASSIGN_OR_RETURN(crop_rects_path, Confine(root, crop_rects_path, options.id));
+    }
+    CropRectsLimits rect_limits = options.crop_rects_limits;
+    rect_limits.max_rects = std::min(rect_limits.max_rects, options.max_frames);
+    LIPSYNC_ASSIGN_OR_RETURN(plan.rects, LoadCropRects(crop_rects_path, rect_limits));
+
+    if (options.num_frames > options.max_frames) {
+      return TooManyFrames(options, "num_frames is " + std::to_string(options.num_frames));
+    }
+    if (options.num_frames > 0) {
+      for (int i = 0; i < options.num_frames; ++i) {
+        std::string p = FindFramePath(options.frames_dir, i);
+        if (p.empty()) {
+          char name[32];
+          std::snprintf(name, sizeof(name), "frame_%04d.png", i);
+          return Status::NotFound(
+              "avatar '" + options.id + "': " + (fs::path(options.frames_dir) / name).string() +
+              " (or .jpg) is missing; num_frames is " + std::to_string(options.num_frames));
+        }
+        plan.paths.push_back(std::move(p));
+      }
+    } else {
+      for (int i = 0;; ++i) {
+        std::string p = FindFramePath(options.frames_dir, i);
+        if (p.empty()) break;
+        if (i >= options.max_frames) {
+          return TooManyFrames(options, "found more than " + std::to_string(options.max_frames) +
+                                            " frame files in " + options.frames_dir);
+        }
+        plan.paths.push_back(std::move(p));
+      }
+      if (plan.paths.empty()) {
+        return Status::NotFound("avatar '" + options.id + "': no frame_0000.png (or .jpg) in " +
+                                options.frames_dir);
+      }
+    }
+    if (!root.empty()) {
+      for (std::string& p : plan.paths) {
+        LIPSYNC_ASSIGN_OR_RETURN(p, Confine(root, p, options.id));
+      }
+    }
+    const int num_frames = static_cast<int>(plan.paths.size());
+
+    // The first frame's header fixes the size every frame must have; nothing decoded.
+    LIPSYNC_ASSIGN_OR_RETURN(image::ImageInfo first,
+                             image::ReadImageFileInfo(plan.paths[0], options.image_limits));
+    plan.width = first.width;
+    plan.height = first.height;
+    LIPSYNC_RETURN_IF_ERROR(
+        ValidateCropRects(plan.rects, num_frames, plan.width, plan.height, crop_rects_path));
+    const int decoded = options.preload ? num_frames : 1;
+    plan.estimated_bytes = int64_t(plan.rects.capacity() * sizeof(CropRect));
+    for (int i = 0; i < decoded; ++i) {
+      plan.estimated_bytes += FrameEstimate(options, plan.width, plan.height, plan.rects[i]);
+    }
+    return plan;
+  });
+}
+
 Expected<std::shared_ptr<Avatar>> Avatar::Open(const AvatarOptions& options) {
+  LIPSYNC_ASSIGN_OR_RETURN(AvatarPlan plan, Plan(options));
+  return Open(options, std::move(plan));
+}
+
+Expected<std::shared_ptr<Avatar>> Avatar::Open(const AvatarOptions& options, AvatarPlan plan) {
+  return Guarded("avatar '" + options.id + "': loading",
+                 [&] { return OpenUnguarded(options, std::move(plan)); });
+}
+
+Expected<std::shared_ptr<Avatar>> Avatar::OpenUnguarded(const AvatarOptions& options,
+                                                        AvatarPlan plan) {
   auto start = std::chrono::steady_clock::now();
   std::shared_ptr<Avatar> a(new Avatar(options));
-  std::error_code ec;
-  if (!fs::is_directory(options.frames_dir, ec)) {
-    return Status::NotFound("avatar '" + options.id + "': frames directory " + options.frames_dir +
-                            " does not exist; expected frame_0000.png, frame_0001.png, ...");
+  if (plan.paths.empty() || plan.rects.size() != plan.paths.size()) {
+    return Status::InvalidArgument("avatar '" + options.id +
+                                   "': the plan has no frames or not one rect per frame");
   }
-  LIPSYNC_ASSIGN_OR_RETURN(a->rects_, LoadCropRects(options.crop_rects_path));
-
-  if (options.num_frames > 0) {
-    for (int i = 0; i < options.num_frames; ++i) {
-      std::string p = FindFramePath(options.frames_dir, i);
-      if (p.empty()) {
-        char name[32];
-        std::snprintf(name, sizeof(name), "frame_%04d.png", i);
-        return Status::NotFound(
-            "avatar '" + options.id + "': " + (fs::path(options.frames_dir) / name).string() +
-            " (or .jpg) is missing; num_frames is " + std::to_string(options.num_frames));
-      }
-      a->paths_.push_back(std::move(p));
-    }
-  } else {
-    for (int i = 0;; ++i) {
-      std::string p = FindFramePath(options.frames_dir, i);
-      if (p.empty()) break;
-      a->paths_.push_back(std::move(p));
-    }
-    if (a->paths_.empty()) {
-      return Status::NotFound("avatar '" + options.id + "': no frame_0000.png (or .jpg) in " +
-                              options.frames_dir);
-    }
-  }
+  a->rects_ = std::move(plan.rects);
+  a->paths_ = std::move(plan.paths);
   a->num_frames_ = static_cast<int>(a->paths_.size());
-
-  // The first frame fixes the size every other frame must have.
-  LIPSYNC_ASSIGN_OR_RETURN(image::Image first, image::ReadImageFile(a->paths_[0]));
-  a->width_ = first.width;
-  a->height_ = first.height;
-  LIPSYNC_RETURN_IF_ERROR(
-      ValidateCropRects(a->rects_, a->num_frames_, a->width_, a->height_, options.crop_rects_path));
+  a->width_ = plan.width;
+  a->height_ = plan.height;
 
   a->frames_.resize(a->num_frames_);
   a->lru_pos_.resize(a->num_frames_);
@@ -105,7 +223,7 @@ Expected<image::Image> Avatar::ReadOriginal(int index) const {
                                    " out of range; expected 0.." + std::to_string(num_frames_ - 1));
   }
   const std::string& path = paths_[index];
-  LIPSYNC_ASSIGN_OR_RETURN(image::Image img, image::ReadImageFile(path));
+  LIPSYNC_ASSIGN_OR_RETURN(image::Image img, image::ReadImageFile(path, options_.image_limits));
   if (img.width != width_ || img.height != height_ || img.channels != 3) {
     return Status::InvalidArgument("avatar '" + options_.id + "': " + path + " is " +
                                    std::to_string(img.width) + "x" + std::to_string(img.height) +
@@ -116,6 +234,11 @@ Expected<image::Image> Avatar::ReadOriginal(int index) const {
 }
 
 Expected<FrameHandle> Avatar::LoadFrame(int index) const {
+  return Guarded("avatar '" + options_.id + "': " + paths_[index],
+                 [&] { return LoadFrameUnguarded(index); });
+}
+
+Expected<FrameHandle> Avatar::LoadFrameUnguarded(int index) const {
   const std::string& path = paths_[index];
   LIPSYNC_ASSIGN_OR_RETURN(image::Image img, ReadOriginal(index));
   auto f = std::make_shared<BackgroundFrame>();

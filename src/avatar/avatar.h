@@ -14,6 +14,12 @@
 //    held decoded.
 // With region_jpeg (and not compact) the whole frame is kept as well as its JPEG.
 //
+// The files are a tenant's, so untrusted: Plan() reads only crop_rects.json and the
+// first frame's header (sizes and counts checked against AvatarOptions' limits, paths
+// confined to `confine_to`) and estimates the bytes Open will hold, so that a caller
+// can check its memory budget before anything is decoded; Open() then decodes within
+// the same limits. No exception leaves this class (allocation failures are errors).
+//
 // Thread-safe (internal mutex). A FrameHandle stays valid while it lives, even if the
 // frame leaves the cache or the Avatar is destroyed.
 #pragma once
@@ -87,13 +93,41 @@ struct AvatarOptions {
   // reads). A frame whose region would be more than half of it is kept whole.
   bool compact = false;
   int compact_margin_px = 0;
+  // Bounds on the tenant's files (CompositingConfig::Limits): each frame file's size
+  // and dimensions, crop_rects.json's size, depth and entry count, and the frame count.
+  image::DecodeLimits image_limits;
+  CropRectsLimits crop_rects_limits;
+  int max_frames = 100000;
+  // Set (e.g. model_root): the frames directory, crop_rects.json and every frame must
+  // resolve, symlinks followed, to a path inside this directory; PERMISSION_DENIED
+  // otherwise. Frames are then read through their resolved paths.
+  std::string confine_to;
+};
+
+// What Avatar::Plan learns without decoding any pixels.
+struct AvatarPlan {
+  std::vector<CropRect> rects;
+  std::vector<std::string> paths;  // frame files, in order
+  int width = 0;                   // from frame 0's header
+  int height = 0;
+  // Bytes the Avatar will hold once Open returns (every frame when preloading, else
+  // the one frame Open decodes): frames x w x h x 3 for full frames, the JPEG and the
+  // held region for compact ones (an estimate).
+  int64_t estimated_bytes = 0;
 };
 
 class Avatar {
  public:
-  // Reads the crop rects, counts/validates the frames (the first frame gives the
-  // size; all frames must match it) and preloads if asked. Errors name the file.
+  // Reads the crop rects, counts the frames, reads frame 0's header and estimates the
+  // decoded bytes; decodes no pixels. NOT_FOUND for a missing directory/file,
+  // INVALID_ARGUMENT for a file over the limits or malformed, PERMISSION_DENIED for a
+  // path that leaves confine_to. Errors name the file.
+  static Expected<AvatarPlan> Plan(const AvatarOptions& options);
+  // Plan, then Open(options, plan).
   static Expected<std::shared_ptr<Avatar>> Open(const AvatarOptions& options);
+  // Decodes the planned frames (all with preload, else the first; every frame must
+  // have frame 0's size) within options.image_limits. Errors name the file.
+  static Expected<std::shared_ptr<Avatar>> Open(const AvatarOptions& options, AvatarPlan plan);
 
   const std::string& id() const { return options_.id; }
   int num_frames() const { return num_frames_; }
@@ -122,6 +156,9 @@ class Avatar {
  private:
   explicit Avatar(AvatarOptions options) : options_(std::move(options)) {}
   Expected<FrameHandle> LoadFrame(int index) const;
+  Expected<FrameHandle> LoadFrameUnguarded(int index) const;
+  static Expected<std::shared_ptr<Avatar>> OpenUnguarded(const AvatarOptions& options,
+                                                         AvatarPlan plan);
 
   AvatarOptions options_;
   std::vector<CropRect> rects_;

@@ -2,7 +2,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <exception>
 #include <filesystem>
+#include <new>
 
 #include "common/log.h"
 #include "common/model_id.h"
@@ -22,6 +24,10 @@ struct AvatarRegistry::Entry {
   double load_ms = 0;
   Status error;
   Clock::time_point failed_at{};
+  Clock::time_point retry_at{};  // kFailed: answered from memory until then
+  int consecutive_failures = 0;
+  int64_t load_attempts = 0;
+  int64_t reserved_bytes = 0;  // estimate of a load in flight, counted against the budget
   double composite_ms_sum = 0;
   int64_t composite_count = 0;
 };
@@ -50,6 +56,15 @@ AvatarRegistryOptions AvatarRegistryOptions::FromConfig(const config::Compositin
   o.idle_timeout = std::chrono::milliseconds(
       static_cast<int64_t>(config.capacity.idle_timeout_minutes * 60'000.0));
   o.memory_limit_bytes = config.capacity.memory_limit_mb * 1024 * 1024;
+  o.failed_load_retry_seconds = config.capacity.failed_load_retry_seconds;
+  o.failed_load_retry_max_seconds = config.capacity.failed_load_retry_max_seconds;
+  o.image_limits.max_width = config.limits.max_image_width;
+  o.image_limits.max_height = config.limits.max_image_height;
+  o.image_limits.max_file_bytes = config.limits.max_image_file_mb * 1024 * 1024;
+  o.crop_rects_limits.max_file_bytes = config.limits.max_crop_rects_file_mb * 1024 * 1024;
+  o.crop_rects_limits.max_json_depth = config.limits.max_json_depth;
+  o.crop_rects_limits.max_rects = config.limits.max_frames;
+  o.max_frames = config.limits.max_frames;
   o.region_jpeg = config.output.format == config::OutputFormat::kJpeg && config.output.region_jpeg;
   o.compact_backgrounds = o.region_jpeg && config.output.compact_backgrounds;
   o.jpeg_quality = config.output.jpeg_quality;
@@ -93,6 +108,9 @@ std::optional<AvatarOptions> AvatarRegistry::SourceFor(const std::string& id) co
   o.region_jpeg = options_.region_jpeg || options_.compact_backgrounds;
   o.compact = options_.compact_backgrounds;
   o.jpeg_quality = options_.jpeg_quality;
+  o.image_limits = options_.image_limits;
+  o.crop_rects_limits = options_.crop_rects_limits;
+  o.max_frames = options_.max_frames;
   auto it = options_.models.find(id);
   if (it != options_.models.end()) {
     o.frames_dir = it->second.background_dir;
@@ -108,6 +126,7 @@ std::optional<AvatarOptions> AvatarRegistry::SourceFor(const std::string& id) co
   o.frames_dir = (dir / "frames").string();
   o.crop_rects_path = (dir / "crop_rects.json").string();
   o.preload = true;
+  o.confine_to = options_.model_root;  // a tenant's files stay inside model_root
   return o;
 }
 
@@ -152,13 +171,15 @@ AvatarHandle AvatarRegistry::Pin(const std::shared_ptr<Entry>& entry,
   return AvatarHandle(token, raw);
 }
 
-bool AvatarRegistry::MakeRoomLocked(int extra_models, const std::string& keep) {
+bool AvatarRegistry::MakeRoomLocked(int extra_models, int64_t extra_bytes,
+                                    const std::string& keep) {
   for (;;) {
     int loaded = 0;
-    int64_t bytes = 0;
+    int64_t bytes = extra_bytes;
     for (const auto& [id, e] : entries_) {
       if (e->avatar || e->state == AvatarState::kLoading) loaded++;
       if (e->avatar) bytes += e->avatar->memory_bytes();
+      bytes += e->reserved_bytes;
     }
     bool over_count = loaded + extra_models > options_.max_models;
     bool over_bytes = options_.memory_limit_bytes > 0 && bytes > options_.memory_limit_bytes;
@@ -189,61 +210,196 @@ bool AvatarRegistry::MakeRoomLocked(int extra_models, const std::string& keep) {
   }
 }
 
-Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(std::unique_lock<std::mutex>& lock,
-                                                             const std::string& id, bool force,
-                                                             bool* loaded_now, double* load_ms) {
+void AvatarRegistry::RecordFailureLocked(Entry& entry, const Status& error) {
+  entry.state = AvatarState::kFailed;
+  entry.error = error;
+  entry.consecutive_failures++;
+  // failed_load_retry_seconds, doubling per consecutive failure, capped.
+  double delay = std::max(0.0, options_.failed_load_retry_seconds);
+  for (int i = 1; i < entry.consecutive_failures && delay < options_.failed_load_retry_max_seconds;
+       ++i) {
+    delay *= 2;
+  }
+  delay = std::min(
+      delay, std::max(options_.failed_load_retry_seconds, options_.failed_load_retry_max_seconds));
+  entry.failed_at = options_.now();
+  entry.retry_at = entry.failed_at + std::chrono::duration_cast<Clock::duration>(
+                                         std::chrono::duration<double>(delay));
+  LOG_WARN("avatar '%s' failed to load (failure %d in a row; answered from memory for %.0f s): %s",
+           entry.id.c_str(), entry.consecutive_failures, delay, error.ToString().c_str());
+}
+
+namespace {
+
+// Runs `f`, turning anything thrown into a Status (the library boundary).
+template <typename F>
+Status CatchAll(const std::string& what, F&& f) {
+  try {
+    return f();
+  } catch (const std::bad_alloc&) {
+    return Status::ResourceExhausted(what + ": out of memory");
+  } catch (const std::exception& e) {
+    return Status::Internal(what + ": " + std::string(e.what()).substr(0, 200));
+  } catch (...) {
+    return Status::Internal(what + ": unknown exception");
+  }
+}
+
+}  // namespace
+
+Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
+    std::unique_lock<std::mutex>& lock, const std::string& id, bool force, bool* loaded_now,
+    double* load_ms, std::optional<Clock::time_point> deadline) {
   for (;;) {
     auto it = entries_.find(id);
     std::shared_ptr<Entry> entry = it == entries_.end() ? nullptr : it->second;
     if (entry && entry->state == AvatarState::kLoading) {
-      load_done_.wait(lock);
+      // Another caller's load: wait for it, but only until our own deadline.
+      if (!deadline) {
+        load_done_.wait(lock);
+      } else if (load_done_.wait_until(lock, *deadline) == std::cv_status::timeout &&
+                 entry->state == AvatarState::kLoading) {
+        return Status::DeadlineExceeded("avatar '" + id +
+                                        "' is still being loaded for another request and this "
+                                        "request's deadline has passed; retry later");
+      }
       continue;
     }
     if (entry && entry->state == AvatarState::kLoaded && !force) return entry->avatar;
-    if (entry && entry->state == AvatarState::kFailed && !force) {
-      auto age = std::chrono::duration<double>(options_.now() - entry->failed_at).count();
-      if (age < options_.failed_load_retry_seconds) return entry->error;
-    }
-    std::optional<AvatarOptions> source = SourceFor(id);
-    if (!source) {
-      return Status::NotFound(
-          "avatar '" + id + "' does not exist: not in the config's models and no " +
-          (options_.model_root.empty() ? std::string("model_root is set")
-                                       : (fs::path(options_.model_root) / id / "frames").string()));
+    if (entry && entry->state == AvatarState::kFailed && !force &&
+        options_.now() < entry->retry_at) {
+      return entry->error;  // remembered: the files are not read again before retry_at
     }
     if (!entry) {
       entry = std::make_shared<Entry>();
       entry->id = id;
       entries_[id] = entry;
     }
-    bool reload = entry->avatar != nullptr;
-    if (!reload && !MakeRoomLocked(1, id)) {
+    const bool reload = entry->avatar != nullptr;
+    // Forgets an entry that never held anything (an unknown id, a refused first load).
+    auto forget_if_empty = [&] {
+      auto found = entries_.find(id);
+      if (found != entries_.end() && found->second == entry && !entry->avatar &&
+          entry->state == AvatarState::kUnloaded && entry->usage_count == 0 &&
+          entry->consecutive_failures == 0 && entry->pins.load() == 0) {
+        entries_.erase(found);
+      }
+    };
+    if (!reload && !MakeRoomLocked(1, 0, id)) {
+      forget_if_empty();
       return Status::ResourceExhausted("avatar '" + id + "': all " +
                                        std::to_string(options_.max_models) +
                                        " avatar slots (max_models) are in use; retry later");
     }
+    const AvatarState previous = entry->state;
     entry->state = AvatarState::kLoading;
-    lock.unlock();
-    Expected<std::shared_ptr<Avatar>> opened = Avatar::Open(*source);
-    lock.lock();
-    load_done_.notify_all();
-    if (!opened.ok()) {
-      if (reload) {
-        entry->state = AvatarState::kLoaded;  // a failed reload keeps the old one
-      } else {
-        entry->state = AvatarState::kFailed;
-        entry->error = opened.status();
-        entry->failed_at = options_.now();
+    entry->load_attempts++;
+
+    // Whatever happens from here on, the load ends as loaded or failed and the waiters
+    // are woken: on an early return each path settles the state itself; anything that
+    // escapes (it should not) is settled here as a failure.
+    struct Settle {
+      AvatarRegistry* registry;
+      std::unique_lock<std::mutex>& lock;
+      Entry& entry;
+      bool reload;
+      bool done = false;
+      ~Settle() {
+        if (!lock.owns_lock()) lock.lock();
+        entry.reserved_bytes = 0;
+        if (!done && entry.state == AvatarState::kLoading) {
+          if (reload) {
+            entry.state = AvatarState::kLoaded;
+          } else {
+            registry->RecordFailureLocked(
+                entry, Status::Internal("avatar '" + entry.id + "': load abandoned"));
+          }
+        }
+        registry->load_done_.notify_all();
       }
-      LOG_WARN("avatar '%s' failed to load: %s", id.c_str(), opened.status().ToString().c_str());
-      return opened.status();
+    } settle{this, lock, *entry, reload};
+    // A failure of this attempt: a failed reload keeps the old avatar; a first load is
+    // remembered (with backoff) unless `remember` is false (a transient refusal).
+    auto fail = [&](const Status& error, bool remember) -> Status {
+      settle.done = true;
+      entry->reserved_bytes = 0;
+      if (reload) {
+        entry->state = AvatarState::kLoaded;
+        LOG_WARN("avatar '%s' reload failed, keeping the loaded one: %s", id.c_str(),
+                 error.ToString().c_str());
+      } else if (remember) {
+        RecordFailureLocked(*entry, error);
+      } else {
+        entry->state =
+            previous == AvatarState::kFailed ? AvatarState::kFailed : AvatarState::kUnloaded;
+        forget_if_empty();
+      }
+      return error;
+    };
+
+    // Outside the mutex: find the files, read crop_rects.json and frame 0's header.
+    lock.unlock();
+    std::optional<AvatarOptions> source;
+    AvatarPlan plan;
+    Status planned = CatchAll("avatar '" + id + "': load", [&]() -> Status {
+      if (options_.before_load) options_.before_load(id);
+      source = SourceFor(id);
+      if (!source) return Status::Ok();
+      LIPSYNC_ASSIGN_OR_RETURN(plan, Avatar::Plan(*source));
+      return Status::Ok();
+    });
+    lock.lock();
+    if (planned.ok() && !source) {
+      // No such avatar (any more): nothing to remember for an id that does not exist.
+      return fail(Status::NotFound(
+                      "avatar '" + id + "' does not exist: not in the config's models and no " +
+                      (options_.model_root.empty()
+                           ? std::string("model_root is set")
+                           : (fs::path(options_.model_root) / id / "frames").string())),
+                  /*remember=*/false);
     }
+    if (!planned.ok()) return fail(planned, /*remember=*/true);
+
+    // The memory budget, before anything is decoded.
+    const int64_t estimate = plan.estimated_bytes;
+    if (options_.memory_limit_bytes > 0) {
+      const std::string needs = "avatar '" + id + "' needs about " + std::to_string(estimate) +
+                                " bytes decoded (" + std::to_string(plan.paths.size()) +
+                                " frames of " + std::to_string(plan.width) + "x" +
+                                std::to_string(plan.height) + ")";
+      if (estimate > options_.memory_limit_bytes) {
+        return fail(Status::ResourceExhausted(needs + "; capacity.memory_limit_mb allows " +
+                                              std::to_string(options_.memory_limit_bytes) +
+                                              " bytes over all avatars"),
+                    /*remember=*/true);
+      }
+      if (!MakeRoomLocked(0, estimate, id)) {
+        return fail(Status::ResourceExhausted(needs + "; the memory budget (" +
+                                              std::to_string(options_.memory_limit_bytes) +
+                                              " bytes) is held by avatars in use; retry later"),
+                    /*remember=*/false);
+      }
+    }
+    entry->reserved_bytes = estimate;
+
+    lock.unlock();
+    Expected<std::shared_ptr<Avatar>> opened = Status::Internal("not opened");
+    Status decoded = CatchAll("avatar '" + id + "': load", [&]() -> Status {
+      opened = Avatar::Open(*source, std::move(plan));
+      return opened.status();
+    });
+    lock.lock();
+    entry->reserved_bytes = 0;
+    if (!decoded.ok()) return fail(decoded, /*remember=*/true);
+
+    settle.done = true;
     entry->avatar = *opened;
     entry->state = AvatarState::kLoaded;
     entry->load_ms = entry->avatar->load_ms();
     entry->error = Status::Ok();
+    entry->consecutive_failures = 0;
     entry->last_used = options_.now();
-    if (!MakeRoomLocked(0, id)) {
+    if (!MakeRoomLocked(0, 0, id)) {
       int64_t own = entry->avatar->memory_bytes();
       entry->avatar.reset();
       entry->state = AvatarState::kUnloaded;
@@ -262,13 +418,14 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(std::unique_lock<st
 }
 
 Expected<AvatarHandle> AvatarRegistry::Acquire(const std::string& id, bool* loaded_now,
-                                               double* load_ms) {
+                                               double* load_ms,
+                                               std::optional<Clock::time_point> deadline) {
   if (loaded_now) *loaded_now = false;
   if (load_ms) *load_ms = 0;
   LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
   std::unique_lock<std::mutex> lock(mu_);
   LIPSYNC_ASSIGN_OR_RETURN(std::shared_ptr<Avatar> avatar,
-                           LoadLocked(lock, id, false, loaded_now, load_ms));
+                           LoadLocked(lock, id, false, loaded_now, load_ms, deadline));
   const std::shared_ptr<Entry>& entry = entries_[id];
   entry->usage_count++;
   entry->last_used = options_.now();
@@ -281,7 +438,7 @@ Expected<AvatarHandle> AvatarRegistry::Acquire(const std::string& id, bool* load
 Status AvatarRegistry::Load(const std::string& id, bool force_reload) {
   LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
   std::unique_lock<std::mutex> lock(mu_);
-  auto loaded = LoadLocked(lock, id, force_reload, nullptr, nullptr);
+  auto loaded = LoadLocked(lock, id, force_reload, nullptr, nullptr, std::nullopt);
   return loaded.status();
 }
 
@@ -295,6 +452,8 @@ Status AvatarRegistry::Unload(const std::string& id) {
   }
   it->second->avatar.reset();
   it->second->error = Status::Ok();
+  it->second->consecutive_failures = 0;
+  it->second->retry_at = {};
   it->second->state = AvatarState::kUnloaded;
   return Status::Ok();
 }
@@ -327,9 +486,10 @@ AvatarStats StatsOf(const std::string& id, AvatarState state, const Avatar* a) {
 
 Expected<AvatarStats> AvatarRegistry::Stats(const std::string& id) const {
   LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
-  std::lock_guard<std::mutex> lock(mu_);
+  std::unique_lock<std::mutex> lock(mu_);
   auto it = entries_.find(id);
   if (it == entries_.end()) {
+    lock.unlock();  // SourceFor looks at the disk
     if (!SourceFor(id)) return Status::NotFound("avatar '" + id + "' does not exist");
     return StatsOf(id, AvatarState::kUnloaded, nullptr);
   }
@@ -340,6 +500,12 @@ Expected<AvatarStats> AvatarRegistry::Stats(const std::string& id) const {
   s.load_ms = e.load_ms;
   s.error = e.state == AvatarState::kFailed ? e.error.message() : "";
   s.avg_composite_ms = e.composite_count ? e.composite_ms_sum / e.composite_count : 0;
+  s.load_attempts = e.load_attempts;
+  s.consecutive_failures = e.consecutive_failures;
+  if (e.state == AvatarState::kFailed) {
+    s.retry_in_seconds =
+        std::max(0.0, std::chrono::duration<double>(e.retry_at - options_.now()).count());
+  }
   return s;
 }
 
@@ -369,7 +535,9 @@ int AvatarRegistry::loaded_count() const {
 int64_t AvatarRegistry::memory_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
   int64_t n = 0;
-  for (const auto& [id, e] : entries_) n += e->avatar ? e->avatar->memory_bytes() : 0;
+  for (const auto& [id, e] : entries_) {
+    n += (e->avatar ? e->avatar->memory_bytes() : 0) + e->reserved_bytes;
+  }
   return n;
 }
 
@@ -387,7 +555,7 @@ int AvatarRegistry::SweepIdle() {
       }
     }
   }
-  MakeRoomLocked(0, "");
+  MakeRoomLocked(0, 0, "");
   return unloaded;
 }
 

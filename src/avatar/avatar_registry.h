@@ -2,9 +2,22 @@
 // `model_root/<id>/{frames/,crop_rects.json}`), which are loaded, and which to evict.
 //
 // - Loading is on demand and single-flight: concurrent Acquire calls for one id share
-//   one load. A failed load is remembered for `failed_load_retry_seconds` and answered
-//   with the same error (naming the file) without touching the disk; other avatars
-//   are unaffected.
+//   one load; a caller waiting for another caller's load gives up at its own deadline
+//   (DEADLINE_EXCEEDED). Every load ends as loaded or failed, whatever happens inside
+//   it (an RAII guard; exceptions, std::bad_alloc included, are caught at this
+//   boundary and become the load's error).
+// - A failed load is remembered and answered with the same error (naming the file)
+//   without touching the disk until its retry time: `failed_load_retry_seconds` after
+//   the first failure, doubling per consecutive failure up to
+//   `failed_load_retry_max_seconds`; a success resets it. Other avatars are unaffected.
+// - A load first reads only crop_rects.json and frame 0's header (Avatar::Plan), checks
+//   the estimated decoded bytes against `memory_limit_bytes` (evicting if needed),
+//   counts them as reserved while it decodes, then decodes (Avatar::Open). All file
+//   I/O happens outside the registry mutex.
+// - The tenant's files are bounded by `image_limits`, `crop_rects_limits` and
+//   `max_frames`; those of a model_root tenant must resolve (symlinks followed) inside
+//   model_root, PERMISSION_DENIED otherwise. Configured `models:` paths are the
+//   operator's and are not confined.
 // - Caps: `max_models` loaded avatars and `memory_limit_bytes` over all of them.
 //   Victims are picked among avatars not in use (no live handle) by LRU (oldest last
 //   use) or LFU (fewest uses, then oldest). If every loaded avatar is in use, a new
@@ -43,18 +56,28 @@ struct AvatarRegistryOptions {
   int max_models = 11000;
   int background_cache_frames = 600;
   config::EvictionPolicy eviction_policy = config::EvictionPolicy::kLfu;
-  std::chrono::milliseconds idle_timeout{0};  // 0: never unload idle avatars
-  int64_t memory_limit_bytes = 0;             // 0: no limit
-  double failed_load_retry_seconds = 30;
-  bool region_jpeg = false;          // keep each frame's JPEG for region-only encoding
-  bool compact_backgrounds = false;  // needs region_jpeg
+  std::chrono::milliseconds idle_timeout{0};   // 0: never unload idle avatars
+  int64_t memory_limit_bytes = 0;              // 0: no limit
+  double failed_load_retry_seconds = 30;       // first delay after a failure
+  double failed_load_retry_max_seconds = 600;  // doubling per consecutive failure, up to this
+  image::DecodeLimits image_limits;            // each frame file (limits.max_image_*)
+  CropRectsLimits crop_rects_limits;  // crop_rects.json (limits.max_crop_rects_file_mb, ...)
+  int max_frames = 100000;            // limits.max_frames
+  bool region_jpeg = false;           // keep each frame's JPEG for region-only encoding
+  bool compact_backgrounds = false;   // needs region_jpeg
   int jpeg_quality = 75;
   bool start_sweeper = true;  // false: only SweepIdle() unloads idle avatars
-  // Time source (tests inject a fake clock).
+  // Time source for use times, idle unloading and the retry backoff (tests inject a
+  // fake clock). Deadlines passed to Acquire are on the real Clock.
   std::function<Clock::time_point()> now = [] { return Clock::now(); };
+  // Test hook: called at the start of every load attempt, on the loading thread,
+  // outside the registry mutex. It may block (a slow load) or throw (a decoder that
+  // throws); a throw fails that load like any other error.
+  std::function<void(const std::string& id)> before_load;
 
-  // From the compositing config (capacity.*, output.{region_jpeg, compact_backgrounds,
-  // jpeg_quality} (region JPEG only with format jpeg), models, model_root).
+  // From the compositing config (capacity.*, limits.*, output.{region_jpeg,
+  // compact_backgrounds, jpeg_quality} (region JPEG only with format jpeg), models,
+  // model_root).
   static AvatarRegistryOptions FromConfig(const config::CompositingConfig& config);
 };
 
@@ -73,6 +96,9 @@ struct AvatarStats {
   double load_ms = 0;
   std::string error;  // last load error (kFailed)
   double avg_composite_ms = 0;
+  int64_t load_attempts = 0;     // loads started (each reads the tenant's files)
+  int consecutive_failures = 0;  // since the last success (or Unload)
+  double retry_in_seconds = 0;   // kFailed: until the next load attempt (0: next request)
 };
 
 class AvatarRegistry {
@@ -84,15 +110,18 @@ class AvatarRegistry {
 
   // The avatar `id`, loading it if needed (evicting others per policy), counted as one
   // use. INVALID_ARGUMENT for a malformed id, NOT_FOUND if no such avatar exists,
-  // the remembered load error, or RESOURCE_EXHAUSTED. `*loaded_now` (optional) is set
-  // when this call loaded it; `*load_ms` (optional) to the load time then.
+  // the (remembered) load error, RESOURCE_EXHAUSTED, or DEADLINE_EXCEEDED when
+  // `deadline` (real Clock) passes while another caller's load of it is in flight (a
+  // load this call runs itself is not cut short). `*loaded_now` (optional) is set when
+  // this call loaded it; `*load_ms` (optional) to the load time then.
   Expected<AvatarHandle> Acquire(const std::string& id, bool* loaded_now = nullptr,
-                                 double* load_ms = nullptr);
+                                 double* load_ms = nullptr,
+                                 std::optional<Clock::time_point> deadline = std::nullopt);
   // Loads without counting a use. force_reload: open again and swap in on success
   // (handles to the old one stay valid; a failed reload keeps the old one).
   Status Load(const std::string& id, bool force_reload = false);
   // Drops the registry's reference (in-flight handles finish on it). NOT_FOUND if not
-  // loaded. Also forgets a remembered failure.
+  // loaded. Also forgets a remembered failure and its backoff.
   Status Unload(const std::string& id);
 
   // Adds one compositing time sample (for avg_composite_ms).
@@ -107,6 +136,7 @@ class AvatarRegistry {
   std::vector<AvatarStats> LoadedStats() const;
 
   int loaded_count() const;
+  // Loaded avatars' bytes plus the estimates reserved by loads in flight.
   int64_t memory_bytes() const;
   int max_models() const { return options_.max_models; }
   int64_t memory_limit_bytes() const { return options_.memory_limit_bytes; }
@@ -120,10 +150,13 @@ class AvatarRegistry {
   std::optional<AvatarOptions> SourceFor(const std::string& id) const;
   Expected<std::shared_ptr<Avatar>> LoadLocked(std::unique_lock<std::mutex>& lock,
                                                const std::string& id, bool force, bool* loaded_now,
-                                               double* load_ms);
+                                               double* load_ms,
+                                               std::optional<Clock::time_point> deadline);
   // Evicts unpinned avatars (not `keep`) until both caps hold with `extra_models`
-  // more avatars; false if it could not.
-  bool MakeRoomLocked(int extra_models, const std::string& keep);
+  // more avatars and `extra_bytes` more bytes; false if it could not.
+  bool MakeRoomLocked(int extra_models, int64_t extra_bytes, const std::string& keep);
+  // Marks `entry` failed with `error` and schedules its retry (backoff).
+  void RecordFailureLocked(Entry& entry, const Status& error);
   AvatarHandle Pin(const std::shared_ptr<Entry>& entry, std::shared_ptr<Avatar> avatar);
   void SweeperLoop();
 

@@ -159,7 +159,7 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
   double avatar_load_ms = 0;
   LIPSYNC_ASSIGN_OR_RETURN(
       avatar::AvatarHandle avatar,
-      avatars_->Acquire(request.model_id, &avatar_loaded_now, &avatar_load_ms));
+      avatars_->Acquire(request.model_id, &avatar_loaded_now, &avatar_load_ms, deadline));
 
   const avatar::LoopMode loop = request.loop_mode == LoopChoice::kPingPong
                                     ? avatar::LoopMode::kPingPong

@@ -6,7 +6,8 @@
 // only translates gRPC to this class.
 //
 // A request's journey through InferBatchComposite():
-//   validate every field -> registry.Acquire(avatar) (lazy load, pinned for the call)
+//   validate every field -> registry.Acquire(avatar) (lazy load, pinned for the call;
+//      waiting for another request's load of it only until this request's deadline)
 //   -> visual input: the client's bytes, or Compositor::BuildVisualInputs for
 //      backgrounds (start_frame_idx + i) mod num_frames (or ping-pong)
 //   -> backend.Infer (uint8 output, deadline = min(client deadline, timeout_seconds))

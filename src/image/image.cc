@@ -403,9 +403,11 @@ Expected<std::string> ReadBounded(const std::string& path, int64_t max_bytes, bo
 
 }  // namespace
 
-Expected<std::string> ReadFileBytes(const std::string& path, int64_t max_bytes) {
+Expected<std::string> ReadFileBytes(const std::string& path, int64_t max_bytes,
+                                    const char* limit_name) {
   if (max_bytes > 0) {
-    return Guarded("reading a file", [&] { return ReadBounded(path, max_bytes, false); });
+    return Guarded("reading a file",
+                   [&] { return ReadBounded(path, max_bytes, false, limit_name); });
   }
   std::ifstream in(path, std::ios::binary);
   if (!in) return Status::NotFound("cannot open file '" + path + "'");

@@ -73,8 +73,10 @@ inline Expected<std::string> EncodeJpeg(const Image& img, int quality) {
 }
 // Reads a whole file. NOT_FOUND if missing. With max_bytes > 0: INVALID_ARGUMENT naming
 // the file (before reading it) when it is not a regular file or is larger than
-// max_bytes (it never reads more than max_bytes + 1 bytes, even if it grows).
-Expected<std::string> ReadFileBytes(const std::string& path, int64_t max_bytes = 0);
+// max_bytes (it never reads more than max_bytes + 1 bytes, even if it grows), naming
+// `limit_name` (the config key) if given.
+Expected<std::string> ReadFileBytes(const std::string& path, int64_t max_bytes = 0,
+                                    const char* limit_name = nullptr);
 Status WriteFileBytes(const std::string& path, std::string_view bytes);
 
 // Peak signal-to-noise ratio in dB of two same-sized images (inf when identical).

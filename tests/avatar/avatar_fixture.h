@@ -78,4 +78,36 @@ inline std::string WriteAvatar(const std::filesystem::path& root, const std::str
   return dir.string();
 }
 
+// Hostile files (issue 9) --------------------------------------------------------
+
+inline uint32_t Crc32(const std::string& data) {
+  uint32_t crc = 0xFFFFFFFFu;
+  for (unsigned char c : data) {
+    crc ^= c;
+    for (int k = 0; k < 8; ++k) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
+  }
+  return ~crc;
+}
+
+inline std::string Be32(uint32_t v) {
+  return {char(v >> 24), char(v >> 16), char(v >> 8), char(v)};
+}
+
+// A ~70-byte PNG whose valid, CRC-correct IHDR claims w x h RGB pixels, with almost no
+// image data.
+inline std::string PngClaiming(uint32_t w, uint32_t h) {
+  auto chunk = [](const std::string& type, const std::string& data) {
+    return Be32(uint32_t(data.size())) + type + data + Be32(Crc32(type + data));
+  };
+  const std::string ihdr = Be32(w) + Be32(h) + std::string("\x08\x02\x00\x00\x00", 5);
+  const std::string idat("\x78\x9c\x63\x00\x00\x00\x01\x00\x01", 9);
+  return std::string("\x89PNG\r\n\x1a\n", 8) + chunk("IHDR", ihdr) + chunk("IDAT", idat) +
+         chunk("IEND", "");
+}
+
+// crop_rects.json text nested `depth` arrays deep: [[[[...]]]].
+inline std::string DeeplyNestedJson(int depth) {
+  return std::string(size_t(depth), '[') + std::string(size_t(depth), ']');
+}
+
 }  // namespace lipsync::testing

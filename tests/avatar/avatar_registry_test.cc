@@ -4,6 +4,10 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <condition_variable>
+#include <filesystem>
+#include <mutex>
+#include <stdexcept>
 #include <thread>
 
 #include "avatar/avatar_fixture.h"
@@ -228,6 +232,214 @@ TEST_F(RegistryTest, ForceReloadKeepsOldOnFailure) {
   auto again = r.Acquire("d");
   ASSERT_TRUE(again.ok());
   EXPECT_EQ(again->get(), old->get());
+}
+
+// A tenant whose crop_rects.json is valid JSON built to hurt (a million levels deep).
+TEST_F(RegistryTest, FailedLoadIsRememberedAndRetriedWithBackoff) {
+  auto bad = testing::WriteAvatar(tmp_.path(), "bad", kFrames, kW, kH, kRect);
+  const std::string rects = bad + "/crop_rects.json";
+  ASSERT_TRUE(image::WriteFileBytes(rects, testing::DeeplyNestedJson(1'000'000)).ok());
+  auto o = Options();
+  o.failed_load_retry_seconds = 30;
+  o.failed_load_retry_max_seconds = 100;
+  AvatarRegistry r(o);
+  auto e1 = r.Acquire("bad");
+  ASSERT_EQ(e1.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(e1.status().message(), HasSubstr(rects));
+  EXPECT_THAT(e1.status().message(), HasSubstr("entry 0"));
+  EXPECT_THAT(e1.status().message(), HasSubstr("nested array"));
+  auto stats = [&] { return *r.Stats("bad"); };
+  EXPECT_EQ(stats().state, AvatarState::kFailed);
+  EXPECT_EQ(stats().load_attempts, 1);
+  EXPECT_EQ(stats().consecutive_failures, 1);
+  EXPECT_DOUBLE_EQ(stats().retry_in_seconds, 30);
+  // Answered from memory: the files are not read again (attempts unchanged).
+  for (int i = 0; i < 5; ++i) {
+    auto again = r.Acquire("bad");
+    EXPECT_EQ(again.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_EQ(again.status().message(), e1.status().message());
+  }
+  EXPECT_EQ(stats().load_attempts, 1);
+  // Other tenants are unaffected.
+  EXPECT_TRUE(r.Acquire("a").ok());
+  // Backoff: 30 s, then 60 s, then capped at 100 s.
+  Advance(29s);
+  EXPECT_FALSE(r.Acquire("bad").ok());
+  EXPECT_EQ(stats().load_attempts, 1);
+  Advance(1s);
+  EXPECT_FALSE(r.Acquire("bad").ok());
+  EXPECT_EQ(stats().load_attempts, 2);
+  EXPECT_EQ(stats().consecutive_failures, 2);
+  EXPECT_DOUBLE_EQ(stats().retry_in_seconds, 60);
+  Advance(59s);
+  EXPECT_FALSE(r.Acquire("bad").ok());
+  EXPECT_EQ(stats().load_attempts, 2);
+  Advance(1s);
+  EXPECT_FALSE(r.Acquire("bad").ok());
+  EXPECT_EQ(stats().load_attempts, 3);
+  EXPECT_DOUBLE_EQ(stats().retry_in_seconds, 100);
+  Advance(100s);
+  EXPECT_FALSE(r.Acquire("bad").ok());
+  EXPECT_EQ(stats().load_attempts, 4);
+  EXPECT_DOUBLE_EQ(stats().retry_in_seconds, 100);
+  // Fixed: the next retry loads it and the backoff is reset.
+  ASSERT_TRUE(
+      image::WriteFileBytes(rects, testing::RectsJson(std::vector<CropRect>(kFrames, kRect))).ok());
+  Advance(100s);
+  auto fixed = r.Acquire("bad");
+  ASSERT_TRUE(fixed.ok()) << fixed.status().ToString();
+  EXPECT_EQ(stats().consecutive_failures, 0);
+  EXPECT_EQ(stats().load_attempts, 5);
+}
+
+TEST_F(RegistryTest, LoadThatThrowsLeavesTheAvatarFailedNotLoading) {
+  auto o = Options();
+  o.failed_load_retry_seconds = 10;
+  std::atomic<int> calls{0};
+  std::atomic<bool> throw_bad_alloc{false}, fine{false};
+  o.before_load = [&](const std::string& id) {
+    if (id != "a" || fine) return;
+    calls++;
+    if (throw_bad_alloc) throw std::bad_alloc();
+    throw std::runtime_error("decoder exploded");
+  };
+  AvatarRegistry r(o);
+  auto e1 = r.Acquire("a");
+  ASSERT_EQ(e1.status().code(), StatusCode::kInternal);
+  EXPECT_THAT(e1.status().message(), HasSubstr("decoder exploded"));
+  EXPECT_EQ(r.Stats("a")->state, AvatarState::kFailed);  // not LOADING forever
+  // Remembered: the loader is not run again before the retry time.
+  EXPECT_EQ(r.Acquire("a").status().message(), e1.status().message());
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_TRUE(r.Acquire("b").ok());
+  // Retried after the backoff; an allocation failure is RESOURCE_EXHAUSTED.
+  throw_bad_alloc = true;
+  Advance(10s);
+  auto e2 = r.Acquire("a");
+  EXPECT_EQ(e2.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_EQ(calls.load(), 2);
+  EXPECT_EQ(r.Stats("a")->state, AvatarState::kFailed);
+  fine = true;
+  Advance(20s);
+  EXPECT_TRUE(r.Acquire("a").ok());
+  EXPECT_EQ(r.Stats("a")->state, AvatarState::kLoaded);
+}
+
+TEST_F(RegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFlight) {
+  auto o = Options();
+  std::mutex mu;
+  std::condition_variable cv;
+  bool entered = false, release = false;
+  o.before_load = [&](const std::string& id) {
+    if (id != "a") return;
+    std::unique_lock<std::mutex> lock(mu);
+    entered = true;
+    cv.notify_all();
+    cv.wait(lock, [&] { return release; });
+  };
+  AvatarRegistry r(o);
+  Status first_status;
+  std::thread loader([&] { first_status = r.Acquire("a").status(); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return entered; });
+  }
+  EXPECT_EQ(r.Stats("a")->state, AvatarState::kLoading);
+  // A deadline already passed, and one that passes while it waits.
+  EXPECT_EQ(r.Acquire("a", nullptr, nullptr, Clock::now()).status().code(),
+            StatusCode::kDeadlineExceeded);
+  auto waited = r.Acquire("a", nullptr, nullptr, Clock::now() + 50ms);
+  EXPECT_EQ(waited.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_THAT(waited.status().message(), HasSubstr("still being loaded"));
+  // The slow load holds no registry lock: other tenants load and answer meanwhile.
+  EXPECT_TRUE(r.Acquire("b", nullptr, nullptr, Clock::now() + 10s).ok());
+  EXPECT_TRUE(r.Stats("c").ok());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    release = true;
+  }
+  cv.notify_all();
+  loader.join();
+  EXPECT_TRUE(first_status.ok()) << first_status.ToString();
+  EXPECT_TRUE(r.Acquire("a", nullptr, nullptr, Clock::now() + 10s).ok());
+  EXPECT_EQ(r.Stats("a")->load_attempts, 1);
+}
+
+TEST_F(RegistryTest, MemoryBudgetIsCheckedBeforeDecoding) {
+  // frame 2 is corrupt: decoding would fail with INVALID_ARGUMENT naming it, so
+  // RESOURCE_EXHAUSTED shows the budget was checked first, from the headers alone.
+  auto big = testing::WriteAvatar(tmp_.path(), "big", kFrames, kW, kH, kRect);
+  ASSERT_TRUE(image::WriteFileBytes(big + "/frames/frame_0002.png", "garbage").ok());
+  auto o = Options();
+  o.memory_limit_bytes = kAvatarPixelBytes - 1;
+  AvatarRegistry r(o);
+  auto st = r.Acquire("big");
+  EXPECT_EQ(st.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(st.status().message(), HasSubstr("capacity.memory_limit_mb"));
+  EXPECT_EQ(r.Stats("big")->state, AvatarState::kFailed);  // can never fit: remembered
+  EXPECT_EQ(r.memory_bytes(), 0);
+}
+
+TEST_F(RegistryTest, HostileHeadersFailTheirTenantOnly) {
+  auto huge = testing::WriteAvatar(tmp_.path(), "huge", kFrames, kW, kH, kRect);
+  ASSERT_TRUE(
+      image::WriteFileBytes(huge + "/frames/frame_0000.png", testing::PngClaiming(60000, 60000))
+          .ok());
+  auto o = Options();
+  o.image_limits.max_width = 1920;
+  o.image_limits.max_height = 1080;
+  AvatarRegistry r(o);
+  auto st = r.Acquire("huge");
+  EXPECT_EQ(st.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(st.status().message(), HasSubstr("frame_0000.png"));
+  EXPECT_THAT(st.status().message(), HasSubstr("at most 1920x1080"));
+  EXPECT_EQ(r.Stats("huge")->state, AvatarState::kFailed);
+  EXPECT_TRUE(r.Acquire("a").ok());
+}
+
+TEST_F(RegistryTest, TenantSymlinkedOutsideModelRootIsPermissionDenied) {
+  testing::TempDir outside;
+  testing::WriteAvatar(outside.path(), "victim", kFrames, kW, kH, kRect);
+  std::filesystem::create_directory_symlink(outside.path() / "victim", tmp_.path() / "escape");
+  // Inside model_root, a symlink to another tenant's directory is fine.
+  std::filesystem::create_directory_symlink(tmp_.path() / "a", tmp_.path() / "alias");
+  AvatarRegistry r(Options());
+  auto st = r.Acquire("escape");
+  EXPECT_EQ(st.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(st.status().message(), HasSubstr("leaves model_root"));
+  EXPECT_EQ(r.Stats("escape")->state, AvatarState::kFailed);
+  EXPECT_TRUE(r.Acquire("alias").ok());
+  EXPECT_TRUE(r.Acquire("a").ok());
+  // Configured models (the operator's paths) are not confined to model_root.
+  auto o = Options();
+  config::CompositingModelEntry e;
+  e.background_dir = (outside.path() / "victim" / "frames").string();
+  e.crop_rects_path = (outside.path() / "victim" / "crop_rects.json").string();
+  o.models["configured"] = e;
+  AvatarRegistry configured(o);
+  EXPECT_TRUE(configured.Acquire("configured").ok());
+}
+
+TEST(RegistryOptionsTest, FromConfigWiresLimitsAndBackoff) {
+  config::CompositingConfig c;
+  c.capacity.failed_load_retry_seconds = 7;
+  c.capacity.failed_load_retry_max_seconds = 70;
+  c.limits.max_image_width = 111;
+  c.limits.max_image_height = 222;
+  c.limits.max_image_file_mb = 3;
+  c.limits.max_crop_rects_file_mb = 2;
+  c.limits.max_json_depth = 5;
+  c.limits.max_frames = 44;
+  auto o = AvatarRegistryOptions::FromConfig(c);
+  EXPECT_EQ(o.failed_load_retry_seconds, 7);
+  EXPECT_EQ(o.failed_load_retry_max_seconds, 70);
+  EXPECT_EQ(o.image_limits.max_width, 111);
+  EXPECT_EQ(o.image_limits.max_height, 222);
+  EXPECT_EQ(o.image_limits.max_file_bytes, 3 << 20);
+  EXPECT_EQ(o.crop_rects_limits.max_file_bytes, 2 << 20);
+  EXPECT_EQ(o.crop_rects_limits.max_json_depth, 5);
+  EXPECT_EQ(o.crop_rects_limits.max_rects, 44);
+  EXPECT_EQ(o.max_frames, 44);
 }
 
 }  // namespace

@@ -176,5 +176,115 @@ TEST(AvatarTest, CompactKeepsOnlyTheEncodedRegionAndJpeg) {
   EXPECT_EQ(compact->memory_bytes(), held);
 }
 
+TEST(AvatarTest, PlanReadsOnlyHeadersAndEstimatesTheDecodedBytes) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", kFrames, kW, kH, kRect);
+  auto o = Options(dir);
+  // A corrupt body in frame 5 is not noticed by Plan: it decodes nothing.
+  ASSERT_TRUE(image::WriteFileBytes(dir + "/frames/frame_0005.png", "not a png").ok());
+  auto plan = Avatar::Plan(o);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  EXPECT_EQ(plan->width, kW);
+  EXPECT_EQ(plan->height, kH);
+  EXPECT_EQ(plan->paths.size(), size_t(kFrames));
+  EXPECT_EQ(plan->rects.size(), size_t(kFrames));
+  const int64_t pixels = int64_t(kFrames) * kW * kH * 3;
+  EXPECT_EQ(plan->estimated_bytes, pixels + int64_t(kFrames * sizeof(CropRect)));
+  auto opened = Avatar::Open(o, *plan);
+  EXPECT_THAT(opened.status().message(), HasSubstr("frame_0005.png"));
+  ASSERT_TRUE(image::WritePng(dir + "/frames/frame_0005.png", testing::MakeFrame(kW, kH, 5)).ok());
+  auto a = Avatar::Open(o, *plan);
+  ASSERT_TRUE(a.ok()) << a.status().ToString();
+  EXPECT_EQ((*a)->memory_bytes(), plan->estimated_bytes);  // exact for full frames
+  // Compact frames: the JPEG plus the held region, far less than full frames.
+  o.region_jpeg = o.compact = true;
+  auto compact_plan = Avatar::Plan(o);
+  ASSERT_TRUE(compact_plan.ok());
+  EXPECT_LT(compact_plan->estimated_bytes, pixels / 2);
+  auto compact = Avatar::Open(o, *compact_plan);
+  ASSERT_TRUE(compact.ok());
+  EXPECT_LE((*compact)->memory_bytes(), compact_plan->estimated_bytes);
+  // Without preload only the first frame is decoded at Open.
+  o = Options(dir);
+  o.preload = false;
+  EXPECT_EQ(Avatar::Plan(o)->estimated_bytes,
+            int64_t(kW) * kH * 3 + int64_t(kFrames * sizeof(CropRect)));
+}
+
+TEST(AvatarTest, HostileFramesAreLoadErrorsNamingTheFile) {
+  testing::TempDir tmp;
+  auto dir = testing::WriteAvatar(tmp.path(), "a", 3, kW, kH, kRect);
+  auto o = Options(dir);
+  // Frame 0's header claims 60000x60000: rejected by Plan, nothing allocated.
+  const std::string frame0 = dir + "/frames/frame_0000.png";
+  ASSERT_TRUE(image::WriteFileBytes(frame0, testing::PngClaiming(60000, 60000)).ok());
+  auto huge = Avatar::Open(o);
+  EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(huge.status().message(), HasSubstr(frame0));
+  EXPECT_THAT(huge.status().message(), HasSubstr("60000x60000"));
+  ASSERT_TRUE(image::WritePng(frame0, testing::MakeFrame(kW, kH, 0)).ok());
+  // A later frame claiming a huge size: rejected when it is decoded.
+  const std::string frame2 = dir + "/frames/frame_0002.png";
+  ASSERT_TRUE(image::WriteFileBytes(frame2, testing::PngClaiming(50000, 70000)).ok());
+  auto later = Avatar::Open(o);
+  EXPECT_EQ(later.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(later.status().message(), HasSubstr(frame2));
+  // A truncated JPEG frame is an error, not a half-grey background.
+  fs::remove(frame2);
+  auto jpeg = image::EncodeJpeg(testing::MakeFrame(kW, kH, 2), 90);
+  ASSERT_TRUE(jpeg.ok());
+  const std::string jpg2 = dir + "/frames/frame_0002.jpg";
+  ASSERT_TRUE(image::WriteFileBytes(jpg2, jpeg->substr(0, jpeg->size() * 2 / 3)).ok());
+  auto truncated = Avatar::Open(o);
+  EXPECT_EQ(truncated.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(truncated.status().message(), HasSubstr(jpg2));
+  ASSERT_TRUE(image::WriteFileBytes(jpg2, *jpeg).ok());
+  ASSERT_TRUE(Avatar::Open(o).ok());
+  // Configured limits: frame size, file size, frame count.
+  o.image_limits.max_width = kW - 1;
+  EXPECT_THAT(Avatar::Open(o).status().message(), HasSubstr("limits.max_image_width/height"));
+  o.image_limits = {};
+  o.image_limits.max_file_bytes = 1000;
+  EXPECT_THAT(Avatar::Open(o).status().message(), HasSubstr("limits.max_image_file_mb"));
+  o.image_limits = {};
+  o.max_frames = 2;
+  auto many = Avatar::Open(o);
+  EXPECT_EQ(many.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(many.status().message(), HasSubstr("limits.max_frames"));
+  o.num_frames = 3;
+  EXPECT_THAT(Avatar::Open(o).status().message(), HasSubstr("limits.max_frames"));
+}
+
+TEST(AvatarTest, ConfinedFilesMustResolveInsideTheRoot) {
+  testing::TempDir root, outside;
+  auto dir = testing::WriteAvatar(root.path(), "a", 3, kW, kH, kRect);
+  testing::WriteAvatar(outside.path(), "x", 3, kW, kH, kRect);
+  auto o = Options(dir);
+  o.confine_to = root.str();
+  ASSERT_TRUE(Avatar::Open(o).ok());
+  // One frame symlinked to a file outside the root.
+  const std::string frame1 = dir + "/frames/frame_0001.png";
+  fs::remove(frame1);
+  fs::create_symlink(outside.path() / "x" / "frames" / "frame_0001.png", frame1);
+  auto escaped = Avatar::Open(o);
+  EXPECT_EQ(escaped.status().code(), StatusCode::kPermissionDenied);
+  EXPECT_THAT(escaped.status().message(), HasSubstr("frame_0001.png"));
+  EXPECT_THAT(escaped.status().message(), HasSubstr("leaves model_root"));
+  o.confine_to.clear();  // unconfined (an operator's configured paths): allowed
+  EXPECT_TRUE(Avatar::Open(o).ok());
+  o.confine_to = root.str();
+  // crop_rects.json symlinked outside.
+  fs::remove(frame1);
+  ASSERT_TRUE(image::WritePng(frame1, testing::MakeFrame(kW, kH, 1)).ok());
+  fs::remove(dir + "/crop_rects.json");
+  fs::create_symlink(outside.path() / "x" / "crop_rects.json", dir + "/crop_rects.json");
+  EXPECT_EQ(Avatar::Open(o).status().code(), StatusCode::kPermissionDenied);
+  // A symlink that stays inside the root is fine.
+  fs::remove(dir + "/crop_rects.json");
+  testing::WriteAvatar(root.path(), "b", 3, kW, kH, kRect);
+  fs::create_symlink(root.path() / "b" / "crop_rects.json", dir + "/crop_rects.json");
+  EXPECT_TRUE(Avatar::Open(o).ok());
+}
+
 }  // namespace
 }  // namespace lipsync::avatar
