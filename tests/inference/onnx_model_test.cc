@@ -187,6 +187,35 @@ TEST_F(OnnxModelTest, BadFilesAreClearErrors) {
   EXPECT_EQ(bad_encoder.status().code(), StatusCode::kFailedPrecondition);
 }
 
+// Hostile files: a truncated model, one declaring enormous frames (refused before any
+// allocation is sized by them), and one whose tensor names are huge (quoted bounded).
+TEST_F(OnnxModelTest, HostileFilesAreBoundedClearErrors) {
+  ASSERT_TRUE(testing::WriteScaledModel(Path("whole.onnx"), 16, 0.5f).ok());
+  const auto size = fs::file_size(Path("whole.onnx"));
+  fs::copy_file(Path("whole.onnx"), Path("truncated.onnx"));
+  fs::resize_file(Path("truncated.onnx"), size / 2);
+  auto truncated = OnnxModel::Load({Path("truncated.onnx"), ""}, -1);
+  EXPECT_EQ(truncated.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(truncated.status().message().find(Path("truncated.onnx")), std::string::npos)
+      << truncated.status().message();
+
+  // [B,6,100000,100000] float32 would be 240 GB per frame for the warm-up run.
+  ASSERT_TRUE(testing::WriteScaledModel(Path("huge_dims.onnx"), 100000, 1.f).ok());
+  auto huge = OnnxModel::Load({Path("huge_dims.onnx"), ""}, -1);
+  EXPECT_EQ(huge.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(huge.status().message().find("[-1,6,100000,100000]"), std::string::npos)
+      << huge.status().message();
+  EXPECT_NE(huge.status().message().find("refused before allocating"), std::string::npos);
+
+  const std::string long_name(20000, 'n');
+  ASSERT_TRUE(testing::WriteNamedInputModel(Path("long_name.onnx"), long_name).ok());
+  auto named = OnnxModel::Load({Path("long_name.onnx"), ""}, -1);
+  EXPECT_EQ(named.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(named.status().message().find("more bytes cut"), std::string::npos)
+      << named.status().message().substr(0, 500);
+  EXPECT_LT(named.status().message().size(), 1000u);
+}
+
 TEST_F(OnnxModelTest, AudioEncoderEncodesMelWindows) {
   ASSERT_TRUE(testing::WriteScaledModel(Path("s16a.onnx"), 16, 1.f).ok());
   ASSERT_TRUE(modelgen::WriteAudioEncoderModel(Path("enc.onnx")).ok());

@@ -52,6 +52,13 @@ Status WriteWrongNamesModel(const std::string& path) {
   return graph.Save(path);
 }
 
+Status WriteNamedInputModel(const std::string& path, const std::string& name) {
+  GraphBuilder graph("test_named_input");
+  DeclareIo(graph, 16, name.c_str());
+  modelgen::SliceChannels(graph, name, 0, 3, "output");
+  return graph.Save(path);
+}
+
 Status WriteCorruptModel(const std::string& path) {
   std::ofstream out(path, std::ios::binary | std::ios::trunc);
   out << "this is not an ONNX protobuf \x01\x02\x03 garbage";

@@ -24,6 +24,9 @@ Status WriteHeavyIdentityModel(const std::string& path, int size, int64_t weight
 // A well-formed ONNX model whose inputs are named "x"/"audio": not our contract.
 Status WriteWrongNamesModel(const std::string& path);
 
+// Like WriteWrongNamesModel, with the visual input named `name` (a hostile, long name).
+Status WriteNamedInputModel(const std::string& path, const std::string& name);
+
 // Bytes that are not an ONNX model.
 Status WriteCorruptModel(const std::string& path);
 
