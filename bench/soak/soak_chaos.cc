@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <deque>
 #include <filesystem>
 #include <fstream>
 #include <functional>
@@ -258,8 +259,22 @@ class HostileTenants {
     fs::remove(link, ec);
     fs::create_directory_symlink(fs::absolute(escaped), link, ec);
     if (ec) return Status::FailedPrecondition("cannot symlink " + link.string());
-    for (int kind = 0; kind < 4; ++kind) LIPSYNC_RETURN_IF_ERROR(h.Rewrite(kind, 0));
+    for (int kind = 0; kind < 4; ++kind) {
+      std::string what;
+      LIPSYNC_RETURN_IF_ERROR(h.Rewrite(kind, 0, &what));
+      h.initial_.push_back(what);
+    }
     return h;
+  }
+
+  // What Create wrote first.
+  const std::vector<std::string>& initial() const { return initial_; }
+
+  // A new tenant `name` holding the current hostile files of kHostileTenants[kind]: a name
+  // the servers have not seen, so it is loaded afresh (a failed load is remembered and
+  // only retried after a backoff, so rewriting the old tenant alone would rarely be read).
+  Status Snapshot(int kind, const std::string& name) {
+    return LinkTree(root_ / kHostileTenants[kind % 4], root_ / name);
   }
 
   // Rewrites hostile file `kind` (0 png, 1 crop, 2 onnx, 3 jpeg) with variant `variant`;
@@ -317,6 +332,7 @@ class HostileTenants {
   int frames_ = 0;
   std::string real_model_;
   std::string real_jpeg_;
+  std::vector<std::string> initial_;
 };
 
 // ---------------------------------------------------------------------------------------
@@ -365,6 +381,7 @@ struct CallResult {
   grpc::Status status;
   bool hung = false;  // no answer by deadline + margin; cancelled
   double seconds = 0;
+  double deadline_s = 0;
 };
 
 // Starts an async call through `start(done)` and waits for it until deadline + margin.
@@ -385,10 +402,20 @@ CallResult WatchedCall(grpc::ClientContext& context, double deadline_s, double m
   }
   result.status = future.get();  // the callback always runs, after a cancel too
   result.seconds = SecondsSince(t0);
+  result.deadline_s = deadline_s;
   return result;
 }
 
 std::string CodeName(const grpc::Status& s) { return lipsync::rpc::StatusCodeName(s.error_code()); }
+
+// The code, and for DEADLINE_EXCEEDED whether our own deadline ran out or a server sent it.
+std::string CodeName(const CallResult& r) {
+  std::string name = CodeName(r.status);
+  if (r.status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED) {
+    name += r.seconds >= 0.98 * r.deadline_s ? " (client deadline)" : " (sent by the server)";
+  }
+  return name;
+}
 
 bool LooksLikeJpeg(const std::string& f) {
   return f.size() >= 4 && uint8_t(f[0]) == 0xFF && uint8_t(f[1]) == 0xD8 &&
@@ -404,10 +431,10 @@ Verdict Classify(const CallResult& r, const compositing::CompositeBatchResponse&
   }
   if (!r.status.ok()) {
     if (r.status.error_message().empty()) {
-      *reason = CodeName(r.status) + " with an empty message";
+      *reason = CodeName(r) + " with an empty message";
       return Verdict::kLost;
     }
-    *reason = CodeName(r.status);
+    *reason = CodeName(r);
     return Verdict::kFailed;
   }
   if (!response.success()) {
@@ -585,6 +612,8 @@ class Soak {
   int kills_ = 0;
   int inference_restarts_seen_ = 0;
   std::vector<std::string> rewrites_;
+  std::deque<std::pair<std::string, std::string>> fresh_;  // (base tenant, new copy)
+  std::map<std::string, std::string> stream_examples_;     // status code -> first message
   int64_t rewrite_count_ = 0;
   int unexpected_exits_ = 0;
   int64_t total_lost_ = 0;
@@ -628,6 +657,10 @@ void Soak::StreamLoop(int stream) {
     {
       std::lock_guard<std::mutex> lock(mu_);
       streams_.Add(v, frames, reason);
+      if (v == Verdict::kFailed && !stream_examples_.count(reason)) {
+        stream_examples_[reason] = r.status.error_message().substr(0, 200);
+        if (r.status.ok()) stream_examples_[reason] = response.error().substr(0, 200);
+      }
       max_latency_s_ = std::max(max_latency_s_, r.seconds);
     }
     if (v == Verdict::kLost) {
@@ -654,17 +687,17 @@ void Soak::RecordChaos(const std::string& kind, const CallResult& r,
     reason = "OK";
   } else if (r.status.error_message().empty()) {
     v = Verdict::kLost;
-    reason = CodeName(r.status) + " with an empty message";
+    reason = CodeName(r) + " with an empty message";
   } else {
     v = Verdict::kFailed;
-    reason = CodeName(r.status);
+    reason = CodeName(r);
   }
   std::lock_guard<std::mutex> lock(mu_);
   ChaosKindStats& k = chaos_[kind];
   k.tally.Add(v, frames, reason);
   if (v == Verdict::kReturned && ok_is_wrong) ++k.accepted;
   if (k.example.empty() && !r.status.ok()) {
-    k.example = CodeName(r.status) + ": " + r.status.error_message().substr(0, 140);
+    k.example = CodeName(r) + ": " + r.status.error_message().substr(0, 140);
   }
   if (v == Verdict::kLost) {
     std::printf("[soak %6.1fs] LOST chaos %s: %s\n", SecondsSince(start_), kind.c_str(),
@@ -820,8 +853,17 @@ void Soak::HostileTenantLoop() {
   auto stub = compositing::CompositingService::NewStub(NewChannel(o_.server, 2001));
   const double deadline = 10;
   for (int i = 0; Running(); ++i) {
-    const std::string tenant = kHostileTenants[i % 5];
-    if ((i / 5) % 4 == 3) {
+    std::string tenant = kHostileTenants[i % 5];
+    std::string label = tenant;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (!fresh_.empty() && i % 2 == 1) {
+        tenant = fresh_.front().second;
+        label = "new " + fresh_.front().first + " copy";
+        fresh_.pop_front();
+      }
+    }
+    if (label == tenant && (i / 5) % 4 == 3) {
       lipsync::admin::LoadModelRequest request;
       request.set_model_id(tenant);
       lipsync::admin::LoadModelResponse response;
@@ -829,7 +871,7 @@ void Soak::HostileTenantLoop() {
       CallResult r = WatchedCall(context, deadline, o_.margin, [&](auto done) {
         stub->async()->LoadModel(&context, &request, &response, std::move(done));
       });
-      RecordChaos("LoadModel " + tenant, r, nullptr, 0, true);
+      RecordChaos("LoadModel " + label, r, nullptr, 0, true);
     } else {
       compositing::CompositeBatchRequest request;
       lipsync::audio::BatchAudioSpec spec;
@@ -845,7 +887,7 @@ void Soak::HostileTenantLoop() {
       CallResult r = WatchedCall(context, deadline, o_.margin, [&](auto done) {
         stub->async()->InferBatchComposite(&context, &request, &response, std::move(done));
       });
-      RecordChaos("request " + tenant, r, &response, 8, true);
+      RecordChaos("request " + label, r, &response, 8, true);
     }
     SleepFor(0.2);
   }
@@ -873,11 +915,22 @@ void Soak::RewriteLoop() {
     Log("cannot prepare hostile tenants: " + hostile.status().ToString());
     return;
   }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    rewrites_ = hostile->initial();
+  }
   for (int i = 1; Running(); ++i) {
     SleepFor(3);
     std::string what;
-    Status st = hostile->Rewrite(i % 4, i / 4 + 1, &what);
+    const int kind = i % 4;
+    Status st = hostile->Rewrite(kind, i / 4 + 1, &what);
+    const std::string fresh = std::string(kHostileTenants[kind]) + "_r" + std::to_string(i);
+    // No new copies of hostile_onnx: its avatar is valid, so each copy would add a whole
+    // avatar to the compositing server's cache (memory that is not a leak).
+    const bool snapshot = st.ok() && kind != 2;
+    if (snapshot) st = hostile->Snapshot(kind, fresh);
     std::lock_guard<std::mutex> lock(mu_);
+    if (snapshot && st.ok()) fresh_.push_back({kHostileTenants[kind], fresh});
     ++rewrite_count_;
     if (!st.ok()) what += " FAILED: " + st.ToString();
     if (std::find(rewrites_.begin(), rewrites_.end(), what) == rewrites_.end()) {
@@ -968,9 +1021,15 @@ std::string Soak::Report(double wall_s) {
     << " |\n";
   r << "| **lost** | **" << streams_.lost << "** | **" << streams_.frames_lost << "** |\n\n";
   if (!streams_.failed_by_code.empty()) {
-    r << "Failed by status:";
-    for (const auto& [code, n] : streams_.failed_by_code) r << " " << code << " " << n << ";";
-    r << "\n\n";
+    r << "Failed by status (first message of each):\n\n";
+    for (const auto& [code, n] : streams_.failed_by_code) {
+      std::string example = stream_examples_[code];
+      for (auto& c : example) {
+        if (uint8_t(c) < 0x20) c = ' ';
+      }
+      r << "- " << code << " x" << n << ": \"" << example << "\"\n";
+    }
+    r << "\n";
   }
   for (const auto& [why, n] : streams_.lost_by_reason) r << "- LOST: " << why << " x" << n << "\n";
   r << "Throughput: " << Fmt("%.1f", double(streams_.frames_returned) / std::max(wall_s, 1e-9))

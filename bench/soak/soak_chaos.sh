@@ -41,13 +41,31 @@ DRIVER=$ROOT/build/bench/soak/soak_chaos
 
 if [ "$BUILD" = 1 ]; then
   echo "[soak] building lipsync and soak_chaos (through /tmp/lipsync-build.lock)"
-  flock /tmp/lipsync-build.lock cmake --build "$ROOT/build" --target lipsync soak_chaos -j2 \
-    >"$OUT/build.log" 2>&1 || { tail -30 "$OUT/build.log" >&2; exit 1; }
+  if ! flock /tmp/lipsync-build.lock cmake --build "$ROOT/build" --target lipsync soak_chaos -j2 \
+    >"$OUT/build.log" 2>&1; then
+    grep -m5 -E "error|Error" "$OUT/build.log" >&2 || tail -5 "$OUT/build.log" >&2
+    if [ -x "$BIN" ] && [ -x "$DRIVER" ]; then
+      echo "[soak] build FAILED (log: $OUT/build.log); running the binaries already built" >&2
+    else
+      exit 1
+    fi
+  fi
 fi
+for b in "$BIN" "$DRIVER"; do
+  [ -x "$b" ] || { echo "[soak] $b is missing: build it (see --help)" >&2; exit 1; }
+done
+
+# Run copies, so a rebuild in the shared tree cannot swap a binary during the run.
+mkdir -p "$OUT/bin"
+cp "$BIN" "$OUT/bin/lipsync" && cp "$DRIVER" "$OUT/bin/soak_chaos"
+BIN=$OUT/bin/lipsync
+DRIVER=$OUT/bin/soak_chaos
+echo "[soak] binaries: $BIN ($(git -C "$ROOT" log -1 --format='%h %cd' --date=format:%H:%M 2>/dev/null) + local edits)"
 
 echo "[soak] model_root: $OUT/models (demo tenant + hostile tenants)"
 "$BIN" make-demo --out "$OUT/models" --only demo >"$OUT/make-demo.log" 2>&1 \
   || { cat "$OUT/make-demo.log" >&2; exit 1; }
+rm -rf "$OUT/models"/hostile_* "$OUT/outside"
 "$DRIVER" make-hostile --model-root "$OUT/models" --outside "$OUT/outside"
 
 free_port() {
