@@ -27,7 +27,7 @@ SECONDS_PER_HARNESS=${1:-60}
 JOBS=${JOBS:-2}
 BUILD=$ROOT/build-fuzz
 OUT=$BUILD/fuzz-out
-ALL_TARGETS="crop_rects config_yaml decode_png decode_jpeg raw_audio infer_request"
+ALL_TARGETS="crop_rects config_yaml decode_png decode_jpeg raw_audio infer_request composite_request"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 if ! [[ $SECONDS_PER_HARNESS =~ ^[0-9]+$ ]] || [ "$SECONDS_PER_HARNESS" -lt 1 ]; then
@@ -76,10 +76,10 @@ export LSAN_OPTIONS="suppressions=$SUPP/lsan.supp:print_suppressions=0"
 export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1:suppressions=$SUPP/ubsan.supp"
 
 # Longest input per harness (the APIs have no size limit of their own; a longer input
-# only slows the fuzzer). infer_request seeds are ~39 KB (one float32 16x16 frame).
+# only slows the fuzzer). Request seeds are 33-39 KB (audio features for every frame).
 max_len() {
   case $1 in
-    infer_request) echo 65536 ;;
+    infer_request|composite_request) echo 65536 ;;
     decode_png|decode_jpeg) echo 16384 ;;
     raw_audio) echo 16384 ;;
     *) echo 8192 ;;

@@ -242,6 +242,40 @@ def infer_request():
     put(d, "empty.pb", b"")
 
 
+def composite_request():
+    d = reset("composite_request")
+    proto_dir = os.path.join(ROOT, "proto")
+
+    def encode(name, text):
+        out = subprocess.run(["protoc", "--proto_path=" + proto_dir,
+                              "--encode=compositing.CompositeBatchRequest", "compositing.proto"],
+                             input=text.encode(), stdout=subprocess.PIPE, check=True).stdout
+        put(d, name, out)
+
+    audio = proto_text_bytes(struct.pack("<f", 0.25) * 8192)
+    tone = b"".join(struct.pack("<h", int(8000 * ((i % 40) - 20) / 20)) for i in range(640))
+    base = 'model_id: "fuzz-avatar" '
+    encode("jpeg_b2.pb", base + 'batch_size: 2 start_frame_idx: 3 audio_features: "%s"' % audio)
+    encode("raw_rgb_pingpong_b1.pb", base + 'batch_size: 1 start_frame_idx: 13 output_format: RAW_RGB '
+           'loop_mode: PING_PONG audio_features: "%s"' % audio)
+    encode("jpeg_q1_wrap_b4.pb", base + 'batch_size: 4 start_frame_idx: 7 jpeg_quality: 1 '
+           'loop_mode: WRAP audio_features: "%s"' % audio)
+    encode("raw_audio_b1.pb", base + 'batch_size: 1 raw_audio: "%s" sample_rate: 16000 '
+           'utterance_frames: 1 end_of_utterance: true' % proto_text_bytes(tone))
+    encode("raw_audio_48k_wrong_len.pb", base + 'batch_size: 1 raw_audio: "%s" sample_rate: 48000'
+           % proto_text_bytes(tone))
+    encode("bad_quality.pb", base + 'batch_size: 1 jpeg_quality: 101 audio_features: "%s"' % audio)
+    encode("bad_enums.pb", base + 'batch_size: 1 output_format: 5 loop_mode: 9 audio_features: "\\000"')
+    encode("negative_start.pb", base + 'batch_size: 1 start_frame_idx: -1 audio_features: "%s"' % audio)
+    encode("huge_start.pb", base + 'batch_size: 1 start_frame_idx: 2147483647 audio_features: "%s"' % audio)
+    encode("batch_too_big.pb", base + 'batch_size: 65 audio_features: "%s"' % audio)
+    encode("visual_wrong_size.pb", base + 'batch_size: 1 visual_frames: "\\001\\002\\003\\004" '
+           'audio_features: "%s"' % audio)
+    encode("unknown_model.pb", 'model_id: "nobody" batch_size: 1 audio_features: "%s"' % audio)
+    encode("traversal_model.pb", 'model_id: "../fuzz-avatar" batch_size: 1')
+    put(d, "empty.pb", b"")
+
+
 if __name__ == "__main__":
     crop_rects()
     config_yaml()
@@ -249,6 +283,7 @@ if __name__ == "__main__":
     jpeg_decode()
     raw_audio()
     infer_request()
+    composite_request()
     total = 0
     for base, _, files in os.walk(CORPUS):
         total += sum(os.path.getsize(os.path.join(base, f)) for f in files)
