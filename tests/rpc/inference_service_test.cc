@@ -22,6 +22,7 @@
 #include <thread>
 
 #include "audio/batch_audio.h"
+#include "auth/authenticator.h"
 #include "inference.grpc.pb.h"
 #include "inference/inference_server.h"
 #include "inference/onnx_model.h"
@@ -683,6 +684,51 @@ TEST(GrpcInferenceBackendTest, RetriesOnlyUnavailableThenGivesUp) {
 
 // ---- the real binary ----
 
+// `lipsync inference --config yaml` as a child process, up to its "Ready" line.
+struct InferenceProcess {
+  pid_t pid = -1;
+  FILE* out = nullptr;
+  std::string banner, address;
+
+  explicit InferenceProcess(const fs::path& yaml) {
+    int out_pipe[2];
+    if (pipe(out_pipe) != 0) return;
+    pid = fork();
+    if (pid == 0) {
+      dup2(out_pipe[1], STDOUT_FILENO);
+      close(out_pipe[0]);
+      const std::string binary = std::string(LIPSYNC_BINARY_DIR) + "/lipsync";
+      execl(binary.c_str(), binary.c_str(), "inference", "--config", yaml.c_str(),
+            static_cast<char*>(nullptr));
+      _exit(127);
+    }
+    close(out_pipe[1]);
+    out = fdopen(out_pipe[0], "r");
+    char line[1024];
+    while (std::fgets(line, sizeof line, out)) {
+      banner += line;
+      const std::string text = line;
+      if (auto at = text.find("listening on "); at != std::string::npos) {
+        address = text.substr(at + 13);
+        address.erase(address.find_last_not_of(" \n") + 1);
+      }
+      if (text.find("Ready to accept connections") != std::string::npos) break;
+    }
+  }
+  // SIGTERM, then the exit code (-1 if it did not exit normally).
+  int Stop() {
+    if (pid <= 0) return -1;
+    kill(pid, SIGTERM);
+    int wait_status = 0;
+    waitpid(pid, &wait_status, 0);
+    pid = -1;
+    if (out) fclose(out);
+    out = nullptr;
+    return WIFEXITED(wait_status) ? WEXITSTATUS(wait_status) : -1;
+  }
+  ~InferenceProcess() { Stop(); }
+};
+
 TEST(InferenceBinaryTest, ServesAfterBannerAndExitsZeroOnSigterm) {
   const Models& models = TestModels();
   const fs::path yaml = models.dir / "inference.yaml";
@@ -690,37 +736,13 @@ TEST(InferenceBinaryTest, ServesAfterBannerAndExitsZeroOnSigterm) {
                       << "onnx:\n  use_cuda: false\n"
                       << "models:\n  identity:\n    model_path: \"" << models.identity
                       << "\"\n    preload: true\n";
-  int out_pipe[2];
-  ASSERT_EQ(pipe(out_pipe), 0);
-  const pid_t pid = fork();
-  ASSERT_GE(pid, 0);
-  if (pid == 0) {
-    dup2(out_pipe[1], STDOUT_FILENO);
-    close(out_pipe[0]);
-    const std::string binary = std::string(LIPSYNC_BINARY_DIR) + "/lipsync";
-    execl(binary.c_str(), binary.c_str(), "inference", "--config", yaml.c_str(),
-          static_cast<char*>(nullptr));
-    _exit(127);
-  }
-  close(out_pipe[1]);
-  FILE* out = fdopen(out_pipe[0], "r");
-  std::string banner, address;
-  char line[1024];
-  while (std::fgets(line, sizeof line, out)) {
-    banner += line;
-    const std::string text = line;
-    if (auto at = text.find("listening on "); at != std::string::npos) {
-      address = text.substr(at + 13);
-      address.erase(address.find_last_not_of(" \n") + 1);
-    }
-    if (text.find("Ready to accept connections") != std::string::npos) break;
-  }
-  ASSERT_FALSE(address.empty()) << banner;
-  EXPECT_NE(banner.find("1 models preloaded"), std::string::npos) << banner;
-  EXPECT_NE(banner.find("CPUExecutionProvider"), std::string::npos) << banner;
+  InferenceProcess process(yaml);
+  ASSERT_FALSE(process.address.empty()) << process.banner;
+  EXPECT_NE(process.banner.find("1 models preloaded"), std::string::npos) << process.banner;
+  EXPECT_NE(process.banner.find("CPUExecutionProvider"), std::string::npos) << process.banner;
 
   auto stub = pb::InferenceService::NewStub(
-      grpc::CreateChannel(address, grpc::InsecureChannelCredentials()));
+      grpc::CreateChannel(process.address, grpc::InsecureChannelCredentials()));
   pb::InferBatchRequest request = MakeRequest("identity", 2, 3);
   pb::InferBatchResponse response;
   grpc::ClientContext context;
@@ -729,13 +751,75 @@ TEST(InferenceBinaryTest, ServesAfterBannerAndExitsZeroOnSigterm) {
   EXPECT_TRUE(status.ok()) << status.error_message();
   EXPECT_TRUE(response.success());
   EXPECT_EQ(response.output_frames().size(), 2 * 3 * kPlane * 4);
+  EXPECT_EQ(process.Stop(), 0);
+}
 
-  ASSERT_EQ(kill(pid, SIGTERM), 0);
-  int wait_status = 0;
-  ASSERT_EQ(waitpid(pid, &wait_status, 0), pid);
-  fclose(out);
-  EXPECT_TRUE(WIFEXITED(wait_status));
-  EXPECT_EQ(WEXITSTATUS(wait_status), 0);
+TEST(InferenceBinaryTest, SighupReopensTheAuditLogAndRereadsCredentials) {
+  const Models& models = TestModels();
+  const fs::path dir = models.dir / "sighup";
+  fs::create_directories(dir);
+  const fs::path audit = dir / "audit.jsonl";
+  const fs::path credentials = dir / "credentials.yaml";
+  auto write_credentials = [&](const std::vector<std::string>& keys) {
+    const fs::path temp = dir / "credentials.yaml.tmp";
+    std::ofstream out(temp);
+    out << "api_keys:\n";
+    for (const std::string& key : keys) {
+      out << "  - {id: " << key << ", sha256: " << auth::HashApiKey(key + "-secret")
+          << ", tenants: ['*'], scopes: [infer]}\n";
+    }
+    out.close();
+    fs::rename(temp, credentials);  // atomically, as the docs say
+  };
+  write_credentials({"first"});
+  const fs::path yaml = dir / "inference.yaml";
+  // The poll interval is an hour: only SIGHUP can make the server re-read the file.
+  std::ofstream(yaml) << "server: {port: '127.0.0.1:0', worker_count_per_gpu: 1}\n"
+                      << "onnx: {use_cuda: false}\n"
+                      << "auth: {credentials_file: '" << credentials.string()
+                      << "', reload_interval_seconds: 3600}\n"
+                      << "logging: {audit_log_path: '" << audit.string() << "'}\n"
+                      << "models:\n  identity: {model_path: '" << models.identity << "'}\n";
+  InferenceProcess process(yaml);
+  ASSERT_FALSE(process.address.empty()) << process.banner;
+  auto stub = pb::InferenceService::NewStub(
+      grpc::CreateChannel(process.address, grpc::InsecureChannelCredentials()));
+  auto health = [&](const std::string& key) {
+    grpc::ClientContext context;
+    context.set_deadline(std::chrono::system_clock::now() + 30s);
+    context.AddMetadata("authorization", "Bearer " + key);
+    pb::HealthResponse response;
+    return stub->Health(&context, pb::HealthRequest(), &response).error_code();
+  };
+  EXPECT_EQ(health("first-secret"), grpc::StatusCode::OK);
+  EXPECT_EQ(health("second-secret"), grpc::StatusCode::UNAUTHENTICATED);
+
+  // logrotate: rename, then SIGHUP; a new key appears in the file at the same time.
+  fs::rename(audit, dir / "audit.jsonl.1");
+  write_credentials({"first", "second"});
+  ASSERT_EQ(kill(process.pid, SIGHUP), 0);
+  // The signal is handled asynchronously: poll (bounded) until the new key works.
+  grpc::StatusCode after = grpc::StatusCode::UNAUTHENTICATED;
+  for (int i = 0; i < 200 && after != grpc::StatusCode::OK; ++i) {
+    after = health("second-secret");
+    if (after != grpc::StatusCode::OK) std::this_thread::sleep_for(25ms);
+  }
+  EXPECT_EQ(after, grpc::StatusCode::OK);
+  EXPECT_EQ(process.Stop(), 0);
+
+  auto lines = [](const fs::path& path) {
+    std::ifstream in(path);
+    std::vector<std::string> out;
+    for (std::string line; std::getline(in, line);) out.push_back(line);
+    return out;
+  };
+  const std::vector<std::string> rotated = lines(dir / "audit.jsonl.1");
+  // The two calls before the rotation, and any probe that beat the signal handling.
+  ASSERT_GE(rotated.size(), 2u);
+  EXPECT_NE(rotated[0].find("\"credential\":\"key:first\""), std::string::npos) << rotated[0];
+  const std::vector<std::string> fresh = lines(audit);
+  ASSERT_FALSE(fresh.empty()) << "the reopened audit log got no line";
+  EXPECT_NE(fresh.back().find("\"credential\":\"key:second\""), std::string::npos) << fresh.back();
 }
 
 // Runs `lipsync inference` with `yaml_body` and returns (exit code, stdout+stderr); for
