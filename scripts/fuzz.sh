@@ -55,14 +55,14 @@ fi
 
 # --- build
 SAN_FLAGS="-fsanitize=fuzzer-no-link,address,undefined -fno-sanitize-recover=undefined -fno-omit-frame-pointer -g"
-if [ ! -f "$BUILD/CMakeCache.txt" ]; then
-  echo "[fuzz] configuring $BUILD (clang, ASan+UBSan, libFuzzer)"
-  CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-    -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
-    -DCMAKE_CXX_FLAGS="$SAN_FLAGS" -DCMAKE_C_FLAGS="$SAN_FLAGS" \
-    -DLIPSYNC_FUZZ=ON -DLIPSYNC_BUILD_BENCH=OFF >"$BUILD.configure.log" 2>&1 ||
-    { cat "$BUILD.configure.log" >&2; exit 2; }
-fi
+# Configured every run (cheap when nothing changed), so new harnesses are picked up.
+mkdir -p "$BUILD"
+echo "[fuzz] configuring $BUILD (clang, ASan+UBSan, libFuzzer)"
+CC=clang CXX=clang++ cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+  -DCMAKE_C_COMPILER=clang -DCMAKE_CXX_COMPILER=clang++ \
+  -DCMAKE_CXX_FLAGS="$SAN_FLAGS" -DCMAKE_C_FLAGS="$SAN_FLAGS" \
+  -DLIPSYNC_FUZZ=ON -DLIPSYNC_BUILD_BENCH=OFF >"$BUILD/configure.log" 2>&1 ||
+  { cat "$BUILD/configure.log" >&2; exit 2; }
 targets=()
 for t in $TARGETS; do targets+=("fuzz_$t"); done
 echo "[fuzz] building ${targets[*]} (-j$JOBS)"
@@ -114,7 +114,7 @@ for t in $TARGETS; do
   else
     result="clean"
   fi
-  line=$(printf '%-14s %6ss %10s execs  cov %-5s corpus %4s -> %-5s %s' "$t" \
+  line=$(printf '%-18s %5ss %10s execs  cov %-5s corpus %4s -> %-5s %s' "$t" \
     "$SECONDS_PER_HARNESS" "${execs:-?}" "${cov:-?}" "$seeds" "$corpus_after" "$result")
   echo "[fuzz] $line"
   summary+=("$line")

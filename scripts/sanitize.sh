@@ -33,13 +33,12 @@ fi
 
 configure() {  # configure DIR FLAGS
   local dir=$1 flags=$2
-  if [ ! -f "$dir/CMakeCache.txt" ]; then
-    echo "[sanitize] configuring $dir ($flags)"
-    cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
-      -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
-      -DCMAKE_SHARED_LINKER_FLAGS="$flags" -DLIPSYNC_BUILD_BENCH=OFF >"$dir.configure.log" 2>&1 ||
-      { cat "$dir.configure.log" >&2; exit 2; }
-  fi
+  mkdir -p "$dir"
+  echo "[sanitize] configuring $dir ($flags)"
+  cmake -S "$ROOT" -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo \
+    -DCMAKE_CXX_FLAGS="$flags" -DCMAKE_EXE_LINKER_FLAGS="$flags" \
+    -DCMAKE_SHARED_LINKER_FLAGS="$flags" -DLIPSYNC_BUILD_BENCH=OFF >"$dir/configure.log" 2>&1 ||
+    { cat "$dir/configure.log" >&2; exit 2; }
 }
 
 case "$MODE" in
