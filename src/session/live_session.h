@@ -1,0 +1,173 @@
+// A live session: speech streamed in (PCM chunks of any size, at any pace), video with
+// its sound streamed out at a steady fps on one media clock, an idle avatar in silence,
+// and an instant stop on interruption. Transport-free: the gRPC StreamSession service
+// and the WebSocket front translate their messages to these calls and forward the
+// sink's output.
+//
+// Media clock: counted in input samples. Frame k owns samples [k*rate/fps,
+// (k+1)*rate/fps) and has pts k/fps s. The pacer emits frame k when the wall clock
+// reaches start + k/fps (at most `max_ahead_frames` early), so drift cannot accumulate:
+// when the frame's generated image is late it sends a frame with the right timestamp
+// anyway (the avatar's own frame, or the last one again) and counts it.
+//
+// Speech: audio is buffered (up to max_buffered_seconds; beyond it PushAudio answers
+// RESOURCE_EXHAUSTED and the transport applies flow control). Frames are generated in
+// batches through compositing::CompositingServer (raw audio with the context of
+// docs/AUDIO.md, so features match the whole utterance's), `lookahead_frames` of audio
+// after a batch are waited for (fewer at end of speech). Frames quieter than the VAD
+// threshold get the avatar's own frame (no inference), with a crossfade of
+// crossfade_frames at speech start and end. With nothing to say the session loops the
+// avatar's frames (ping-pong) with silence and runs no inference at all.
+//
+// Interrupt: drops all queued audio, pending batches and generated frames of the
+// current speech; a generation id makes late results of in-flight batches harmless; the
+// next frame out is idle and a key frame.
+//
+// Thread-safe: PushAudio/Interrupt/EndOfSpeech/RequestKeyFrame/Close/Cancel may be
+// called from any thread. The session owns a pacing thread and one generation thread;
+// the sink is called only from the pacing thread (events also from the caller's thread
+// of the control call that caused them) and must not block.
+#pragma once
+
+#include <chrono>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+
+#include "common/status.h"
+#include "compositing/compositing_server.h"
+#include "media/video_encoder.h"
+
+namespace lipsync::session {
+
+using Clock = std::chrono::steady_clock;
+
+// Server-wide settings (config `session:` section).
+struct SessionConfig {
+  int max_sessions = 16;              // per server; beyond it RESOURCE_EXHAUSTED
+  double max_buffered_seconds = 60;   // queued speech per session
+  double max_chunk_seconds = 10;      // one AudioChunk
+  int max_ahead_frames = 3;           // frames sent before their time
+  int batch_frames = 8;               // frames per inference batch
+  double vad_threshold_dbfs = -45;    // a frame quieter than this (RMS) is silent
+  int crossfade_frames = 3;           // at speech start and end
+  int default_bitrate_kbps = 1500;    // H264 when the client asks for 0
+  int key_interval_frames = 50;       // H264
+  std::string x264_preset = "ultrafast";
+  int viewer_queue_frames = 50;       // transport queue per viewer before frames drop
+};
+
+struct SessionParams {  // from the client's open message
+  std::string model_id;
+  int sample_rate = 16000;  // docs/AUDIO.md list
+  int channels = 1;         // 1 or 2
+  media::Codec codec = media::Codec::kH264;
+  int fps = 25;
+  int bitrate_kbps = 0;      // 0: config default
+  int lookahead_frames = 0;  // 0: full (13); 1..13
+  int jpeg_quality = 0;      // 0: the compositing server's
+};
+
+struct SessionInfo {
+  std::string session_id;
+  int width = 0, height = 0, fps = 25;
+  media::Codec codec = media::Codec::kH264;
+  int audio_sample_rate = 16000;  // output PCM s16le mono, same rate as the input
+  int lookahead_frames = 13;
+};
+
+struct OutputFrame {
+  int64_t index = 0;
+  int64_t pts_us = 0;
+  std::string video;  // H264 access unit or JPEG
+  bool key_frame = false;
+  std::string audio;  // s16le mono, rate/fps samples: the samples this frame owns
+  int audio_sample_rate = 16000;
+  bool speaking = false;
+  int background_index = 0;
+  int64_t generation = 0;
+};
+
+enum class EventKind { kSpeechStarted, kSpeechEnded, kInterrupted, kWarning, kError, kClosed };
+const char* EventKindName(EventKind kind);
+
+struct SessionEvent {
+  EventKind kind = EventKind::kWarning;
+  std::string message;
+  int64_t frame_index = -1;
+  StatusCode code = StatusCode::kOk;  // kError: what went wrong
+};
+
+struct SessionStats {
+  int64_t frames_sent = 0;
+  int64_t speaking_frames = 0;
+  int64_t repeated_frames = 0;  // late inference: idle/last frame sent instead
+  int64_t dropped_frames = 0;   // the sink refused (viewer too slow)
+  int64_t inference_batches = 0;
+  int64_t buffered_audio_ms = 0;
+  int64_t last_pts_us = 0;
+  int64_t audio_samples_out = 0;  // drift check: == frames_sent * rate / fps
+};
+
+class SessionSink {
+ public:
+  virtual ~SessionSink() = default;
+  // A frame is due. false: the viewer's queue is full; the frame is dropped (counted).
+  virtual bool OnFrame(OutputFrame frame) = 0;
+  virtual void OnEvent(const SessionEvent& event) = 0;
+};
+
+class LiveSession {
+ public:
+  // Acquires the avatar (and warms the model) and starts pacing idle frames at once.
+  // INVALID_ARGUMENT for bad params (each named), NOT_FOUND for an unknown model,
+  // the avatar's load error. The sink must outlive the session.
+  static Expected<std::unique_ptr<LiveSession>> Start(const SessionParams& params,
+                                                      const SessionConfig& config,
+                                                      compositing::CompositingServer& server,
+                                                      SessionSink* sink);
+  ~LiveSession();  // Cancel() and join
+
+  const SessionInfo& info() const;
+
+  // Appends speech. INVALID_ARGUMENT: odd byte count / not whole sample frames, a chunk
+  // over max_chunk_seconds, audio after Close. RESOURCE_EXHAUSTED: more than
+  // max_buffered_seconds queued (nothing taken; retry when it drains).
+  Status PushAudio(std::string_view pcm);
+  // Seconds of queued speech not yet played out.
+  double buffered_seconds() const;
+  void Interrupt();
+  void EndOfSpeech();
+  void RequestKeyFrame();
+  // Finishes queued speech, then ends (a kClosed event; Wait returns).
+  void Close();
+  // Ends now (client gone); frees everything.
+  void Cancel();
+  bool done() const;
+  void Wait();
+  SessionStats stats() const;
+
+ private:
+  class Impl;
+  explicit LiveSession(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+// Counts sessions per server: Acquire fails with RESOURCE_EXHAUSTED beyond max_sessions.
+// Thread-safe.
+class SessionLimiter {
+ public:
+  explicit SessionLimiter(int max_sessions) : max_(max_sessions) {}
+  class Slot;
+  Expected<std::unique_ptr<Slot>> Acquire();
+  int active() const;
+
+ private:
+  const int max_;
+  mutable std::mutex mu_;
+  int active_ = 0;
+};
+
+}  // namespace lipsync::session
