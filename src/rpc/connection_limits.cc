@@ -120,7 +120,7 @@ grpc::Status ParseRequest(grpc::ByteBuffer* bytes, google::protobuf::Message* re
 
 // A unary method registered as a stream, so that it runs when the call's headers
 // arrive: reads the request under the bound, then calls the service's own method. The
-// response goes out with the status in one batch (WriteLast), as a unary call's does.
+// response goes out with the status in one batch (last_message), as a unary call's does.
 template <class Service, class Request, class Response>
 grpc::internal::MethodHandler* NewBoundedUnaryHandler(
     Service* service,
@@ -147,7 +147,11 @@ grpc::internal::MethodHandler* NewBoundedUnaryHandler(
         if (!status.ok()) return status;
         Response response;
         status = (service->*method)(context, &request, &response);
-        if (status.ok()) stream->WriteLast(response, grpc::WriteOptions());
+        if (status.ok() && !stream->Write(response, grpc::WriteOptions().set_last_message())) {
+          return grpc::Status(
+              grpc::StatusCode::INTERNAL,
+              "cannot serialize the " + Response::descriptor()->full_name() + " response");
+        }
         return status;
       });
 }
