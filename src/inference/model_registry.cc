@@ -360,9 +360,27 @@ struct ModelRegistry::Impl {
   }
 
   // Everything that may throw or read tenant files, outside the lock: the files'
-  // real paths (and the model_root check), their sizes, then the loader, whose
-  // exceptions all become a Status here.
+  // real paths (and the model_root check), their sizes, then the loader. Every
+  // exception becomes a Status here: nothing leaves the registry.
   Expected<ModelPtr> LoadFiles(const Entry& e, ModelFiles files, int device) {
+    const std::string path = files.model_path;
+    try {
+      return LoadFilesUnguarded(e, std::move(files), device);
+    } catch (const Ort::Exception& ex) {
+      return Status::FailedPrecondition("ONNX Runtime failed loading '" + path + "': " +
+                                        Quoted(ex.what(), 300) + " (expected a valid ONNX model)");
+    } catch (const std::bad_alloc&) {
+      return Status::ResourceExhausted("out of memory while loading '" + path +
+                                       "' (the model needs more memory than is free)");
+    } catch (const std::exception& ex) {
+      return Status::Internal("loading '" + path +
+                              "' failed with an exception: " + Quoted(ex.what(), 300));
+    } catch (...) {
+      return Status::Internal("loading '" + path + "' failed with an unknown exception");
+    }
+  }
+
+  Expected<ModelPtr> LoadFilesUnguarded(const Entry& e, ModelFiles files, int device) {
     LIPSYNC_ASSIGN_OR_RETURN(files.model_path, ResolveModelFile(e.id, files.model_path,
                                                                 options.model_root, e.from_root));
     LIPSYNC_RETURN_IF_ERROR(CheckFileSize(files.model_path, options.max_model_file_bytes));
@@ -374,24 +392,12 @@ struct ModelRegistry::Impl {
           CheckFileSize(files.audio_encoder_path, options.max_model_file_bytes));
     }
     ++load_attempts;
-    const std::string& path = files.model_path;
-    try {
-      auto loaded = options.loader ? options.loader(files, device) : OnnxModel::Load(files, device);
-      if (!loaded.ok()) return loaded.status();
-      if (*loaded == nullptr) return Status::Internal("loading '" + path + "' returned no model");
-      return ModelPtr(std::move(*loaded));
-    } catch (const Ort::Exception& e) {
-      return Status::FailedPrecondition("ONNX Runtime failed loading '" + path + "': " +
-                                        Quoted(e.what(), 300) + " (expected a valid ONNX model)");
-    } catch (const std::bad_alloc&) {
-      return Status::ResourceExhausted("out of memory while loading '" + path +
-                                       "' (the model needs more memory than is free)");
-    } catch (const std::exception& e) {
-      return Status::Internal("loading '" + path +
-                              "' failed with an exception: " + Quoted(e.what(), 300));
-    } catch (...) {
-      return Status::Internal("loading '" + path + "' failed with an unknown exception");
+    auto loaded = options.loader ? options.loader(files, device) : OnnxModel::Load(files, device);
+    if (!loaded.ok()) return loaded.status();
+    if (*loaded == nullptr) {
+      return Status::Internal("loading '" + files.model_path + "' returned no model");
     }
+    return ModelPtr(std::move(*loaded));
   }
 
   // Makes sure `e` is loaded. Returns whether this call did the load. The lock is

@@ -136,8 +136,8 @@ Status Scheduler::Submit(Task* task) {
     auto it = queued_per_tenant_.find(task->tenant);
     if (it != queued_per_tenant_.end() && it->second >= tenant_limit_) {
       return Status::ResourceExhausted(
-          "model '" + task->tenant + "' already has " + std::to_string(it->second) +
-          " requests waiting in the inference queue, its share (server.max_queue_share_per_model " +
+          "model '" + task->tenant + "' holds its share of the inference queue: " +
+          std::to_string(it->second) + " requests waiting (server.max_queue_share_per_model " +
           ShareText(options_.max_queue_share) + " x queue_size " +
           std::to_string(options_.queue_size) + " = " + std::to_string(tenant_limit_) +
           "); other models are still served; retry later");

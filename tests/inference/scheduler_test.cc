@@ -141,9 +141,9 @@ TEST(SchedulerTest, NoisyTenantIsCappedAtItsQueueShareOthersStillAdmitted) {
   Status status = scheduler.Submit(&refused);
   EXPECT_EQ(status.code(), StatusCode::kResourceExhausted);
   EXPECT_EQ(status.message(),
-            "model 'noisy' already has 3 requests waiting in the inference queue, its share "
-            "(server.max_queue_share_per_model 0.5 x queue_size 6 = 3); other models are still "
-            "served; retry later");
+            "model 'noisy' holds its share of the inference queue: 3 requests waiting "
+            "(server.max_queue_share_per_model 0.5 x queue_size 6 = 3); other models are "
+            "still served; retry later");
   EXPECT_EQ(refused.runs, 0);
 
   // Another tenant is admitted while the noisy one is at its share.
