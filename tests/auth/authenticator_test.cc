@@ -11,6 +11,7 @@
 #include <stdlib.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cctype>
 #include <chrono>
@@ -19,6 +20,7 @@
 #include <functional>
 #include <iterator>
 #include <memory>
+#include <random>
 #include <sstream>
 #include <string>
 #include <thread>
@@ -494,6 +496,69 @@ TEST_F(AuthTest, MalformedAndOversizedTokensAreRejected) {
   EXPECT_CODE(auth->Authenticate("Bearer ", ""), kUnauthenticated);
   // Bearer scheme is case-insensitive.
   EXPECT_TRUE(auth->Authenticate(std::string("bearer ") + kAcmeKey, "").ok());
+}
+
+TEST_F(AuthTest, MutatedTokensAreUnauthenticatedNeverAccepted) {
+  auto auth = Make();
+  ASSERT_TRUE(auth);
+  const std::vector<std::string> good = {
+      Mint(JWT_ALG_RS256, "rsa-1", rsa_->private_pem, Claims{}),
+      Mint(JWT_ALG_ES256, "ec-1", ec_->private_pem, Claims{}),
+      Mint(JWT_ALG_HS256, "hs-1", kHsSecret, Claims{}),
+  };
+  std::mt19937 rng(20261130);
+  const std::string alphabet =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.=+/ \"{}";
+  for (int i = 0; i < 3000; ++i) {
+    std::string t = good[static_cast<size_t>(i) % good.size()];
+    int edits = 1 + static_cast<int>(rng() % 3);
+    for (int e = 0; e < edits; ++e) {
+      size_t at = rng() % t.size();
+      switch (rng() % 3) {
+        case 0:
+          t[at] = alphabet[rng() % alphabet.size()];
+          break;
+        case 1:
+          t = t.substr(0, at) + t.substr(std::min(t.size(), at + 1 + rng() % 8));
+          break;
+        default:
+          t = t.substr(0, at) + alphabet[rng() % alphabet.size()] + t.substr(at);
+          break;
+      }
+      if (t.empty()) t.push_back('x');
+    }
+    auto p = Bearer(*auth, t);
+    if (p.ok()) {
+      // Only a no-op edit (e.g. base64url padding bits) may still verify, as the same caller.
+      EXPECT_EQ(p->id.rfind("jwt:", 0), 0u) << t;
+      continue;
+    }
+    EXPECT_EQ(p.status().code(), StatusCode::kUnauthenticated) << t;
+    EXPECT_LT(p.status().message().size(), 400u);
+  }
+}
+
+TEST_F(AuthTest, MutatedCredentialsFilesLoadOrFailCleanly) {
+  const std::string base = CredentialsYaml();
+  std::mt19937 rng(7);
+  const std::string alphabet = "abc:-[]{}*&!|>'\"\n #0123456789";
+  for (int i = 0; i < 300; ++i) {
+    std::string y = base;
+    for (int e = 0; e < 3; ++e) {
+      size_t at = rng() % y.size();
+      if (rng() % 2) {
+        y[at] = alphabet[rng() % alphabet.size()];
+      } else {
+        y = y.substr(0, at) + y.substr(std::min(y.size(), at + 1 + rng() % 20));
+      }
+    }
+    WriteFile(dir_ / "credentials.yaml", y);
+    auto created = Authenticator::Create(Options());
+    if (!created.ok()) {
+      EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument) << y;
+      EXPECT_NE(created.status().message().find("credentials.yaml"), std::string::npos);
+    }
+  }
 }
 
 // --- tenants and scopes ---------------------------------------------------------
