@@ -691,6 +691,8 @@ std::vector<ModelStats> ModelRegistry::List(bool include_available, int limit) c
         if (impl_->entries.count(id) || !ValidateModelId(id).ok()) continue;
         std::string path = RootModelPath(options_.model_root, id);
         if (!IsFile(path)) continue;
+        // Not offered: a tenant whose files leave model_root (it would be refused).
+        if (!ResolveModelFile(id, path, options_.model_root, /*from_root=*/true).ok()) continue;
         ModelStats s;
         s.model_id = id;
         s.model_path = path;

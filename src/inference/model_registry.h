@@ -124,7 +124,8 @@ class ModelRegistry {
   Expected<bool> Unload(const std::string& id);
 
   // Loaded models first (most recently used first), then, with include_available,
-  // known-but-unloaded ones. limit <= 0: no limit.
+  // known-but-unloaded ones (model_root tenants whose files leave model_root are not
+  // offered). limit <= 0: no limit.
   std::vector<ModelStats> List(bool include_available, int limit) const;
   Expected<ModelStats> Stats(const std::string& id) const;
   std::vector<ModelStats> AllLoadedStats() const;

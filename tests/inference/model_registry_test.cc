@@ -558,6 +558,12 @@ TEST_F(ModelRegistryTest, SymlinkLeavingModelRootIsPermissionDenied) {
     EXPECT_EQ(State(registry, id), ModelState::kFailed);
   }
   EXPECT_EQ(registry.load_attempts(), 0);
+  ModelRegistry fresh(o);  // listing offers none of them
+  for (const ModelStats& listed : fresh.List(/*include_available=*/true, 0)) {
+    EXPECT_NE(listed.model_id, "escape");
+    EXPECT_NE(listed.model_id, "filelink");
+  }
+  EXPECT_EQ(fresh.List(true, 0).size(), 2u);  // real, alias
   auto alias = registry.Acquire("alias");
   ASSERT_TRUE(alias.ok()) << alias.status().ToString();
   EXPECT_FLOAT_EQ(RunOnce(*alias), 0.5f);
