@@ -786,6 +786,13 @@ TEST_F(AuthTest, MalformedFilesNameTheFileAndEntry) {
     EXPECT_NE(created.status().message().find(c.expect), std::string::npos)
         << "want: " << c.expect << "\ngot: " << created.status().message();
   }
+  // Deeply nested YAML: refused by the parser's depth guard, no stack overflow.
+  WriteFile(dir_ / "credentials.yaml", "api_keys: " + std::string(200000, '[') + "\n");
+  EXPECT_CODE(Authenticator::Create(Options()), kInvalidArgument);
+  WriteFile(dir_ / "credentials.yaml", "api_keys:\n  - {id: a, sha256: " + h +
+                                           ", tenants: " + std::string(1500, '[') +
+                                           std::string(1500, ']') + ", scopes: [infer]}\n");
+  EXPECT_CODE(Authenticator::Create(Options()), kInvalidArgument);
   // Oversized file.
   WriteFile(dir_ / "credentials.yaml", "# " + std::string(2 << 20, 'x') + "\n");
   auto big = Authenticator::Create(Options());
