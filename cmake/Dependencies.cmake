@@ -8,6 +8,8 @@ pkg_check_modules(FFTW3F REQUIRED IMPORTED_TARGET fftw3f)
 pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
 pkg_check_modules(SNDFILE REQUIRED IMPORTED_TARGET sndfile)
 pkg_check_modules(LIBJWT REQUIRED IMPORTED_TARGET libjwt)
+pkg_check_modules(X264 REQUIRED IMPORTED_TARGET x264)
+pkg_check_modules(OPENH264 REQUIRED IMPORTED_TARGET openh264)  # bench/media only
 find_package(OpenSSL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 
