@@ -78,7 +78,9 @@ MapReader::MapReader(const YAML::Node& node, std::string path, ErrorList* errors
 }
 
 std::string MapReader::KeyPath(const std::string& key) const {
-  return path_.empty() ? key : path_ + "." + key;
+  // Keys come from the file: quoted at most 60 characters long (as values are).
+  const std::string shown = key.size() > 60 ? key.substr(0, 60) + "..." : key;
+  return path_.empty() ? shown : path_ + "." + shown;
 }
 
 void MapReader::Fail(const std::string& key, const std::string& what) {
