@@ -75,7 +75,7 @@ const Pki& TestPki() {
         key +
         " -keyout client.key -out client.csr -subj /CN=client && "
         "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-        "-out client.crt -days 1) > openssl.log 2>&1";
+        "-out client.crt -days 1) > '" + d + "/openssl.log' 2>&1";
     p.ok = std::system(("(" + script).c_str()) == 0;
     return p;
   }();
