@@ -80,6 +80,9 @@ def config_yaml():
     put(d, "tabs_and_bad_indent.yaml", "server:\n\tport: 1\n  x: [\n")
     put(d, "duplicate_keys.yaml", "server:\n  port: \":1\"\n  port: \":2\"\n")
     put(d, "binary_tag.yaml", "server:\n  api_key: !!binary aGVsbG8=\n")
+    # Keys are quoted truncated in messages.
+    put(d, "long_keys.yaml", "server:\n  " + "k" * 300 + ": 1\n  ? " + "q" * 3000 + "\n  : 2\n"
+        "models:\n  " + "m" * 200 + ":\n    model_path: x\n")
     put(d, "float_specials.yaml", "gpus:\n  memory_gb_per_gpu: .nan\ncapacity:\n"
                                   "  idle_timeout_minutes: -.inf\n")
 
@@ -185,6 +188,10 @@ def raw_audio():
     # wild (bit 2): raw 32-bit fields.
     put(d, "wild_negative_start.bin", spec(4 | 1, 0, 0xFFFFFFF0, 2, 0, tone))
     put(d, "wild_int_max.bin", spec(4 | 1, 0, 0x7FFFFFF0, 4, 0, tone))
+    # The last frame index the spec allows (start + batch + 13 <= 2^31 - 1), open-ended and
+    # at the end of an utterance.
+    put(d, "wild_near_int_max.bin", spec(4 | 1, 0, 2147483629, 4, 0, tone))
+    put(d, "wild_near_int_max_end_48k.bin", spec(4 | 2 | 1, 5, 2147483629, 4, 2147483633, tone))
     put(d, "wild_zero_batch.bin", spec(4, 0, 0, 0, 0, tone))
     put(d, "wild_end_mismatch.bin", spec(4 | 2 | 1, 0, 5, 3, 20, tone))
     put(d, "bad_rate.bin", spec(1, 200, 1234, 5678, 0, tone))
