@@ -8,6 +8,7 @@
 #
 #   nice -n 5 bash bench/soak/soak_chaos.sh [--seconds 120] [--streams 8] [--kill-every 20]
 #                                           [--batch 8] [--out out/soak] [--no-build]
+#   LIPSYNC_BIN=path/to/lipsync runs that server binary instead of build/lipsync.
 #
 # Outputs in --out: report.md, memory.csv, exits.log (server exits seen by the
 # supervisors), inference.log, compositing.log, models/ (demo + hostile tenants).
@@ -30,13 +31,13 @@ while [ $# -gt 0 ]; do
     --batch) BATCH=$2; shift 2 ;;
     --out) OUT=$2; shift 2 ;;
     --no-build) BUILD=0; shift ;;
-    -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     *) echo "soak_chaos.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
-BIN=$ROOT/build/lipsync
+BIN=${LIPSYNC_BIN:-$ROOT/build/lipsync}  # LIPSYNC_BIN: run another build of the servers
 DRIVER=$ROOT/build/bench/soak/soak_chaos
 
 if [ "$BUILD" = 1 ]; then
@@ -57,7 +58,8 @@ done
 
 # Run copies, so a rebuild in the shared tree cannot swap a binary during the run.
 mkdir -p "$OUT/bin"
-cp "$BIN" "$OUT/bin/lipsync" && cp "$DRIVER" "$OUT/bin/soak_chaos"
+[ "$BIN" -ef "$OUT/bin/lipsync" ] || cp "$BIN" "$OUT/bin/lipsync"
+[ "$DRIVER" -ef "$OUT/bin/soak_chaos" ] || cp "$DRIVER" "$OUT/bin/soak_chaos"
 BIN=$OUT/bin/lipsync
 DRIVER=$OUT/bin/soak_chaos
 echo "[soak] binaries: $BIN ($(git -C "$ROOT" log -1 --format='%h %cd' --date=format:%H:%M 2>/dev/null) + local edits)"
@@ -162,9 +164,14 @@ stop_all() {
 }
 trap 'stop_all' EXIT
 
-wait_ready() {  # $1 = log file, $2 = name
+wait_ready() {  # $1 = log file, $2 = name, $3 = supervisor name
   for _ in $(seq 1 600); do
     grep -q "Ready to accept connections" "$1" 2>/dev/null && return 0
+    if grep -q " $3 " "$OUT/exits.log"; then
+      echo "[soak] $2 exited during startup; its log:" >&2
+      tail -30 "$1" >&2
+      exit 1
+    fi
     sleep 0.1
   done
   echo "[soak] $2 did not start; its log:" >&2
@@ -175,11 +182,11 @@ wait_ready() {  # $1 = log file, $2 = name
 echo "[soak] inference server on 127.0.0.1:$INFER_PORT (log: $OUT/inference.log)"
 supervise inference "$OUT/inference.yaml" &
 sup_pids+=($!)
-wait_ready "$OUT/inference.log" "inference server"
+wait_ready "$OUT/inference.log" "inference server" inference
 echo "[soak] compositing server on 127.0.0.1:$COMP_PORT (log: $OUT/compositing.log)"
 supervise compositing "$OUT/compositing.yaml" &
 sup_pids+=($!)
-wait_ready "$OUT/compositing.log" "compositing server"
+wait_ready "$OUT/compositing.log" "compositing server" compositing
 
 code=0
 "$DRIVER" run --server "127.0.0.1:$COMP_PORT" --inference "127.0.0.1:$INFER_PORT" \
