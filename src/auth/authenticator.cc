@@ -72,9 +72,17 @@ Status Principal::Require(Scope scope) const {
 
 Status Principal::RequireTenant(std::string_view model_id) const {
   if (MayUse(model_id)) return Status::Ok();
-  return Status::PermissionDenied("credential '" + Bounded(id, 200) + "' may not use tenant '" +
-                                  Bounded(model_id, 128) +
-                                  "'; expected a tenant matching its patterns");
+  std::string patterns;
+  for (const auto& p : tenant_patterns) {
+    if (patterns.size() > 200) {
+      patterns += ", ...";
+      break;
+    }
+    patterns += (patterns.empty() ? "" : ", ") + Bounded(p, 64);
+  }
+  return Status::PermissionDenied(
+      "credential '" + Bounded(id, 200) + "' may not use tenant '" + Bounded(model_id, 128) +
+      "'; expected one matching its tenants (" + (patterns.empty() ? "none" : patterns) + ")");
 }
 
 std::string HashApiKey(std::string_view key) {
@@ -174,6 +182,10 @@ class Authenticator::Impl {
     }
     LOG_INFO("auth: loaded %s: %zu api keys, %zu jwt keys, %zu client certificates",
              options_.credentials_file.c_str(), keys, jwt_keys, certs);
+    if (keys + jwt_keys + certs == 0 && !has_legacy_) {
+      LOG_WARN("auth: %s lists no credentials: every call will be UNAUTHENTICATED",
+               options_.credentials_file.c_str());
+    }
     return Status::Ok();
   }
 

@@ -574,6 +574,7 @@ TEST_F(AuthTest, OtherTenantIsPermissionDenied) {
   EXPECT_EQ(st.code(), StatusCode::kPermissionDenied);
   EXPECT_NE(st.message().find("jwt:rsa-1:alice"), std::string::npos) << st.message();
   EXPECT_NE(st.message().find("'globex'"), std::string::npos);
+  EXPECT_NE(st.message().find("(acme-*)"), std::string::npos) << st.message();
   // The same for an API key.
   auto k = Bearer(*auth, kAcmeKey);
   ASSERT_TRUE(k.ok());
