@@ -41,7 +41,7 @@ std::atomic<int64_t> g_read_timeouts{0};
 std::atomic<int64_t> g_last_timeout_log_ms{0};
 
 // One warning per 10 s at most: a client trickling requests must not flood the log.
-void LogReadTimeout(const grpc::ServerContext& context, const char* method, double seconds) {
+void LogReadTimeout(std::string peer, const char* method, double seconds) {
   const int64_t total = g_read_timeouts.fetch_add(1) + 1;
   const int64_t now_ms = std::chrono::duration_cast<std::chrono::milliseconds>(
                              std::chrono::steady_clock::now().time_since_epoch())
@@ -49,7 +49,6 @@ void LogReadTimeout(const grpc::ServerContext& context, const char* method, doub
   int64_t last = g_last_timeout_log_ms.load();
   if (last != 0 && now_ms - last < 10'000) return;
   if (!g_last_timeout_log_ms.compare_exchange_strong(last, now_ms)) return;
-  std::string peer = context.peer();
   if (peer.size() > 64) peer.resize(64);
   LOG_WARN(
       "cancelled %s from %s: the request message did not arrive within %.1f s "
@@ -68,6 +67,7 @@ ReadOutcome ReadRequestBytes(grpc::internal::ReaderInterface<grpc::ByteBuffer>* 
     std::mutex mu;
     bool done = false;   // the read finished; the alarm must not touch the call
     bool fired = false;  // the alarm cancelled the call
+    std::string peer;    // taken before the cancel (a cancelled call forgets it)
   };
   auto watch = std::make_shared<Watch>();
   grpc::Alarm alarm;
@@ -76,6 +76,7 @@ ReadOutcome ReadRequestBytes(grpc::internal::ReaderInterface<grpc::ByteBuffer>* 
     std::lock_guard<std::mutex> lock(watch->mu);
     if (watch->done) return;
     watch->fired = true;
+    watch->peer = context->peer();
     context->TryCancel();  // RST_STREAM to the client; the read below fails
   });
   const bool got = stream->Read(bytes);
@@ -87,7 +88,7 @@ ReadOutcome ReadRequestBytes(grpc::internal::ReaderInterface<grpc::ByteBuffer>* 
   }
   alarm.Cancel();
   if (fired) {
-    LogReadTimeout(*context, method, std::chrono::duration<double>(timeout).count());
+    LogReadTimeout(std::move(watch->peer), method, std::chrono::duration<double>(timeout).count());
     return ReadOutcome::kCallGone;
   }
   if (got) return ReadOutcome::kMessage;

@@ -184,6 +184,13 @@ TEST(ConnectionLimitsTest, WellFormedCallsAreServedAsBefore) {
   ASSERT_EQ(composite_response.composited_frames_size(), 1);
   EXPECT_EQ(composite_response.composited_frames(0), "avatar");
   EXPECT_TRUE(GenericCall(server.target(), "/inference.InferenceService/InferBatch", "").ok());
+  // Streaming methods are not touched: the session stream is the service's own
+  // (UNIMPLEMENTED in this fake), with no read bound.
+  auto composite_stub = ::compositing::CompositingService::NewStub(channel);
+  grpc::ClientContext session_context;
+  auto session = composite_stub->StreamSession(&session_context);
+  session->WritesDone();
+  EXPECT_EQ(session->Finish().error_code(), grpc::StatusCode::UNIMPLEMENTED);
   // Methods a service does not implement stay UNIMPLEMENTED.
   EXPECT_EQ(GenericCall(server.target(), "/inference.InferenceService/ListModels", "").error_code(),
             grpc::StatusCode::UNIMPLEMENTED);
