@@ -93,7 +93,6 @@ std::string HashApiKey(std::string_view key) {
 // Immutable once built; shared by every caller through a shared_ptr.
 struct Authenticator::Store {
   internal::Credentials credentials;
-  bool file_loaded = false;
   // What the file looked like when read (reload when either changes).
   int64_t mtime_ns = -1;
   int64_t size = -1;
@@ -161,7 +160,12 @@ class Authenticator::Impl {
     if (options_.credentials_file.empty()) return Status::Ok();
     std::lock_guard<std::mutex> load_lock(load_mu_);  // one parse at a time, in order
     FileStamp stamp = Stamp(options_.credentials_file);
-    auto creds = internal::LoadCredentialsFile(options_.credentials_file);
+    Expected<internal::Credentials> creds = Status::Internal("not read");
+    try {
+      creds = internal::LoadCredentialsFile(options_.credentials_file);
+    } catch (const std::exception& e) {  // allocation failure: nothing escapes the library
+      creds = Status::Internal("reading " + options_.credentials_file + ": " + e.what());
+    }
     {
       std::lock_guard<std::mutex> lock(reload_mu_);
       // Remember the attempt so a broken file is not re-parsed every poll.
@@ -170,7 +174,6 @@ class Authenticator::Impl {
     if (!creds.ok()) return creds.status();
     auto store = std::make_shared<Store>();
     store->credentials = std::move(creds.value());
-    store->file_loaded = true;
     store->mtime_ns = stamp.mtime_ns;
     store->size = stamp.size;
     size_t keys = store->credentials.api_keys.size();
