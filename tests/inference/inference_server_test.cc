@@ -87,6 +87,14 @@ Inputs MakeInputs(int batch, float value) {
           std::vector<float>(static_cast<size_t>(batch) * kAudioFeatureFloats, 0.f)};
 }
 
+// Until a worker has taken the one request sent (running, no longer queued): a later
+// request then finds the queue empty.
+void WaitUntilTaken(const InferenceServer& server) {
+  while (server.scheduler().device_load(-1) < 1 || server.scheduler().queue_depth() > 0) {
+    std::this_thread::sleep_for(1ms);
+  }
+}
+
 float FirstValue(const InferResult& result) {
   float v;
   std::memcpy(&v, result.output.data(), sizeof v);
@@ -150,7 +158,7 @@ TEST_F(InferenceServerTest, ShutdownWaitsForRequestsInFlightAndRefusesNewOnes) {
   const Inputs inputs = MakeInputs(1, 0.5f);
   auto in_flight =
       std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
-  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  WaitUntilTaken(*server);
   EXPECT_TRUE(server->Shutdown(10s));
   auto result = in_flight.get();
   ASSERT_TRUE(result.ok()) << result.status().ToString();
@@ -171,7 +179,7 @@ TEST_F(InferenceServerTest, DeadlineWhileQueuedSaysItWasNotRun) {
   ASSERT_TRUE(server);
   const Inputs inputs = MakeInputs(1, 0.5f);
   auto held = std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
-  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  WaitUntilTaken(*server);
   InferRequest late = inputs.Request("other", 1);
   late.deadline = Clock::now() + 50ms;
   auto result = server->Infer(late);
@@ -278,7 +286,7 @@ TEST_F(InferenceServerTest, NoisyModelGetsResourceExhaustedAtItsQueueShareOthers
   const Inputs inputs = MakeInputs(1, 0.5f);
   auto held =
       std::async(std::launch::async, [&] { return server->Infer(inputs.Request("hold", 1)); });
-  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  WaitUntilTaken(*server);
   std::vector<std::future<Expected<InferResult>>> noisy;
   for (int i = 0; i < 2; ++i) {
     noisy.push_back(
@@ -367,7 +375,7 @@ TEST_F(InferenceServerTest, RawAudioIsQueuedLikeTheMainRunAndCheckedBeforeIt) {
   const Inputs inputs = MakeInputs(2, 0.5f);
   const std::string pcm = ToneUtterance(2);
   auto held = std::async(std::launch::async, [&] { return server->Infer(inputs.Request("m", 1)); });
-  while (server->scheduler().device_load(-1) < 1) std::this_thread::sleep_for(1ms);
+  WaitUntilTaken(*server);
   auto queued = std::async(std::launch::async,
                            [&] { return server->Infer(RawAudioRequest(inputs, "t", 2, pcm)); });
   while (server->scheduler().queue_depth() < 1) std::this_thread::sleep_for(1ms);
