@@ -300,6 +300,8 @@ TEST(ConnectionLimitsTest, HalfSentRequestIsCutWhileLongStreamLivesOn) {
   FakeInference inference;
   config::ConnectionConfig limits;
   limits.request_read_timeout_seconds = 1;
+  // The open Watch stream is a call in flight: the connection is never idle.
+  limits.max_connection_idle_seconds = 1;
   TestServer server(limits, {&inference});
   const int64_t timeouts_before = RequestReadTimeouts();
   // The probe keeps the Watch stream 3 s past the cut (3x the read timeout).
@@ -315,6 +317,21 @@ TEST(ConnectionLimitsTest, HalfSentRequestIsCutWhileLongStreamLivesOn) {
   EXPECT_EQ(result["goaway"], false);
   EXPECT_EQ(result["closed"], false);
   EXPECT_GE(result["watch_alive_s"].get<double>(), 3.0);
+}
+
+TEST(ConnectionLimitsTest, ClientKeepalivePingsEveryTenSecondsAreWelcomeFasterAreNot) {
+  REQUIRE_PROBE();
+  FakeInference inference;
+  TestServer server(config::ConnectionConfig{}, {&inference});
+  // A client keepalive of 10 s on a connection without calls: acknowledged, no GOAWAY.
+  const nlohmann::json polite = RunProbe("pings " + std::to_string(server.port) + " 10.2 3");
+  EXPECT_EQ(polite["acks"], 3);
+  EXPECT_TRUE(polite["goaway"].is_null());
+  EXPECT_EQ(polite["closed"], false);
+  // Pings in a tight loop are strikes: GOAWAY ENHANCE_YOUR_CALM "too_many_pings".
+  const nlohmann::json flood = RunProbe("pings " + std::to_string(server.port) + " 0 6");
+  EXPECT_EQ(flood["goaway"], 11);
+  EXPECT_EQ(flood["goaway_data"], "too_many_pings");
 }
 
 TEST(ConnectionLimitsTest, IdleConnectionIsClosedWithGoaway) {

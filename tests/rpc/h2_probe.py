@@ -9,6 +9,7 @@ h2's state machine, which would refuse to break the protocol's limits.
   h2_probe.py flood PORT STREAMS HOLD_S    STREAMS InferBatch calls at once, receive
                                            window 0; the connection is held HOLD_S
   h2_probe.py half-sent PORT SURVIVE_S     Health/Watch + a half-sent InferBatch
+  h2_probe.py pings PORT INTERVAL_S COUNT  COUNT pings INTERVAL_S apart, no calls
   h2_probe.py idle PORT                    a connection with no calls: wait for GOAWAY
   h2_probe.py silent PORT                  TCP connect, send nothing: wait for close
 """
@@ -204,6 +205,28 @@ def half_sent(port, survive_s):
     print(json.dumps(result), flush=True)
 
 
+def pings(port, interval_s, count):
+    """`count` PINGs `interval_s` apart on a connection without calls."""
+    conn = Conn(port)
+    result = {"acks": 0, "goaway": None, "goaway_data": "", "closed": False}
+    try:
+        for i in range(count):
+            conn.send(PingFrame(0, opaque_data=b"probe%03d" % i))
+            end = time.monotonic() + (interval_s if i + 1 < count else 1.0)
+            while True:
+                frame = conn.read(end - time.monotonic())
+                if frame is None:
+                    break
+                if isinstance(frame, PingFrame) and "ACK" in frame.flags:
+                    result["acks"] += 1
+                elif isinstance(frame, GoAwayFrame):
+                    result["goaway"] = frame.error_code
+                    result["goaway_data"] = frame.additional_data.decode(errors="replace")
+    except Closed:
+        result["closed"] = True
+    print(json.dumps(result), flush=True)
+
+
 def idle(port):
     conn = Conn(port)
     start = time.monotonic()
@@ -246,6 +269,8 @@ def main():
         flood(port, int(sys.argv[3]), float(sys.argv[4]))
     elif cmd == "half-sent":
         half_sent(port, float(sys.argv[3]))
+    elif cmd == "pings":
+        pings(port, float(sys.argv[3]), int(sys.argv[4]))
     elif cmd == "idle":
         idle(port)
     elif cmd == "silent":
