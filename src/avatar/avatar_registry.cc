@@ -1,5 +1,7 @@
 #include "avatar/avatar_registry.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <atomic>
 #include <exception>
@@ -231,6 +233,12 @@ void AvatarRegistry::RecordFailureLocked(Entry& entry, const Status& error) {
 
 namespace {
 
+int64_t PhysicalMemoryBytes() {
+  const long pages = sysconf(_SC_PHYS_PAGES);
+  const long page_size = sysconf(_SC_PAGE_SIZE);
+  return pages > 0 && page_size > 0 ? int64_t(pages) * page_size : 0;
+}
+
 // Runs `f`, turning anything thrown into a Status (the library boundary).
 template <typename F>
 Status CatchAll(const std::string& what, F&& f) {
@@ -360,25 +368,30 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
     }
     if (!planned.ok()) return fail(planned, /*remember=*/true);
 
-    // The memory budget, before anything is decoded.
+    // The memory budget, before anything is decoded. Without a configured budget an
+    // avatar that needs more than the machine's physical memory is still refused: it
+    // could only end with the process killed.
     const int64_t estimate = plan.estimated_bytes;
-    if (options_.memory_limit_bytes > 0) {
-      const std::string needs = "avatar '" + id + "' needs about " + std::to_string(estimate) +
-                                " bytes decoded (" + std::to_string(plan.paths.size()) +
-                                " frames of " + std::to_string(plan.width) + "x" +
-                                std::to_string(plan.height) + ")";
-      if (estimate > options_.memory_limit_bytes) {
-        return fail(Status::ResourceExhausted(needs + "; capacity.memory_limit_mb allows " +
-                                              std::to_string(options_.memory_limit_bytes) +
-                                              " bytes over all avatars"),
-                    /*remember=*/true);
-      }
-      if (!MakeRoomLocked(0, estimate, id)) {
-        return fail(Status::ResourceExhausted(needs + "; the memory budget (" +
-                                              std::to_string(options_.memory_limit_bytes) +
-                                              " bytes) is held by avatars in use; retry later"),
-                    /*remember=*/false);
-      }
+    const std::string needs = "avatar '" + id + "' needs about " + std::to_string(estimate) +
+                              " bytes decoded (" + std::to_string(plan.paths.size()) +
+                              " frames of " + std::to_string(plan.width) + "x" +
+                              std::to_string(plan.height) + ")";
+    if (options_.memory_limit_bytes > 0 && estimate > options_.memory_limit_bytes) {
+      return fail(Status::ResourceExhausted(needs + "; capacity.memory_limit_mb allows " +
+                                            std::to_string(options_.memory_limit_bytes) +
+                                            " bytes over all avatars"),
+                  /*remember=*/true);
+    }
+    if (const int64_t physical = PhysicalMemoryBytes(); physical > 0 && estimate > physical) {
+      return fail(Status::ResourceExhausted(needs + "; this machine has " +
+                                            std::to_string(physical) + " bytes of memory"),
+                  /*remember=*/true);
+    }
+    if (options_.memory_limit_bytes > 0 && !MakeRoomLocked(0, estimate, id)) {
+      return fail(Status::ResourceExhausted(needs + "; the memory budget (" +
+                                            std::to_string(options_.memory_limit_bytes) +
+                                            " bytes) is held by avatars in use; retry later"),
+                  /*remember=*/false);
     }
     entry->reserved_bytes = estimate;
 

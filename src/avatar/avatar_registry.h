@@ -12,8 +12,10 @@
 //   `failed_load_retry_max_seconds`; a success resets it. Other avatars are unaffected.
 // - A load first reads only crop_rects.json and frame 0's header (Avatar::Plan), checks
 //   the estimated decoded bytes against `memory_limit_bytes` (evicting if needed),
-//   counts them as reserved while it decodes, then decodes (Avatar::Open). All file
-//   I/O happens outside the registry mutex.
+//   counts them as reserved while it decodes, then decodes (Avatar::Open). Without a
+//   configured budget, an avatar estimated larger than the machine's physical memory
+//   is still refused (RESOURCE_EXHAUSTED, remembered). All file I/O happens outside the
+//   registry mutex.
 // - The tenant's files are bounded by `image_limits`, `crop_rects_limits` and
 //   `max_frames`; those of a model_root tenant must resolve (symlinks followed) inside
 //   model_root, PERMISSION_DENIED otherwise. Configured `models:` paths are the

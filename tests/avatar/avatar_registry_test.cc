@@ -10,6 +10,8 @@
 #include <stdexcept>
 #include <thread>
 
+#include <unistd.h>
+
 #include "avatar/avatar_fixture.h"
 
 namespace lipsync::avatar {
@@ -378,6 +380,33 @@ TEST_F(RegistryTest, MemoryBudgetIsCheckedBeforeDecoding) {
   EXPECT_THAT(st.status().message(), HasSubstr("capacity.memory_limit_mb"));
   EXPECT_EQ(r.Stats("big")->state, AvatarState::kFailed);  // can never fit: remembered
   EXPECT_EQ(r.memory_bytes(), 0);
+}
+
+TEST_F(RegistryTest, AvatarLargerThanTheMachineIsRefusedWithoutABudget) {
+  // Frames that each claim 7680x4320 (70 bytes on disk, ~100 MB decoded), more of them
+  // than physical memory could hold. Decoding would fail with INVALID_ARGUMENT (no
+  // pixel data); RESOURCE_EXHAUSTED shows the estimate refused it first.
+  const int64_t physical = int64_t(sysconf(_SC_PHYS_PAGES)) * sysconf(_SC_PAGE_SIZE);
+  const int64_t per_frame = int64_t(7680) * 4320 * 3;
+  const int frames = int(physical / per_frame) + 2;
+  ASSERT_LT(frames, 100000) << "a machine this large needs another test";
+  const auto dir = tmp_.path() / "vast";
+  std::filesystem::create_directories(dir / "frames");
+  const std::string png = testing::PngClaiming(7680, 4320);
+  for (int i = 0; i < frames; ++i) {
+    char name[32];
+    std::snprintf(name, sizeof(name), "frame_%04d.png", i);
+    ASSERT_TRUE(image::WriteFileBytes((dir / "frames" / name).string(), png).ok());
+  }
+  ASSERT_TRUE(image::WriteFileBytes((dir / "crop_rects.json").string(),
+                                    testing::RectsJson(std::vector<CropRect>(frames, kRect)))
+                  .ok());
+  AvatarRegistry r(Options());  // memory_limit_bytes = 0: no configured budget
+  auto st = r.Acquire("vast");
+  EXPECT_EQ(st.status().code(), StatusCode::kResourceExhausted);
+  EXPECT_THAT(st.status().message(), HasSubstr("this machine has"));
+  EXPECT_EQ(r.Stats("vast")->state, AvatarState::kFailed);
+  EXPECT_TRUE(r.Acquire("a").ok());
 }
 
 TEST_F(RegistryTest, HostileHeadersFailTheirTenantOnly) {
