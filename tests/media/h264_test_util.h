@@ -56,6 +56,32 @@ inline bool DecodeWithFfmpeg(const std::string& stream, int w, int h, std::vecto
   return ok;
 }
 
+// Like DecodeWithFfmpeg, but hands each decoded RGB24 frame to `on_frame(index, rgb)`
+// as ffmpeg produces it (no whole-stream buffer). Returns the number of frames, or -1.
+template <typename OnFrame>
+int DecodeWithFfmpegEach(const std::string& stream, int w, int h, OnFrame on_frame,
+                         const char* format = "h264") {
+  char path_template[] = "/tmp/lipsync_media_XXXXXX";
+  int fd = mkstemp(path_template);
+  if (fd < 0) return -1;
+  close(fd);
+  const std::string in(path_template);
+  int frames = -1;
+  if (image::WriteFileBytes(in, stream).ok()) {
+    std::string cmd = std::string("ffmpeg -nostdin -hide_banner -loglevel error -f ") + format +
+                      " -i '" + in + "' -fps_mode passthrough -f rawvideo -pix_fmt rgb24 -";
+    if (FILE* pipe = popen(cmd.c_str(), "r")) {
+      std::vector<uint8_t> frame(size_t(w) * h * 3);
+      frames = 0;
+      while (fread(frame.data(), 1, frame.size(), pipe) == frame.size())
+        on_frame(frames++, frame.data());
+      if (pclose(pipe) != 0) frames = -1;
+    }
+  }
+  std::remove(in.c_str());
+  return frames;
+}
+
 // PSNR over all bytes of two equally sized buffers (99 dB when identical).
 inline double Psnr(const uint8_t* a, const uint8_t* b, size_t n) {
   double se = 0;
