@@ -1081,7 +1081,7 @@ std::string Soak::Report(double wall_s) {
       << mb(last.comp.file_kb) << " | |\n\n";
     // In-flight work makes VmRSS swing by tens of MB from one second to the next, so the
     // trend is taken from the median of each window (10 s, or 1/12 of a long run).
-    const double window = std::max(10.0, std::ceil(end / 12.0));
+    const double window = std::max(10.0, std::floor(end / 12.0));
     struct Window {
       double t0 = 0;
       std::vector<double> comp, inf;
