@@ -350,7 +350,6 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
     std::optional<AvatarOptions> source;
     AvatarPlan plan;
     Status planned = CatchAll("avatar '" + id + "': load", [&]() -> Status {
-      if (options_.before_load) options_.before_load(id);
       source = SourceFor(id);
       if (!source) return Status::Ok();
       LIPSYNC_ASSIGN_OR_RETURN(plan, Avatar::Plan(*source));
@@ -398,6 +397,7 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
     lock.unlock();
     Expected<std::shared_ptr<Avatar>> opened = Status::Internal("not opened");
     Status decoded = CatchAll("avatar '" + id + "': load", [&]() -> Status {
+      if (options_.before_decode) options_.before_decode(id);
       opened = Avatar::Open(*source, std::move(plan));
       return opened.status();
     });

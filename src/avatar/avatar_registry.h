@@ -72,10 +72,11 @@ struct AvatarRegistryOptions {
   // Time source for use times, idle unloading and the retry backoff (tests inject a
   // fake clock). Deadlines passed to Acquire are on the real Clock.
   std::function<Clock::time_point()> now = [] { return Clock::now(); };
-  // Test hook: called at the start of every load attempt, on the loading thread,
-  // outside the registry mutex. It may block (a slow load) or throw (a decoder that
-  // throws); a throw fails that load like any other error.
-  std::function<void(const std::string& id)> before_load;
+  // Test hook: called in every load attempt once the files are planned and their
+  // estimated bytes reserved, just before decoding, on the loading thread, outside the
+  // registry mutex. It may block (a slow decode) or throw (a decoder that throws); a
+  // throw fails that load like any other error.
+  std::function<void(const std::string& id)> before_decode;
 
   // From the compositing config (capacity.*, limits.*, output.{region_jpeg,
   // compact_backgrounds, jpeg_quality} (region JPEG only with format jpeg), models,

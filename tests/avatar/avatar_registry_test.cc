@@ -299,7 +299,7 @@ TEST_F(RegistryTest, LoadThatThrowsLeavesTheAvatarFailedNotLoading) {
   o.failed_load_retry_seconds = 10;
   std::atomic<int> calls{0};
   std::atomic<bool> throw_bad_alloc{false}, fine{false};
-  o.before_load = [&](const std::string& id) {
+  o.before_decode = [&](const std::string& id) {
     if (id != "a" || fine) return;
     calls++;
     if (throw_bad_alloc) throw std::bad_alloc();
@@ -332,7 +332,7 @@ TEST_F(RegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFlight) {
   std::mutex mu;
   std::condition_variable cv;
   bool entered = false, release = false;
-  o.before_load = [&](const std::string& id) {
+  o.before_decode = [&](const std::string& id) {
     if (id != "a") return;
     std::unique_lock<std::mutex> lock(mu);
     entered = true;
@@ -347,6 +347,8 @@ TEST_F(RegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFlight) {
     cv.wait(lock, [&] { return entered; });
   }
   EXPECT_EQ(r.Stats("a")->state, AvatarState::kLoading);
+  // The load in flight counts its estimate (4 full frames + rects) in the budget.
+  EXPECT_EQ(r.memory_bytes(), kAvatarPixelBytes + int64_t(kFrames * sizeof(CropRect)));
   // A deadline already passed, and one that passes while it waits.
   EXPECT_EQ(r.Acquire("a", nullptr, nullptr, Clock::now()).status().code(),
             StatusCode::kDeadlineExceeded);
@@ -355,6 +357,7 @@ TEST_F(RegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFlight) {
   EXPECT_THAT(waited.status().message(), HasSubstr("still being loaded"));
   // The slow load holds no registry lock: other tenants load and answer meanwhile.
   EXPECT_TRUE(r.Acquire("b", nullptr, nullptr, Clock::now() + 10s).ok());
+  EXPECT_EQ(r.memory_bytes(), 2 * (kAvatarPixelBytes + int64_t(kFrames * sizeof(CropRect))));
   EXPECT_TRUE(r.Stats("c").ok());
   {
     std::lock_guard<std::mutex> lock(mu);
