@@ -132,7 +132,8 @@ SchedulerOptions MakeSchedulerOptions(const config::InferenceConfig& config,
 }  // namespace
 
 Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
-    const config::InferenceConfig& config) {
+    const config::InferenceConfig& config,
+    const std::function<void(RegistryOptions&)>& adjust_registry) {
   if (config.server.max_batch_size < 1 || config.server.worker_count_per_gpu < 1 ||
       config.server.queue_size < 1) {
     return Status::InvalidArgument(
@@ -154,7 +155,8 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
   execution.gpu_count = config.gpus.count;
   LIPSYNC_ASSIGN_OR_RETURN(ExecutionPlan plan, PlanExecution(execution, *runtime));
 
-  std::unique_ptr<InferenceServer> server(new InferenceServer(config, std::move(plan)));
+  std::unique_ptr<InferenceServer> server(
+      new InferenceServer(config, std::move(plan), adjust_registry));
   for (const auto& [id, entry] : config.models) {
     if (!entry.preload) continue;
     auto loaded = server->registry_->Load(id, /*force_reload=*/false);
@@ -169,9 +171,12 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
   return server;
 }
 
-InferenceServer::InferenceServer(config::InferenceConfig config, ExecutionPlan plan)
+InferenceServer::InferenceServer(config::InferenceConfig config, ExecutionPlan plan,
+                                 const std::function<void(RegistryOptions&)>& adjust_registry)
     : config_(std::move(config)), plan_(std::move(plan)) {
-  registry_ = std::make_unique<ModelRegistry>(RegistryOptionsFromConfig(config_, plan_.devices));
+  RegistryOptions registry_options = RegistryOptionsFromConfig(config_, plan_.devices);
+  if (adjust_registry) adjust_registry(registry_options);
+  registry_ = std::make_unique<ModelRegistry>(std::move(registry_options));
   scheduler_ = std::make_unique<Scheduler>(
       MakeSchedulerOptions(config_, plan_),
       [this](std::span<Task* const> group, const WorkerInfo& worker) { RunGroup(group, worker); });

@@ -21,6 +21,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -45,7 +46,11 @@ class InferenceServer : public InferenceBackend {
   // that fails to preload is logged and stays FAILED; the others serve). Errors:
   // FAILED_PRECONDITION for an unusable runtime library or require_cuda without CUDA,
   // INVALID_ARGUMENT for inconsistent settings.
-  static Expected<std::unique_ptr<InferenceServer>> Create(const config::InferenceConfig& config);
+  // `adjust_registry` (tests, fault injection) may change the registry options made
+  // from the config before the registry is built: a loader, a clock.
+  static Expected<std::unique_ptr<InferenceServer>> Create(
+      const config::InferenceConfig& config,
+      const std::function<void(RegistryOptions&)>& adjust_registry = {});
   ~InferenceServer() override;
 
   Expected<InferResult> Infer(const InferRequest& request) override;
@@ -70,7 +75,8 @@ class InferenceServer : public InferenceBackend {
   const Scheduler& scheduler() const { return *scheduler_; }
 
  private:
-  InferenceServer(config::InferenceConfig config, ExecutionPlan plan);
+  InferenceServer(config::InferenceConfig config, ExecutionPlan plan,
+                  const std::function<void(RegistryOptions&)>& adjust_registry);
   // Validation that needs the loaded model: byte counts against declared shapes.
   Status CheckSizes(const InferRequest& request, const OnnxModel& model) const;
   // The scheduler's Runner: raw audio -> features per request, then one Run over every

@@ -8,10 +8,13 @@
 
 #include <atomic>
 #include <cmath>
+#include <condition_variable>
 #include <cstring>
 #include <filesystem>
 #include <future>
 #include <limits>
+#include <mutex>
+#include <new>
 #include <thread>
 
 #include "inference/test_models.h"
@@ -303,6 +306,78 @@ TEST_F(InferenceServerTest, NoisyModelGetsResourceExhaustedAtItsQueueShareOthers
   EXPECT_TRUE(quiet.ok()) << quiet.status().ToString();
   EXPECT_TRUE(held.get().ok());
   for (auto& n : noisy) EXPECT_TRUE(n.get().ok());
+}
+
+// The server passes each request's deadline to the registry: a request waiting for
+// another request's load of its model gives up at its own deadline (DEADLINE_EXCEEDED),
+// while the loading request and other models are served.
+TEST_F(InferenceServerTest, RequestWaitingForAnotherLoadGivesUpAtItsDeadline) {
+  config::InferenceConfig config = Config();
+  config.models["slow"] = {WriteModel("slow", 1.f), false, ""};
+  config.models["other"] = {WriteModel("other", 1.f), false, ""};
+  std::mutex mu;
+  std::condition_variable cv;
+  bool inside = false, open = false;
+  auto server = InferenceServer::Create(config, [&](RegistryOptions& options) {
+    options.loader = [&](const ModelFiles& files, int device) {
+      if (files.model_path.find("slow") != std::string::npos) {
+        std::unique_lock<std::mutex> lock(mu);
+        inside = true;
+        cv.notify_all();
+        cv.wait(lock, [&] { return open; });
+      }
+      return OnnxModel::Load(files, device);
+    };
+  });
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const Inputs inputs = MakeInputs(1, 0.5f);
+  auto loading =
+      std::async(std::launch::async, [&] { return (*server)->Infer(inputs.Request("slow", 1)); });
+  {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return inside; });
+  }
+  InferRequest waiter = inputs.Request("slow", 1);
+  waiter.deadline = Clock::now() + 30ms;
+  auto gave_up = (*server)->Infer(waiter);
+  EXPECT_EQ(gave_up.status().code(), StatusCode::kDeadlineExceeded);
+  EXPECT_NE(gave_up.status().message().find("still being loaded by another request"),
+            std::string::npos)
+      << gave_up.status().message();
+  EXPECT_TRUE((*server)->Infer(inputs.Request("other", 1)).ok());
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+  auto loaded = loading.get();
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->loaded_on_demand);
+}
+
+// A loader that throws (ORT, allocation, anything) is a clear status through Infer;
+// the model is FAILED, not LOADING, and other models serve.
+TEST_F(InferenceServerTest, ThrowingLoaderIsAClearStatusAndTheServerKeepsServing) {
+  config::InferenceConfig config = Config();
+  config.models["bad"] = {WriteModel("bad", 1.f), false, ""};
+  config.models["good"] = {WriteModel("good", 1.f), false, ""};
+  auto server = InferenceServer::Create(config, [&](RegistryOptions& options) {
+    options.loader = [](const ModelFiles& files,
+                        int device) -> Expected<std::shared_ptr<OnnxModel>> {
+      if (files.model_path.find("bad") != std::string::npos) throw std::bad_alloc();
+      return OnnxModel::Load(files, device);
+    };
+  });
+  ASSERT_TRUE(server.ok()) << server.status().ToString();
+  const Inputs inputs = MakeInputs(1, 0.5f);
+  for (int i = 0; i < 2; ++i) {
+    auto bad = (*server)->Infer(inputs.Request("bad", 1));
+    EXPECT_EQ(bad.status().code(), StatusCode::kResourceExhausted);
+    EXPECT_NE(bad.status().message().find("out of memory while loading"), std::string::npos)
+        << bad.status().message();
+  }
+  EXPECT_EQ((*server)->GetModelStats("bad")->at(0).state, ModelState::kFailed);
+  EXPECT_TRUE((*server)->Infer(inputs.Request("good", 1)).ok());
 }
 
 TEST_F(InferenceServerTest, InvalidConfigIsRefusedAtCreate) {
