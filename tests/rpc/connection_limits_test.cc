@@ -13,11 +13,13 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <cstdio>
 #include <fstream>
 #include <future>
 #include <nlohmann/json.hpp>
 #include <optional>
+#include <thread>
 
 #include "compositing.grpc.pb.h"
 #include "inference.grpc.pb.h"
@@ -204,6 +206,82 @@ TEST(ConnectionLimitsTest, MalformedMessageDescribesWhereTheWireDataBreaks) {
               HasSubstr("field 1 at byte 0 is truncated or malformed (wire type 0)"));
   EXPECT_THAT(MalformedRequestMessage("x.Req", "\x0f\x01"),
               HasSubstr("invalid field tag at byte 0 (field 1, wire type 7)"));
+}
+
+// Blocks every InferBatch until released.
+class BlockingInference : public ::inference::InferenceService::Service {
+ public:
+  grpc::Status InferBatch(grpc::ServerContext*, const ::inference::InferBatchRequest*,
+                          ::inference::InferBatchResponse* response) override {
+    std::unique_lock<std::mutex> lock(mu_);
+    ++running_;
+    changed_.notify_all();
+    changed_.wait(lock, [&] { return released_; });
+    response->set_success(true);
+    return grpc::Status::OK;
+  }
+  int running() {
+    std::lock_guard<std::mutex> lock(mu_);
+    return running_;
+  }
+  void Release() {
+    std::lock_guard<std::mutex> lock(mu_);
+    released_ = true;
+    changed_.notify_all();
+  }
+
+ private:
+  std::mutex mu_;
+  std::condition_variable changed_;
+  int running_ = 0;
+  bool released_ = false;
+};
+
+TEST(ConnectionLimitsTest, ThreadQuotaRefusesCallsBeyondItInsteadOfQueueingThem) {
+  BlockingInference inference;
+  config::ConnectionConfig limits;
+  limits.max_threads = 4;
+  TestServer server(limits, {&inference});
+  auto stub = ::inference::InferenceService::NewStub(
+      grpc::CreateChannel(server.target(), grpc::InsecureChannelCredentials()));
+  constexpr int kCalls = 12;
+  std::vector<std::future<grpc::Status>> calls;
+  for (int i = 0; i < kCalls; ++i) {
+    calls.push_back(std::async(std::launch::async, [&stub] {
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + 60s);
+      ::inference::InferBatchRequest request;
+      ::inference::InferBatchResponse response;
+      return stub->InferBatch(&context, request, &response);
+    }));
+  }
+  // Every call either runs (holding a thread) or came back: none waits for a thread.
+  const auto end = std::chrono::steady_clock::now() + 30s;
+  int ready = 0;
+  while (std::chrono::steady_clock::now() < end) {
+    ready = 0;
+    for (auto& call : calls) ready += call.wait_for(0s) == std::future_status::ready;
+    if (ready + inference.running() >= kCalls) break;
+    std::this_thread::sleep_for(20ms);
+  }
+  const int running = inference.running();
+  EXPECT_EQ(ready + running, kCalls);
+  EXPECT_GT(running, 0);
+  EXPECT_GT(ready, 0);
+  std::vector<bool> done(kCalls, false);
+  for (int i = 0; i < kCalls; ++i) {
+    if (calls[i].wait_for(0s) != std::future_status::ready) continue;
+    done[i] = true;
+    const grpc::Status status = calls[i].get();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+  }
+  std::printf("max_threads 4: %d calls running, %d refused RESOURCE_EXHAUSTED\n", running, ready);
+  inference.Release();
+  for (int i = 0; i < kCalls; ++i) {
+    if (!done[i]) {
+      EXPECT_TRUE(calls[i].get().ok());
+    }
+  }
 }
 
 // ---- misbehaving HTTP/2 clients (tests/rpc/h2_probe.py) ----
