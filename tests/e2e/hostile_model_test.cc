@@ -1,6 +1,7 @@
 // Hostile tenant models against the real `lipsync inference` binary: a model_root with a
 // good tenant next to one whose model_best.onnx is garbage, one whose model is cut in
-// half, and one whose directory is a symlink out of model_root. Each hostile tenant gets
+// half, one whose file is over limits.max_model_file_mb, and one whose directory is a
+// symlink out of model_root. Each hostile tenant gets
 // a clear gRPC status naming its file, twice (the second from the remembered failure),
 // the good tenant keeps serving between them, and SIGTERM still stops the process with
 // exit 0 within server.shutdown_grace_seconds.
@@ -78,7 +79,7 @@ class HostileModelTest : public ::testing::Test {
     dir_ = fs::temp_directory_path() / ("lipsync_hostile_" + std::to_string(::getpid()));
     fs::remove_all(dir_);
     root_ = dir_ / "models";
-    for (const char* id : {"good", "garbage", "truncated"}) {
+    for (const char* id : {"good", "garbage", "truncated", "oversized"}) {
       fs::create_directories(root_ / id / "checkpoint");
     }
     ASSERT_TRUE(modelgen::WriteIdentityModel(ModelPath("good")).ok());
@@ -87,6 +88,8 @@ class HostileModelTest : public ::testing::Test {
     // A real model cut in half: a truncated upload.
     const std::string whole = ReadAll(ModelPath("good"));
     std::ofstream(ModelPath("truncated"), std::ios::binary) << whole.substr(0, whole.size() / 2);
+    // Over limits.max_model_file_mb (1): refused by its size, never read.
+    std::ofstream(ModelPath("oversized"), std::ios::binary) << std::string(3 << 20, '\x01');
     // A tenant directory symlinked to a good model outside model_root.
     fs::create_directories(dir_ / "elsewhere" / "checkpoint");
     ASSERT_TRUE(modelgen::WriteIdentityModel(
@@ -101,6 +104,7 @@ class HostileModelTest : public ::testing::Test {
                          << "  shutdown_grace_seconds: " << kGraceSeconds << "\n"
                          << "onnx:\n  use_cuda: false\n"
                          << "capacity:\n  failed_load_retry_seconds: 600\n"
+                         << "limits:\n  max_model_file_mb: 1\n"
                          << "model_root: \"" << root_.string() << "\"\n";
   }
   void TearDown() override {
@@ -149,6 +153,7 @@ TEST_F(HostileModelTest, HostileModelsGetClearStatusGoodOneServesSigtermExitsZer
       {"garbage", grpc::StatusCode::FAILED_PRECONDITION, ModelPath("garbage")},
       {"truncated", grpc::StatusCode::FAILED_PRECONDITION, ModelPath("truncated")},
       {"escape", grpc::StatusCode::PERMISSION_DENIED, "outside model_root"},
+      {"oversized", grpc::StatusCode::FAILED_PRECONDITION, "limits.max_model_file_mb"},
   };
   for (const Hostile& h : hostile) {
     for (int attempt = 0; attempt < 2; ++attempt) {
