@@ -2,9 +2,12 @@
 
 #include <gmock/gmock.h>
 #include <gtest/gtest.h>
+#include <stdio.h>
 #include <sys/resource.h>
 #include <sys/stat.h>
 #include <unistd.h>
+// jpeglib.h needs stdio.h's FILE first.
+#include <jpeglib.h>
 
 #include <cstdio>
 #include <cstring>
@@ -225,6 +228,50 @@ TEST(ImageLimitsTest, NonRegularFilesAreRefusedWithoutBlocking) {
   EXPECT_EQ(ReadFileBytes(text, 1000).status().code(), StatusCode::kInvalidArgument);
   EXPECT_EQ(ReadFileBytes(text, 1001)->size(), 1001u);
   std::remove(text.c_str());
+}
+
+// A valid progressive JPEG with one scan per AC coefficient and component, each refined
+// once: 3 + 63 * 3 * 2 = 381 scans, every one a full pass over the image.
+std::string ManyScanJpeg(const Image& img) {
+  std::vector<jpeg_scan_info> scans;
+  for (int c = 0; c < 3; ++c) scans.push_back({1, {c, 0, 0, 0}, 0, 0, 0, 0});
+  for (int k = 1; k < 64; ++k) {
+    for (int c = 0; c < 3; ++c) {
+      scans.push_back({1, {c, 0, 0, 0}, k, k, 0, 1});
+      scans.push_back({1, {c, 0, 0, 0}, k, k, 1, 0});
+    }
+  }
+  jpeg_compress_struct cinfo;
+  jpeg_error_mgr err;
+  cinfo.err = jpeg_std_error(&err);
+  jpeg_create_compress(&cinfo);
+  unsigned char* out = nullptr;
+  unsigned long size = 0;
+  jpeg_mem_dest(&cinfo, &out, &size);
+  cinfo.image_width = JDIMENSION(img.width);
+  cinfo.image_height = JDIMENSION(img.height);
+  cinfo.input_components = 3;
+  cinfo.in_color_space = JCS_RGB;
+  jpeg_set_defaults(&cinfo);
+  cinfo.scan_info = scans.data();
+  cinfo.num_scans = int(scans.size());
+  jpeg_start_compress(&cinfo, TRUE);
+  while (cinfo.next_scanline < cinfo.image_height) {
+    JSAMPROW row = const_cast<JSAMPROW>(img.row(int(cinfo.next_scanline)));
+    jpeg_write_scanlines(&cinfo, &row, 1);
+  }
+  jpeg_finish_compress(&cinfo);
+  std::string jpeg(reinterpret_cast<char*>(out), size);
+  jpeg_destroy_compress(&cinfo);
+  free(out);
+  return jpeg;
+}
+
+TEST(ImageLimitsTest, ProgressiveJpegWithHundredsOfScansIsRefused) {
+  const std::string jpeg = ManyScanJpeg(Gradient(64, 48));
+  auto decoded = DecodeJpeg(jpeg);
+  EXPECT_EQ(decoded.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(decoded.status().message(), HasSubstr("progressive scans"));
 }
 
 TEST(ImageTest, GrayPngDecodesToRgb) {
