@@ -273,6 +273,30 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Bool("region_jpeg", &o.region_jpeg);
     r.Bool("compact_backgrounds", &o.compact_backgrounds);
   });
+  root.Section("session", [&](MapReader& r) {
+    auto& s = c->session;
+    r.Int("max_sessions", &s.max_sessions, 1, 100000);
+    r.Double("max_buffered_seconds", &s.max_buffered_seconds, 0, /*min_exclusive=*/true);
+    if (s.max_buffered_seconds > 3600) r.Fail("max_buffered_seconds", "expected at most 3600");
+    r.Double("max_chunk_seconds", &s.max_chunk_seconds, 0, /*min_exclusive=*/true);
+    if (s.max_chunk_seconds > 60) r.Fail("max_chunk_seconds", "expected at most 60");
+    r.Int("max_ahead_frames", &s.max_ahead_frames, 0, 50);
+    r.Int("batch_frames", &s.batch_frames, 1, 64);
+    if (s.batch_frames > c->server.max_batch_size) {
+      r.Fail("batch_frames", "expected at most server.max_batch_size (" +
+                                 std::to_string(c->server.max_batch_size) + ")");
+    }
+    r.Double("vad_threshold_dbfs", &s.vad_threshold_dbfs, -120);
+    if (s.vad_threshold_dbfs > 0) r.Fail("vad_threshold_dbfs", "expected at most 0 (dBFS)");
+    r.Int("crossfade_frames", &s.crossfade_frames, 0, 25);
+    r.Int("default_bitrate_kbps", &s.default_bitrate_kbps, 50, 50000);
+    r.Int("key_interval_frames", &s.key_interval_frames, 1, 3000);
+    r.Enum("x264_preset", &s.x264_preset,
+           {{"ultrafast", std::string("ultrafast")}, {"superfast", std::string("superfast")},
+            {"veryfast", std::string("veryfast")}, {"faster", std::string("faster")},
+            {"fast", std::string("fast")}, {"medium", std::string("medium")}});
+    r.Int("viewer_queue_frames", &s.viewer_queue_frames, 1, 10000);
+  });
   root.Entries("models", ModelIdProblem, [&](const std::string& id, MapReader& r) {
     CompositingModelEntry entry;
     r.String("background_dir", &entry.background_dir);

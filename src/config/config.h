@@ -179,6 +179,20 @@ struct CompositingConfig {
     bool region_jpeg = true;          // re-encode only the crop region (issue 6)
     bool compact_backgrounds = true;  // keep JPEG + crop region, not full frames
   } output;
+  // Live sessions (issue 10; session::SessionConfig mirrors this).
+  struct Session {
+    int max_sessions = 16;             // per server; beyond it RESOURCE_EXHAUSTED
+    double max_buffered_seconds = 60;  // queued speech per session
+    double max_chunk_seconds = 10;     // one audio chunk
+    int max_ahead_frames = 3;          // frames sent before their time
+    int batch_frames = 8;              // frames per inference batch
+    double vad_threshold_dbfs = -45;   // a frame quieter than this (RMS) is silent
+    int crossfade_frames = 3;          // at speech start and end
+    int default_bitrate_kbps = 1500;   // H264 when the client asks for 0
+    int key_interval_frames = 50;      // H264
+    std::string x264_preset = "ultrafast";
+    int viewer_queue_frames = 50;  // transport queue per viewer before frames drop
+  } session;
   std::map<std::string, CompositingModelEntry> models;
   std::string model_root;
   LoggingConfig logging;

@@ -33,6 +33,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <string_view>
 
@@ -46,18 +47,25 @@ using Clock = std::chrono::steady_clock;
 
 // Server-wide settings (config `session:` section).
 struct SessionConfig {
-  int max_sessions = 16;              // per server; beyond it RESOURCE_EXHAUSTED
-  double max_buffered_seconds = 60;   // queued speech per session
-  double max_chunk_seconds = 10;      // one AudioChunk
-  int max_ahead_frames = 3;           // frames sent before their time
-  int batch_frames = 8;               // frames per inference batch
-  double vad_threshold_dbfs = -45;    // a frame quieter than this (RMS) is silent
-  int crossfade_frames = 3;           // at speech start and end
-  int default_bitrate_kbps = 1500;    // H264 when the client asks for 0
-  int key_interval_frames = 50;       // H264
+  int max_sessions = 16;             // per server; beyond it RESOURCE_EXHAUSTED
+  double max_buffered_seconds = 60;  // queued speech per session
+  double max_chunk_seconds = 10;     // one AudioChunk
+  int max_ahead_frames = 3;          // frames sent before their time
+  int batch_frames = 8;              // frames per inference batch
+  double vad_threshold_dbfs = -45;   // a frame quieter than this (RMS) is silent
+  int crossfade_frames = 3;          // at speech start and end
+  int default_bitrate_kbps = 1500;   // H264 when the client asks for 0
+  int key_interval_frames = 50;      // H264
   std::string x264_preset = "ultrafast";
-  int viewer_queue_frames = 50;       // transport queue per viewer before frames drop
+  int viewer_queue_frames = 50;  // transport queue per viewer before frames drop
+  // Not in the YAML: an open utterance with no new audio for this many frames' time,
+  // whose next frames wait for audio, ends (its tail is generated as if it ended there)
+  // and the session goes back to idle. END_OF_SPEECH ends it at once.
+  int utterance_gap_frames = 10;
 };
+
+// The `session:` section of the compositing config.
+SessionConfig FromConfig(const config::CompositingConfig& config);
 
 struct SessionParams {  // from the client's open message
   std::string model_id;
@@ -109,6 +117,8 @@ struct SessionStats {
   int64_t buffered_audio_ms = 0;
   int64_t last_pts_us = 0;
   int64_t audio_samples_out = 0;  // drift check: == frames_sent * rate / fps
+  int64_t held_frames = 0;        // speech paused waiting for input audio (idle frame, silence)
+  int64_t generation = 0;         // interrupts so far
 };
 
 class SessionSink {
@@ -119,6 +129,16 @@ class SessionSink {
   virtual void OnEvent(const SessionEvent& event) = 0;
 };
 
+// Test and tuning hooks; all optional.
+struct SessionHooks {
+  // Makes the session's encoder (default: media::CreateVideoEncoder).
+  std::function<Expected<std::unique_ptr<media::VideoEncoder>>(const media::EncoderOptions&)>
+      make_encoder;
+  // Called on the generation thread right before each inference call, outside every
+  // lock (a test may block here to make a batch late or to interrupt mid-batch).
+  std::function<void(int64_t generation, int64_t start_frame_idx, int batch)> before_infer;
+};
+
 class LiveSession {
  public:
   // Acquires the avatar (and warms the model) and starts pacing idle frames at once.
@@ -127,7 +147,8 @@ class LiveSession {
   static Expected<std::unique_ptr<LiveSession>> Start(const SessionParams& params,
                                                       const SessionConfig& config,
                                                       compositing::CompositingServer& server,
-                                                      SessionSink* sink);
+                                                      SessionSink* sink,
+                                                      const SessionHooks& hooks = {});
   ~LiveSession();  // Cancel() and join
 
   const SessionInfo& info() const;
@@ -143,7 +164,9 @@ class LiveSession {
   void RequestKeyFrame();
   // Finishes queued speech, then ends (a kClosed event; Wait returns).
   void Close();
-  // Ends now (client gone); frees everything.
+  // Ends now (client gone); frees everything: queued audio and frames at once, the
+  // threads are joined (an inference call in flight is waited for, at most one batch),
+  // the avatar and the encoder released. No events after it. Not from the sink.
   void Cancel();
   bool done() const;
   void Wait();
@@ -165,9 +188,23 @@ class SessionLimiter {
   int active() const;
 
  private:
+  friend class Slot;
+  void Release();
   const int max_;
   mutable std::mutex mu_;
   int active_ = 0;
+};
+
+// One session's place; gives it back when destroyed. The limiter must outlive it.
+class SessionLimiter::Slot {
+ public:
+  explicit Slot(SessionLimiter* limiter) : limiter_(limiter) {}
+  ~Slot() { limiter_->Release(); }
+  Slot(const Slot&) = delete;
+  Slot& operator=(const Slot&) = delete;
+
+ private:
+  SessionLimiter* limiter_;
 };
 
 }  // namespace lipsync::session
