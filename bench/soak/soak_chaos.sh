@@ -180,11 +180,11 @@ wait_ready() {  # $1 = log file, $2 = name, $3 = supervisor name
 }
 
 echo "[soak] inference server on 127.0.0.1:$INFER_PORT (log: $OUT/inference.log)"
-supervise inference "$OUT/inference.yaml" &
+supervise inference "$OUT/inference.yaml" 2>>"$OUT/supervisor.log" &
 sup_pids+=($!)
 wait_ready "$OUT/inference.log" "inference server" inference
 echo "[soak] compositing server on 127.0.0.1:$COMP_PORT (log: $OUT/compositing.log)"
-supervise compositing "$OUT/compositing.yaml" &
+supervise compositing "$OUT/compositing.yaml" 2>>"$OUT/supervisor.log" &
 sup_pids+=($!)
 wait_ready "$OUT/compositing.log" "compositing server" compositing
 
