@@ -8,7 +8,9 @@
 //             by deadline + margin (the call is then cancelled).
 // Memory (VmRSS, RssAnon, RssFile of both servers) is sampled every second.
 //
-// Two subcommands (bench/soak/soak_chaos.sh runs both and starts the servers):
+// Subcommands (bench/soak/soak_chaos.sh runs them all and starts the servers):
+//   soak_chaos selftest
+//       checks the classifier against a fake server that loses frames in every way above.
 //   soak_chaos make-hostile --model-root DIR --outside DIR
 //       adds the hostile tenants next to the demo tenant (which must exist).
 //   soak_chaos run --server HOST:PORT --inference HOST:PORT --model-root DIR
@@ -1220,10 +1222,91 @@ int Soak::Run() {
   return 0;
 }
 
+// ---------------------------------------------------------------------------------------
+// Self-test: the classifier against a fake compositing server that misbehaves on purpose,
+// so a report of 0 lost means the detector was able to see a loss.
+// ---------------------------------------------------------------------------------------
+
+class MisbehavingCompositing final : public compositing::CompositingService::Service {
+ public:
+  grpc::Status InferBatchComposite(grpc::ServerContext* context,
+                                   const compositing::CompositeBatchRequest* request,
+                                   compositing::CompositeBatchResponse* response) override {
+    const std::string& mode = request->model_id();
+    const std::string jpeg("\xFF\xD8\xFF\xE0 fake \xFF\xD9", 12);
+    int frames = request->batch_size();
+    if (mode == "empty_message") return grpc::Status(grpc::StatusCode::INTERNAL, "");
+    if (mode == "clear") {
+      return grpc::Status(grpc::StatusCode::INVALID_ARGUMENT, "batch_size must be 1..64, got 0");
+    }
+    if (mode == "success_false_empty") return grpc::Status::OK;  // success=false, no error
+    if (mode == "hang") {
+      for (int i = 0; i < 50 && !context->IsCancelled(); ++i) {
+        std::this_thread::sleep_for(std::chrono::milliseconds(100));
+      }
+    }
+    if (mode == "short") frames -= 1;
+    for (int i = 0; i < frames; ++i) {
+      response->add_composited_frames(mode == "empty_frame" && i == 1 ? "" : jpeg);
+    }
+    response->set_success(true);
+    return grpc::Status::OK;
+  }
+};
+
+int SelfTest() {
+  MisbehavingCompositing service;
+  grpc::ServerBuilder builder;
+  int port = 0;
+  builder.AddListeningPort("127.0.0.1:0", grpc::InsecureServerCredentials(), &port);
+  builder.RegisterService(&service);
+  std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
+  if (!server || port == 0) {
+    std::fprintf(stderr, "soak_chaos selftest: cannot start the fake server\n");
+    return 1;
+  }
+  auto stub = compositing::CompositingService::NewStub(
+      grpc::CreateChannel("127.0.0.1:" + std::to_string(port), grpc::InsecureChannelCredentials()));
+  struct Case {
+    const char* mode;
+    Verdict expected;
+    double deadline, margin;
+  };
+  // "hang" answers after 5 s; the watchdog gives up after deadline + margin = 1 s (a
+  // negative margin stands in for a deadline that gRPC failed to enforce).
+  const Case cases[] = {
+      {"ok", Verdict::kReturned, 5, 1},        {"clear", Verdict::kFailed, 5, 1},
+      {"short", Verdict::kLost, 5, 1},         {"empty_frame", Verdict::kLost, 5, 1},
+      {"empty_message", Verdict::kLost, 5, 1}, {"success_false_empty", Verdict::kLost, 5, 1},
+      {"hang", Verdict::kLost, 3, -2}};
+  const char* names[] = {"returned", "failed", "LOST"};
+  int wrong = 0;
+  for (const Case& c : cases) {
+    compositing::CompositeBatchRequest request;
+    request.set_model_id(c.mode);
+    request.set_batch_size(4);
+    compositing::CompositeBatchResponse response;
+    grpc::ClientContext context;
+    CallResult r = WatchedCall(context, c.deadline, c.margin, [&](auto done) {
+      stub->async()->InferBatchComposite(&context, &request, &response, std::move(done));
+    });
+    std::string reason;
+    Verdict v = Classify(r, response, 4, &reason);
+    const bool ok = v == c.expected;
+    wrong += ok ? 0 : 1;
+    std::printf("selftest %-20s -> %-8s (%s)\n", c.mode, names[int(v)], reason.c_str());
+    if (!ok) std::printf("  WRONG: expected %s\n", names[int(c.expected)]);
+  }
+  server->Shutdown(std::chrono::system_clock::now() + std::chrono::seconds(1));
+  std::printf("selftest: %s\n", wrong == 0 ? "the classifier sees every kind of loss" : "FAILED");
+  return wrong == 0 ? 0 : 1;
+}
+
 int Usage(const std::string& message) {
   std::fprintf(stderr,
                "soak_chaos: %s\n"
-               "usage: soak_chaos make-hostile --model-root DIR --outside DIR\n"
+               "usage: soak_chaos selftest\n"
+               "       soak_chaos make-hostile --model-root DIR --outside DIR\n"
                "       soak_chaos run --server HOST:PORT --inference HOST:PORT --model-root DIR\n"
                "         --compositing-pid-file F --inference-pid-file F [--exits-log F]\n"
                "         [--out DIR] [--seconds 120] [--streams 8] [--batch 8]\n"
@@ -1242,6 +1325,7 @@ int main(int argc, char** argv) {
       {"model-root", "outside", "server", "inference", "compositing-pid-file", "inference-pid-file",
        "exits-log", "out", "seconds", "streams", "batch", "kill-every", "deadline", "model"});
   if (!flags.ok()) return Usage(flags.status().message());
+  if (command == "selftest") return SelfTest();
   if (command == "make-hostile") {
     if (!flags->Has("model-root") || !flags->Has("outside")) {
       return Usage("make-hostile needs --model-root and --outside");

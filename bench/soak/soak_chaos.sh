@@ -64,6 +64,10 @@ BIN=$OUT/bin/lipsync
 DRIVER=$OUT/bin/soak_chaos
 echo "[soak] binaries: $BIN ($(git -C "$ROOT" log -1 --format='%h %cd' --date=format:%H:%M 2>/dev/null) + local edits)"
 
+# The loss detector itself, against a fake server that loses frames in every way it counts.
+"$DRIVER" selftest >"$OUT/selftest.log" 2>&1 || { cat "$OUT/selftest.log" >&2; exit 1; }
+echo "[soak] $(tail -1 "$OUT/selftest.log") (log: $OUT/selftest.log)"
+
 echo "[soak] model_root: $OUT/models (demo tenant + hostile tenants)"
 "$BIN" make-demo --out "$OUT/models" --only demo >"$OUT/make-demo.log" 2>&1 \
   || { cat "$OUT/make-demo.log" >&2; exit 1; }
