@@ -52,7 +52,12 @@ Status FullBackground(const avatar::Avatar& avatar, int index, const avatar::Bac
     work = std::move(original).value();
     return Status::Ok();
   }
-  LIPSYNC_ASSIGN_OR_RETURN(work, image::DecodeJpeg(bg.jpeg->background_jpeg()));
+  // Our own cached JPEG of a frame the avatar already admitted: its size is the limit.
+  image::DecodeLimits limits;
+  limits.max_width = std::max(limits.max_width, bg.frame_width);
+  limits.max_height = std::max(limits.max_height, bg.frame_height);
+  limits.max_file_bytes = 0;
+  LIPSYNC_ASSIGN_OR_RETURN(work, image::DecodeJpeg(bg.jpeg->background_jpeg(), limits));
   const image::PixelRect& held = bg.pixels_rect;
   for (int y = 0; y < held.height; ++y) {
     std::memcpy(work.row(held.y + y) + size_t(held.x) * 3, bg.pixels.row(y),
