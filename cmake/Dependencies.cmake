@@ -9,7 +9,7 @@ pkg_check_modules(SOXR REQUIRED IMPORTED_TARGET soxr)
 pkg_check_modules(SNDFILE REQUIRED IMPORTED_TARGET sndfile)
 pkg_check_modules(LIBJWT REQUIRED IMPORTED_TARGET libjwt)
 pkg_check_modules(X264 REQUIRED IMPORTED_TARGET x264)
-pkg_check_modules(OPENH264 REQUIRED IMPORTED_TARGET openh264)  # bench/media only
+pkg_check_modules(OPENH264 REQUIRED IMPORTED_TARGET openh264)  # bench/media; product if LIPSYNC_H264_ENCODER=openh264
 find_package(OpenSSL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 

@@ -159,6 +159,8 @@ class H264Encoder final : public VideoEncoder {
 
 }  // namespace
 
+const char* H264EncoderName() { return "x264"; }
+
 Expected<std::unique_ptr<VideoEncoder>> CreateH264Encoder(const EncoderOptions& options) {
   auto encoder = std::make_unique<H264Encoder>(options);
   LIPSYNC_RETURN_IF_ERROR(encoder->Open());

@@ -1,10 +1,11 @@
 // Video encoders for live sessions: one encoder per session, fed packed RGB frames of
 // a fixed size, producing one encoded access unit per frame.
 //
-// - H264 (libx264): constrained baseline, no B-frames, zero-latency tuning (one frame
-//   in, one access unit out), Annex B with SPS/PPS repeated before every IDR, a key frame
-//   every `key_interval_frames` and on demand, CBR-ish rate control with a VBV of
-//   `vbv_buffer_ms` at `bitrate_kbps`.
+// - H264: libx264 or openh264, chosen at build time (CMake LIPSYNC_H264_ENCODER, see
+//   src/media/CMakeLists.txt; only one is linked; H264EncoderName() says which): constrained
+//   baseline, no B-frames, zero-latency tuning (one frame in, one access unit out), Annex B with
+//   SPS/PPS repeated before every IDR, a key frame every `key_interval_frames` and on demand,
+//   CBR-ish rate control with a VBV of `vbv_buffer_ms` at `bitrate_kbps`.
 // - MJPEG: every frame a baseline JPEG (every frame is a key frame).
 //
 // An encoder is NOT thread-safe: one session drives it from one thread.
@@ -23,16 +24,23 @@ namespace lipsync::media {
 
 enum class Codec { kH264, kMjpeg };
 const char* CodecName(Codec codec);
+// The H.264 encoder library linked into this binary: "x264" or "openh264".
+const char* H264EncoderName();
 
 struct EncoderOptions {
   Codec codec = Codec::kH264;
   int width = 0;   // even, 16..7680
   int height = 0;  // even, 16..4320
   int fps = 25;
-  int bitrate_kbps = 1500;           // H264
-  int vbv_buffer_ms = 1000;          // H264: VBV size as time at bitrate
+  int bitrate_kbps = 1500;  // H264
+  // H264: VBV size as time at bitrate. It bounds the largest frame (a periodic IDR): at
+  // 1500 kbps, 1000 ms let x264 spend 113 KB (600 ms on the wire at that rate) on an IDR,
+  // 250 ms keeps it near 21 KB (docs/perf/h264_encoders.md). x264 only; openh264 uses
+  // its real-time rate control at bitrate_kbps (no frame skipping).
+  int vbv_buffer_ms = 250;
   int key_interval_frames = 50;      // H264: a key frame at least this often (2 s at 25 fps)
-  std::string preset = "ultrafast";  // H264: x264 preset
+  std::string preset = "ultrafast";  // H264: x264 preset (openh264: ultra/superfast -> low
+                                     // complexity, veryfast..fast -> medium, else high)
   int threads = 1;                   // H264: encoder threads (sliced, no frame delay)
   int jpeg_quality = 75;             // MJPEG
 };
