@@ -618,6 +618,7 @@ class Soak {
   std::map<std::string, std::string> stream_examples_;     // status code -> first message
   int64_t rewrite_count_ = 0;
   int unexpected_exits_ = 0;
+  int64_t bare_deadlines_ = 0;
   int64_t total_lost_ = 0;
 };
 
@@ -664,6 +665,11 @@ void Soak::StreamLoop(int stream) {
         if (r.status.ok()) stream_examples_[reason] = response.error().substr(0, 200);
       }
       max_latency_s_ = std::max(max_latency_s_, r.seconds);
+      // A server-sent DEADLINE_EXCEEDED carrying only gRPC's own text names no hop.
+      if (reason == "DEADLINE_EXCEEDED (sent by the server)" &&
+          r.status.error_message() == "Deadline Exceeded") {
+        ++bare_deadlines_;
+      }
     }
     if (v == Verdict::kLost) {
       Log("LOST stream " + std::to_string(stream) + " frames [" + std::to_string(start) + ", " +
@@ -1178,6 +1184,11 @@ std::string Soak::Report(double wall_s) {
   }
   if (unexpected > 0)
     findings_.push_back(std::to_string(unexpected) + " unexpected server exit(s)");
+  if (bare_deadlines_ > 0) {
+    findings_.push_back(std::to_string(bare_deadlines_) +
+                        " stream batch(es) got DEADLINE_EXCEEDED from the server with only "
+                        "gRPC's text \"Deadline Exceeded\" (clear code, but no hop named)");
+  }
   r << "\n## Findings\n\n";
   if (findings_.empty()) r << "none\n";
   for (const auto& f : findings_) r << "- " << f << "\n";
