@@ -3,7 +3,9 @@
 #   setup + build, generate the demo avatar and models, speak a sentence (espeak-ng),
 #   start the inference (:50051) and compositing (:50052) servers as two processes on
 #   loopback, stream the sentence through them with the client, save the frames, an MP4
-#   with sound and a contact sheet, print the summary, stop the servers.
+#   with sound and a contact sheet, print the summary, stop the servers, and print the
+#   browser page's URL. `scripts/demo.sh --live` keeps the servers up for the browser
+#   (the compositing server serves the page on :$WEB_PORT, default 8080) until Ctrl-C.
 # Outputs go to $OUT (default: out/).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -11,6 +13,14 @@ ROOT=$PWD
 OUT=${OUT:-$ROOT/out}
 INFER_PORT=${INFER_PORT:-50051}
 COMP_PORT=${COMP_PORT:-50052}
+WEB_PORT=${WEB_PORT:-8080}
+LIVE=0
+for arg in "$@"; do
+  case "$arg" in
+    --live) LIVE=1 ;;
+    *) echo "usage: scripts/demo.sh [--live]" >&2; exit 2 ;;
+  esac
+done
 
 bash scripts/setup.sh
 BIN=$ROOT/build/lipsync
@@ -56,6 +66,9 @@ output:
 model_root: "$OUT/models"
 logging:
   level: "info"
+web:
+  host: "127.0.0.1"
+  port: $WEB_PORT
 YAML
 
 pids=()
@@ -88,6 +101,13 @@ echo "[demo] streaming the sentence through both servers"
 "$BIN" client --server "127.0.0.1:$COMP_PORT" --model demo --audio "$OUT/speech.wav" \
   --batch-size 25 --save "$OUT/run"
 
+PAGE_URL="http://127.0.0.1:$WEB_PORT/?avatar=demo"
+if [ "$LIVE" = 1 ]; then
+  echo
+  echo "[demo] live: open $PAGE_URL in a browser (Chrome/Chromium: WebCodecs; the microphone"
+  echo "       needs http://localhost or HTTPS). Type a sentence, upload a WAV or speak. Ctrl-C stops."
+  wait
+fi
 cleanup
 trap - EXIT
 echo
@@ -96,3 +116,6 @@ echo "  video with sound : $OUT/run/demo.mp4"
 echo "  contact sheet    : $OUT/run/contact_sheet.png"
 echo "  frames           : $OUT/run/frames/"
 echo "  server logs      : $OUT/inference.log, $OUT/compositing.log"
+echo
+echo "[demo] the browser page (live sessions): $PAGE_URL"
+echo "       run 'scripts/demo.sh --live' to keep the servers up for it"

@@ -14,6 +14,7 @@
 #include "rpc/compositing_service.h"
 #include "rpc/grpc_inference_backend.h"
 #include "rpc/server_setup.h"
+#include "web/web_server.h"
 
 namespace {
 
@@ -135,12 +136,15 @@ int RunCompositing(int argc, char** argv) {
       config->output.paste_mode == config::PasteMode::kSynctalk328 ? "synctalk328" : "resize",
       config->output.feather_px);
   std::printf("      • %s encoding (quality: %d)\n", format, config->output.jpeg_quality);
+  auto page_server =
+      web::StartForCommand(*config, server->get(), &(*grpc_server)->ops(), &service.sessions());
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
   const int signal_number = rpc::WaitForStopSignal(&stop_signals, {&(*grpc_server)->ops()});
   LOG_INFO("compositing: received %s, shutting down (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
+  if (page_server) page_server->Stop();
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
   (*grpc_server)->SetServing(false);
   (*grpc_server)->Shutdown(grace);

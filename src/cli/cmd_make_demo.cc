@@ -11,7 +11,7 @@ namespace {
 
 constexpr char kUsage[] =
     "usage: lipsync make-demo --out DIR [--frames N] [--seed S] [--width W] [--height H]\n"
-    "                         [--only demo,bench,identity] [--force] [--threads N]\n"
+    "                         [--only demo,bench,identity] [--force] [--threads N] [--burn-index]\n"
     "Writes DIR/{demo,bench,identity}/ (frames/, crop_rects.json, checkpoint/*.onnx):\n"
     "a model_root for both servers. Reruns skip what is already made; --force redoes it.\n";
 
@@ -34,7 +34,7 @@ int Fail(const std::string& message) {
 static int RunMakeDemo(int argc, char** argv) {
   auto flags = lipsync::Flags::Parse(
       argc, argv, {"out", "frames", "seed", "width", "height", "only", "threads"},
-      {"force", "help"});
+      {"force", "help", "burn-index"});
   if (!flags.ok()) return Fail(flags.status().message());
   if (flags->Has("help")) {
     std::printf("%s", kUsage);
@@ -44,6 +44,7 @@ static int RunMakeDemo(int argc, char** argv) {
     return Fail("unexpected argument '" + flags->positional()[0] + "'");
   lipsync::demo::MakeDemoOptions options;
   options.out_dir = flags->GetString("out");
+  options.avatar.burn_index = flags->Has("burn-index");  // frame index stripe (page tests)
   if (options.out_dir.empty()) return Fail("--out DIR is required");
   auto frames = flags->GetInt("frames", options.avatar.frames);
   auto seed = flags->GetInt("seed", long(options.avatar.seed));

@@ -17,6 +17,7 @@
 #include "rpc/compositing_service.h"
 #include "rpc/inference_service.h"
 #include "rpc/server_setup.h"
+#include "web/web_server.h"
 
 namespace {
 
@@ -107,12 +108,16 @@ int RunServe(int argc, char** argv) {
               (*inference_grpc)->port());
   std::printf("🌐 Compositing server listening on %s (port %d), calling inference in-process\n",
               compositing_listen->c_str(), (*compositing_grpc)->port());
+  auto page_server =
+      web::StartForCommand(*compositing_config, compositing_server->get(),
+                           &(*compositing_grpc)->ops(), &compositing_service.sessions());
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
   const int signal_number = rpc::WaitForStopSignal(
       &stop_signals, {&(*inference_grpc)->ops(), &(*compositing_grpc)->ops()});
   LOG_INFO("serve: received %s, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
+  if (page_server) page_server->Stop();
   // Outside in: stop taking calls, drain compositing (which drains its inference
   // calls), then inference.
   const auto compositing_grace =

@@ -311,6 +311,13 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
   root.String("model_root", &c->model_root);
   root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
   root.Section("metrics", [&](MapReader& r) { ReadMetrics(r, &c->metrics); });
+  root.Section("web", [&](MapReader& r) {
+    r.String("host", &c->web.host);
+    if (c->web.host.empty()) r.Fail("host", "expected an address to bind, e.g. 127.0.0.1");
+    r.Int("port", &c->web.port, 0, kMaxPort);
+    r.String("root", &c->web.root);
+    r.Int("max_connections", &c->web.max_connections, 1, 100000);
+  });
 }
 
 Expected<std::string> ReadConfigFile(const std::string& path) {

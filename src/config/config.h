@@ -197,6 +197,13 @@ struct CompositingConfig {
   std::string model_root;
   LoggingConfig logging;
   MetricsConfig metrics;
+  // The browser page and its WebSocket session (web/web_server.h); TLS from server.tls.
+  struct Web {
+    std::string host = "127.0.0.1";  // "0.0.0.0" serves other machines
+    int port = 8080;                 // 0 = off
+    std::string root;                // the page's files; empty: the built-in path
+    int max_connections = 64;        // HTTP + WebSocket connections at once
+  } web;
 };
 
 // Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path

@@ -275,11 +275,24 @@ CropRect AvatarCropRect(const AvatarSpec& spec, int frame) {
   return {x1, y1, x1 + side, y1 + side};
 }
 
+void BurnFrameIndex(image::Image& img, int frame) {
+  const int rows = std::min(16, img.height);
+  for (int y = 0; y < rows; ++y) {
+    uint8_t* row = img.row(y);
+    for (int x = 0; x < img.width; ++x) {
+      const int cell = x * 16 / img.width;
+      const bool white = cell == 0 ? true : cell == 1 ? false : ((frame >> (15 - cell)) & 1) != 0;
+      for (int c = 0; c < img.channels; ++c) row[x * img.channels + c] = white ? 255 : 0;
+    }
+  }
+}
+
 image::Image RenderAvatarFrame(const AvatarSpec& spec, int frame) {
   const Look look = MakeLook(spec.seed);
   image::Image img = RenderBackground(spec, look);
   DrawSubject(img, AvatarPose(spec, frame), look);
   AddGrain(img, spec.seed, frame);
+  if (spec.burn_index) BurnFrameIndex(img, frame);
   return img;
 }
 
@@ -321,6 +334,7 @@ Status GenerateAvatarFrames(const AvatarSpec& spec, const std::string& dir,
     image::Image frame = background;
     DrawSubject(frame, AvatarPose(spec, int(i)), look);
     AddGrain(frame, spec.seed, int(i));
+    if (spec.burn_index) BurnFrameIndex(frame, int(i));
     Status written =
         WriteAtomically(frames_dir + "/" + FrameName(int(i)),
                         [&](const std::string& tmp) { return image::WritePng(tmp, frame); });

@@ -23,7 +23,14 @@ struct AvatarSpec {
   int height = 720;
   int frames = 120;
   uint64_t seed = 1;
+  // Burns each frame's index into its top 16 rows (the page test's A/V offset): 16
+  // equal cells across the width, cell 0 white, cell 1 black, cells 2..15 the index's
+  // low 14 bits, most significant first (white = 1).
+  bool burn_index = false;
 };
+
+// Draws the index stripe of `burn_index` into `img` (RGB).
+void BurnFrameIndex(image::Image& img, int frame);
 
 // [x1, y1, x2, y2) in frame pixels, as in crop_rects.json; a square.
 struct CropRect {

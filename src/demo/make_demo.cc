@@ -24,6 +24,7 @@ std::string Manifest(const std::string& tenant, const AvatarSpec& spec) {
                      ", \"frames\": " + std::to_string(spec.frames) +
                      ", \"seed\": " + std::to_string(spec.seed);
   if (tenant == "bench") text += ", \"bench_model_seed\": " + std::to_string(kBenchModelSeed);
+  if (spec.burn_index) text += ", \"burn_index\": true";
   return text + "}\n";
 }
 

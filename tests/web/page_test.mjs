@@ -1,0 +1,228 @@
+// The real page (web/) in Debian's headless chromium, driven by playwright-core, against
+// the real `lipsync serve` binary with the web port (issue 10, "Must show"):
+//   - the page opens and shows idle frames at about 25 fps, with zero inference while idle;
+//   - typed text (server-side espeak-ng), the WAV upload path and the fake microphone
+//     (a WAV file given to chromium) each play a session: speaking frames and sound;
+//   - the A/V offset measured where the viewer sees and hears it: the demo avatar's
+//     frame index burned into its pixels (make-demo --burn-index) read back from the
+//     canvas when the AudioWorklet plays a beep (beeps at known samples in the WAV);
+//   - the Interrupt button returns to idle.
+// Bounds are LOOSE (a loaded 2-core box); the exact figures are printed, not asserted.
+// Usage: node page_test.mjs  (env: LIPSYNC_BIN, WORK, PLAYWRIGHT_DIR, CHROMIUM)
+import { spawn, execFileSync } from 'node:child_process';
+import fs from 'node:fs';
+import net from 'node:net';
+import path from 'node:path';
+import { createRequire } from 'node:module';
+
+const BIN = process.env.LIPSYNC_BIN;
+const WORK = process.env.WORK;
+const require = createRequire(path.join(process.env.PLAYWRIGHT_DIR, 'node_modules', 'x.js'));
+const { chromium } = require('playwright-core');
+const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
+
+const figures = {};
+const failures = [];
+function check(ok, what) {
+  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
+  if (!ok) failures.push(what);
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+
+// 16 kHz mono s16le WAV: 100 ms 1 kHz beeps (amplitude 0.5) at `beepsAt` seconds, with
+// a quieter 300 Hz "voice" (0.15) in between so the session has speech, silence elsewhere.
+function writeWav(file, seconds, beepsAt) {
+  const rate = 16000, n = Math.round(seconds * rate);
+  const data = Buffer.alloc(n * 2);
+  for (let i = 0; i < n; i++) {
+    const t = i / rate;
+    let v = 0;
+    for (const b of beepsAt) {
+      if (t >= b && t < b + 0.1) v = 0.5 * Math.sin(2 * Math.PI * 1000 * (t - b));
+      else if (t >= b + 0.2 && t < b + 0.6) v = 0.15 * Math.sin(2 * Math.PI * 300 * t) * Math.sin(Math.PI * (t - b - 0.2) / 0.4);
+    }
+    data.writeInt16LE(Math.round(v * 32767), i * 2);
+  }
+  const header = Buffer.alloc(44);
+  header.write('RIFF', 0); header.writeUInt32LE(36 + data.length, 4); header.write('WAVE', 8);
+  header.write('fmt ', 12); header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20);
+  header.writeUInt16LE(1, 22); header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28);
+  header.writeUInt16LE(2, 32); header.writeUInt16LE(16, 34); header.write('data', 36);
+  header.writeUInt32LE(data.length, 40);
+  fs.writeFileSync(file, Buffer.concat([header, data]));
+}
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = net.createServer();
+    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
+    s.on('error', reject);
+  });
+}
+
+async function waitFor(page, fn, timeoutMs, what, arg) {
+  const end = Date.now() + timeoutMs;
+  while (Date.now() < end) {
+    if (await page.evaluate(fn, arg)) return true;
+    await sleep(100);
+  }
+  check(false, `${what} (within ${timeoutMs} ms)`);
+  return false;
+}
+
+const stats = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.lipsyncStats)));
+
+async function main() {
+  fs.mkdirSync(WORK, { recursive: true });
+  const models = path.join(WORK, 'models');
+  const t0 = Date.now();
+  execFileSync(BIN, ['make-demo', '--out', models, '--only', 'demo', '--burn-index',
+    '--width', '320', '--height', '240', '--frames', '50'], { stdio: 'inherit' });
+  console.log(`[page-test] demo avatar ready in ${Date.now() - t0} ms`);
+  const wav = path.join(WORK, 'beeps.wav');
+  writeWav(wav, 4.0, [0.4, 1.4, 2.4, 3.4]);
+  const micWav = path.join(WORK, 'mic.wav');
+  writeWav(micWav, 2.0, [0.3, 1.3]);
+
+  const [inferPort, compPort, webPort] = [await freePort(), await freePort(), await freePort()];
+  fs.writeFileSync(path.join(WORK, 'inference.yaml'), `server:
+  port: "127.0.0.1:${inferPort}"
+gpus:
+  enabled: true
+  count: 0
+model_root: "${models}"
+logging:
+  level: "warn"
+`);
+  fs.writeFileSync(path.join(WORK, 'compositing.yaml'), `server:
+  port: "127.0.0.1:${compPort}"
+inference_server:
+  url: "127.0.0.1:${inferPort}"
+model_root: "${models}"
+logging:
+  level: "warn"
+web:
+  host: "127.0.0.1"
+  port: ${webPort}
+`);
+  const server = spawn(BIN, ['serve', '--inference-config', path.join(WORK, 'inference.yaml'),
+    '--compositing-config', path.join(WORK, 'compositing.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let serverOut = '';
+  server.stdout.on('data', (d) => { serverOut += d; });
+  server.stderr.on('data', (d) => { serverOut += d; });
+  const stop = () => { try { server.kill('SIGTERM'); } catch { } };
+  process.on('exit', stop);
+  const readyBy = Date.now() + 60000;
+  while (!serverOut.includes('Browser page:')) {
+    if (Date.now() > readyBy || server.exitCode !== null) {
+      console.log(serverOut);
+      throw new Error('lipsync serve did not print the browser page URL');
+    }
+    await sleep(100);
+  }
+  const url = `http://127.0.0.1:${webPort}/?avatar=demo`;
+  console.log(`[page-test] server up; page at ${url}`);
+
+  const browser = await chromium.launch({
+    executablePath: CHROMIUM,
+    args: ['--use-fake-ui-for-media-stream', '--use-fake-device-for-media-stream',
+      `--use-file-for-fake-audio-capture=${micWav}`, '--autoplay-policy=no-user-gesture-required',
+      '--no-sandbox'],
+  });
+  try {
+    const page = await browser.newPage();
+    page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
+    page.on('pageerror', (e) => console.log('[page error]', e.message));
+    await page.goto(url);
+
+    // --- idle: frames flow, no inference ---
+    await waitFor(page, () => window.lipsyncStats.framesDisplayed > 5 && window.lipsyncStats.state === 'idle', 20000, 'the page shows idle frames');
+    let s = await stats(page);
+    figures.codec = s.codec;
+    figures.pageOpenToFirstFrameMs = s.pageOpenToFirstFrameMs;
+    await sleep(300);
+    s = await stats(page);
+    const idleBatches0 = s.serverStats ? s.serverStats.inferenceBatches : 0;
+    const frames0 = s.framesDisplayed, tIdle = Date.now();
+    await sleep(3000);
+    s = await stats(page);
+    const idleFps = (s.framesDisplayed - frames0) / ((Date.now() - tIdle) / 1000);
+    figures.idleFps = Math.round(idleFps * 10) / 10;
+    check(idleFps > 12 && idleFps < 40, `idle frames flow at about 25 fps (${figures.idleFps})`);
+    check(s.serverStats !== null, 'SessionStats arrive');
+    check(s.serverStats && s.serverStats.inferenceBatches === idleBatches0, `zero inference while idle (batches ${idleBatches0} -> ${s.serverStats && s.serverStats.inferenceBatches})`);
+    check(s.pixelIndex !== null, `the burned frame index reads back from the canvas (${s.pixelIndex} vs background ${s.lastBackgroundIndex})`);
+    check(s.pixelIndex === s.lastBackgroundIndex, 'the pixels show the background the frame says');
+
+    // --- typed text (espeak-ng on the server) ---
+    const ended0 = (s.eventCounts.SPEECH_ENDED || 0);
+    const energy0 = s.audioPlayedEnergy;
+    const speaking0 = s.speakingFramesDisplayed;
+    await page.fill('#text', 'Hello there. This avatar talks in the browser.');
+    await page.click('#speak');
+    await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 3, 30000, 'typed text plays speaking frames', speaking0);
+    s = await stats(page);
+    figures.textFirstFrameMs = s.firstFrameLatencyMs;
+    const tSpeak = Date.now(), framesSpeak = s.framesDisplayed;
+    await sleep(1500);
+    s = await stats(page);
+    figures.speakingFps = Math.round((s.framesDisplayed - framesSpeak) / ((Date.now() - tSpeak) / 1000) * 10) / 10;
+    check(figures.speakingFps > 12 && figures.speakingFps < 40, `speaking frames flow at about 25 fps (${figures.speakingFps})`);
+    check(s.audioPlayedEnergy > energy0 + 1, `sound plays (energy ${Math.round(energy0)} -> ${Math.round(s.audioPlayedEnergy)})`);
+    check(s.speakingFramesDisplayed > speaking0, 'video shows the speaking mouth');
+    await waitFor(page, (n) => (window.lipsyncStats.eventCounts.SPEECH_ENDED || 0) > n && !window.lipsyncStats.speaking, 30000, 'back to idle after the text', ended0);
+
+    // --- WAV upload with beeps: A/V offset from pixels and played sound ---
+    const beeps0 = s.beeps;
+    const ended1 = (s.eventCounts.SPEECH_ENDED || 0);
+    await page.setInputFiles('#wav', wav);
+    await waitFor(page, (b) => window.lipsyncStats.beeps >= b + 3, 25000, 'beeps of the uploaded WAV are played', beeps0);
+    await waitFor(page, (n) => (window.lipsyncStats.eventCounts.SPEECH_ENDED || 0) > n && !window.lipsyncStats.speaking, 30000, 'back to idle after the WAV', ended1);
+    s = await stats(page);
+    figures.wavFirstFrameMs = s.firstFrameLatencyMs;
+    figures.avOffsetsMs = s.avOffsets.slice();
+    check(s.avOffsets.length >= 2, `A/V offsets measured (${s.avOffsets.length})`);
+    const worst = Math.max(...s.avOffsets.map(Math.abs));
+    check(s.avOffsets.length > 0 && worst <= 200, `A/V offset within ±200 ms (worst ${worst} ms)`);
+
+    // --- microphone (the fake capture file) and Interrupt ---
+    const speakingMic0 = s.speakingFramesDisplayed;
+    await page.click('#mic');
+    await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 10, 20000, 'the microphone plays speaking frames', speakingMic0);
+    s = await stats(page);
+    figures.micFirstFrameMs = s.firstFrameLatencyMs;
+    await page.click('#interrupt');
+    await waitFor(page, () => window.lipsyncStats.interruptToIdleMs !== null, 10000, 'Interrupt returns to idle');
+    s = await stats(page);
+    figures.interruptToIdleMs = s.interruptToIdleMs;
+    check(s.interruptToIdleMs !== null && s.interruptToIdleMs < 2000, `interrupt to idle frame under 2 s (${s.interruptToIdleMs} ms)`);
+    await sleep(1000);
+    s = await stats(page);
+    const after0 = s.serverStats.inferenceBatches;
+    await sleep(2000);
+    s = await stats(page);
+    check(s.state === 'idle' && !s.speaking, 'idle after the interrupt');
+    check(s.serverStats.inferenceBatches === after0, `no inference after the interrupt (${after0} -> ${s.serverStats.inferenceBatches})`);
+    figures.lateFrames = s.lateFrames;
+    figures.missingFrames = s.missingFrames;
+    figures.serverStats = s.serverStats;
+    figures.audioUnderruns = s.audioUnderruns;
+    figures.errors = s.errors;
+    figures.eventCounts = s.eventCounts;
+    check(s.errors.length === 0, `no page errors (${JSON.stringify(s.errors).slice(0, 200)})`);
+    await page.screenshot({ path: path.join(WORK, 'page.png') });
+  } finally {
+    await browser.close();
+    stop();
+    fs.writeFileSync(path.join(WORK, 'serve.log'), serverOut);
+  }
+  console.log('[page-test] figures ' + JSON.stringify(figures));
+  if (failures.length) {
+    console.log(`[page-test] ${failures.length} failed`);
+    process.exit(1);
+  }
+  console.log('[page-test] passed');
+  process.exit(0);
+}
+
+main().catch((e) => { console.error('[page-test] error:', e); process.exit(1); });

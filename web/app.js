@@ -1,0 +1,527 @@
+// The live session demo page (docs/STREAMING.md "Browser"). One WebSocket carries one
+// session: serialized SessionInput out, SessionOutput in (proto.js). Video: H.264 through
+// WebCodecs VideoDecoder (Annex B, no description) or MJPEG through createImageBitmap,
+// drawn to a canvas. Sound: an AudioWorklet ring buffer whose playhead is the master
+// clock; each video frame is drawn when the playhead reaches its timestamp.
+// Figures are on the page and on window.lipsyncStats (the page tests read them).
+import * as proto from './proto.js';
+
+const SUPPORTED_RATES = [8000, 16000, 22050, 24000, 44100, 48000];
+const $ = (id) => document.getElementById(id);
+const params = new URLSearchParams(location.search);
+
+const stats = {
+  state: 'disconnected',  // disconnected | connecting | idle | speaking | closed | error
+  connected: false,
+  opened: null,
+  codec: null,
+  framesReceived: 0,
+  framesDisplayed: 0,
+  speakingFramesDisplayed: 0,
+  idleFramesDisplayed: 0,
+  fps: 0,
+  lateFrames: 0,          // decoded but skipped: their time had passed (late)
+  missingFrames: 0,       // frame indices never received (dropped on the way)
+  serverStats: null,      // the last SessionStats
+  firstFrameLatencyMs: null,   // speech sent -> first speaking frame shown
+  firstFrameLatencies: [],
+  pageOpenToFirstFrameMs: null,
+  interruptToIdleMs: null,
+  avOffsetMs: null,       // the last A/V offset (+: video late)
+  avOffsets: [],
+  beeps: 0,
+  audioUnderruns: 0,
+  audioPlayedEnergy: 0,
+  audioBufferedMs: 0,
+  pixelIndex: null,       // the frame index burned into the demo avatar (null: none)
+  lastBackgroundIndex: null,
+  speaking: false,
+  events: [],             // the last 200 events
+  eventCounts: {},        // events by kind since the page opened
+  errors: [],
+  closeCode: null,
+  closeReason: '',
+};
+window.lipsyncStats = stats;
+
+let ws = null;
+let audioCtx = null;
+let player = null;          // AudioWorkletNode 'lipsync-player'
+let clock = { pos: 0, time: 0, buffered: 0 };
+let sessionRate = 16000;    // the session's input and output PCM rate
+let fps = 25;
+let ptsBase = null;         // pts of the first frame (its audio starts at ctx sample 0)
+let decoder = null;
+let jpegChain = Promise.resolve();
+let queue = [];             // decoded frames waiting for their time: {pts, image, meta}
+const metaByPts = new Map();
+let lastIndex = null;
+let waitingKey = true;
+let speechStart = null;     // performance.now() of the speech's first send
+let interruptAt = null;
+let generation = 0;         // the generation an interrupt ends
+let lastGeneration = 0;     // the newest generation received
+let drawTimes = [];
+let micStream = null, micNode = null, micSource = null, micBuffer = [];
+let sendTimer = null;
+const canvas = $('video');
+const ctx2d = canvas.getContext('2d', { willReadFrequently: true });
+const pageOpened = performance.now();
+
+function log(text) {
+  const line = `${new Date().toISOString().slice(11, 23)} ${text}`;
+  const el = $('log');
+  el.textContent = (line + '\n' + el.textContent).slice(0, 8000);
+}
+
+function setState(s) { stats.state = s; $('state').textContent = s; }
+
+function key() { return $('key').value.trim(); }
+
+async function loadAvatars() {
+  const k = key();
+  const headers = k ? { Authorization: 'Bearer ' + k } : {};
+  const res = await fetch('api/avatars', { headers });
+  const body = await res.json();
+  $('key-row').hidden = !body.auth_required;
+  const select = $('avatar');
+  select.innerHTML = '';
+  for (const id of body.avatars || []) {
+    const o = document.createElement('option');
+    o.value = o.textContent = id;
+    select.appendChild(o);
+  }
+  if (params.get('avatar')) select.value = params.get('avatar');
+  if (!res.ok) log('avatars: ' + (body.error || res.status));
+  return (body.avatars || []).length > 0;
+}
+
+async function h264Supported() {
+  if (!('VideoDecoder' in window)) return false;
+  try {
+    const r = await VideoDecoder.isConfigSupported({ codec: 'avc1.42E01F', optimizeForLatency: true });
+    return r.supported;
+  } catch { return false; }
+}
+
+async function ensureAudio() {
+  if (audioCtx) return;
+  audioCtx = new AudioContext({ latencyHint: 'interactive' });
+  await audioCtx.audioWorklet.addModule('worklets.js');
+  player = new AudioWorkletNode(audioCtx, 'lipsync-player', { outputChannelCount: [2] });
+  player.connect(audioCtx.destination);
+  player.port.onmessage = (e) => onPlayerMessage(e.data);
+  if (audioCtx.state !== 'running') {
+    $('unmute').hidden = false;
+  }
+}
+
+function onPlayerMessage(m) {
+  if (m.type === 'clock') {
+    clock = m;
+    stats.audioUnderruns = m.underruns;
+    stats.audioPlayedEnergy = m.energy;
+    stats.audioBufferedMs = Math.round(m.buffered / audioCtx.sampleRate * 1000);
+  } else if (m.type === 'beep') {
+    // Read the canvas when the beep is heard (after the output latency).
+    const heardIn = (m.time + (audioCtx.outputLatency || 0) - audioCtx.currentTime) * 1000;
+    setTimeout(() => measureOffset(m.pos), Math.max(0, heardIn));
+  }
+}
+
+// Session time (us since ptsBase) the listener hears now.
+function playheadUs() {
+  if (!audioCtx) return 0;
+  const rate = audioCtx.sampleRate;
+  let pos = clock.pos + (audioCtx.currentTime - clock.time) * rate;
+  pos = Math.min(pos, clock.pos + clock.buffered);
+  pos -= (audioCtx.outputLatency || 0) * rate;
+  return Math.max(0, pos) / rate * 1e6;
+}
+
+async function connect() {
+  disconnect();
+  const model = $('avatar').value;
+  if (!model) { log('no avatar to pick'); return; }
+  await ensureAudio();
+  const ctxRate = audioCtx.sampleRate;
+  sessionRate = SUPPORTED_RATES.includes(ctxRate) ? ctxRate : 16000;
+  let codec = $('codec').value === 'mjpeg' ? proto.Codec.MJPEG : proto.Codec.H264;
+  if (codec === proto.Codec.H264 && !(await h264Supported())) {
+    log('H.264 decoding is not available here: MJPEG');
+    codec = proto.Codec.MJPEG;
+  }
+  stats.codec = codec === proto.Codec.H264 ? 'h264' : 'mjpeg';
+  ptsBase = null; queue = []; metaByPts.clear(); lastIndex = null; waitingKey = true;
+  player.port.postMessage({ type: 'reset', pos: 0 });
+  clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
+  setState('connecting');
+  const url = new URL('ws', location.href);
+  url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
+  ws = new WebSocket(url);
+  ws.binaryType = 'arraybuffer';
+  const socket = ws;
+  ws.onopen = () => {
+    stats.connected = true;
+    const k = key();
+    socket.send(proto.encodeOpen({
+      modelId: model, sampleRate: sessionRate, channels: 1, codec, fps: 25,
+      lookaheadFrames: Number($('lookahead').value) || 0,
+      authorization: k ? 'Bearer ' + k : '',
+    }));
+  };
+  ws.onmessage = (e) => { if (socket === ws) onOutput(new Uint8Array(e.data)); };
+  ws.onclose = (e) => {
+    if (socket !== ws) return;
+    stats.connected = false;
+    stats.closeCode = e.code; stats.closeReason = e.reason;
+    setState(e.code === 1000 ? 'closed' : 'error');
+    if (e.code !== 1000) { stats.errors.push(`closed ${e.code} ${e.reason}`); log(`session closed: ${e.code} ${e.reason}`); }
+  };
+}
+
+function disconnect() {
+  stopMic(); stopSending();
+  if (ws) { const old = ws; ws = null; try { old.close(); } catch { } }
+  if (decoder) { try { decoder.close(); } catch { } decoder = null; }
+  for (const q of queue) closeImage(q.image);
+  queue = [];
+  setState('disconnected');
+}
+
+function setupDecoder() {
+  if (stats.codec !== 'h264') return;
+  const o = stats.opened;
+  decoder = new VideoDecoder({
+    output: (frame) => {
+      const meta = metaByPts.get(frame.timestamp);
+      metaByPts.delete(frame.timestamp);
+      enqueue(frame.timestamp, frame, meta || {});
+    },
+    error: (e) => { stats.errors.push('decoder: ' + e.message); log('decoder: ' + e.message); },
+  });
+  const level = o.width * o.height > 1280 * 720 ? '28' : '1F';
+  decoder.configure({ codec: 'avc1.42E0' + level, optimizeForLatency: true, codedWidth: o.width, codedHeight: o.height });
+}
+
+function onOutput(u8) {
+  let out;
+  try { out = proto.decodeOutput(u8); } catch (e) { log('bad message: ' + e.message); return; }
+  if (out.opened) {
+    stats.opened = out.opened;
+    fps = out.opened.fps || 25;
+    canvas.width = out.opened.width; canvas.height = out.opened.height;
+    setupDecoder();
+    setState('idle');
+    log(`session ${out.opened.sessionId}: ${out.opened.width}x${out.opened.height} ${stats.codec} ${out.opened.audioSampleRate} Hz`);
+  } else if (out.frame) {
+    onFrame(out.frame);
+  } else if (out.event) {
+    const ev = out.event;
+    const name = proto.EventKind[ev.kind] || String(ev.kind);
+    stats.events.push({ kind: name, message: ev.message || '', frameIndex: ev.frameIndex ?? null, code: ev.code || 0 });
+    if (stats.events.length > 200) stats.events.shift();
+    stats.eventCounts[name] = (stats.eventCounts[name] || 0) + 1;
+    if (name === 'ERROR') stats.errors.push(ev.message);
+    log(`event ${name}${ev.message ? ': ' + ev.message : ''}`);
+  } else if (out.stats) {
+    stats.serverStats = {
+      framesSent: 0, speakingFrames: 0, repeatedFrames: 0, droppedFrames: 0,
+      inferenceBatches: 0, bufferedAudioMs: 0, ...out.stats,
+    };
+  }
+}
+
+function s16ToFloat(u8) {
+  const view = new DataView(u8.buffer, u8.byteOffset, u8.byteLength);
+  const n = u8.byteLength >> 1;
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) out[i] = view.getInt16(i * 2, true) / 32768;
+  return out;
+}
+
+function resample(samples, from, to) {
+  if (from === to) return samples;
+  const n = Math.round(samples.length * to / from);
+  const out = new Float32Array(n);
+  for (let i = 0; i < n; i++) {
+    const x = i * from / to, j = Math.floor(x), f = x - j;
+    out[i] = (samples[j] || 0) * (1 - f) + (samples[j + 1] ?? samples[j] ?? 0) * f;
+  }
+  return out;
+}
+
+function onFrame(f) {
+  stats.framesReceived++;
+  if (lastIndex !== null && f.frameIndex > lastIndex + 1) stats.missingFrames += f.frameIndex - lastIndex - 1;
+  lastIndex = f.frameIndex;
+  lastGeneration = Math.max(lastGeneration, f.generation || 0);
+  backgroundOf.set(f.frameIndex, f.backgroundIndex || 0);
+  if (backgroundOf.size > 500) backgroundOf.delete(backgroundOf.keys().next().value);
+  if (ptsBase === null) ptsBase = f.ptsUs;
+  const meta = { index: f.frameIndex, speaking: !!f.speaking, background: f.backgroundIndex || 0, generation: f.generation || 0 };
+  // Sound: this frame's samples start at its own position on the session clock.
+  if (f.audio && f.audio.length) {
+    const rate = f.audioSampleRate || sessionRate;
+    const samples = resample(s16ToFloat(f.audio), rate, audioCtx.sampleRate);
+    const pos = Math.round((f.ptsUs - ptsBase) / 1e6 * audioCtx.sampleRate);
+    player.port.postMessage({ type: 'push', pos, samples }, [samples.buffer]);
+  }
+  if (!f.video || !f.video.length) return;
+  if (stats.codec === 'h264') {
+    if (waitingKey && !f.keyFrame) { sendControl(proto.Control.KEY_FRAME); return; }
+    waitingKey = false;
+    metaByPts.set(f.ptsUs, meta);
+    try {
+      decoder.decode(new EncodedVideoChunk({ type: f.keyFrame ? 'key' : 'delta', timestamp: f.ptsUs, data: f.video }));
+    } catch (e) { stats.errors.push('decode: ' + e.message); waitingKey = true; }
+  } else {
+    const data = f.video.slice();
+    jpegChain = jpegChain.then(async () => {
+      try {
+        const image = await createImageBitmap(new Blob([data], { type: 'image/jpeg' }));
+        enqueue(f.ptsUs, image, meta);
+      } catch (e) { stats.errors.push('jpeg: ' + e.message); }
+    });
+  }
+}
+
+function enqueue(pts, image, meta) {
+  queue.push({ pts, image, meta });
+  if (queue.length > 100) { closeImage(queue.shift().image); stats.lateFrames++; }
+}
+
+function closeImage(image) { try { image.close(); } catch { } }
+
+// Burned-in frame index of the demo avatar (make-demo --burn-index): the top 16 rows, 16
+// cells across (cell 0 white, cell 1 black, cells 2..15 the index, MSB first).
+function readPixelIndex() {
+  const w = canvas.width;
+  if (w < 32 || canvas.height < 8) return null;
+  const row = ctx2d.getImageData(0, 6, w, 1).data;
+  const cell = w / 16;
+  const bit = (c) => {
+    const x = Math.floor(c * cell + cell / 2) * 4;
+    return (row[x] + row[x + 1] + row[x + 2]) / 3 > 128 ? 1 : 0;
+  };
+  if (bit(0) !== 1 || bit(1) !== 0) return null;
+  let v = 0;
+  for (let c = 2; c < 16; c++) v = v * 2 + bit(c);
+  return v;
+}
+
+function draw() {
+  if (!audioCtx || ptsBase === null || queue.length === 0) return;
+  const now = playheadUs() + ptsBase;
+  let show = null;
+  while (queue.length && queue[0].pts <= now) {
+    if (show) { closeImage(show.image); stats.lateFrames++; }
+    show = queue.shift();
+  }
+  if (!show) return;
+  ctx2d.drawImage(show.image, 0, 0, canvas.width, canvas.height);
+  closeImage(show.image);
+  const t = performance.now();
+  stats.framesDisplayed++;
+  drawTimes.push(t);
+  while (drawTimes.length && drawTimes[0] < t - 1000) drawTimes.shift();
+  stats.fps = drawTimes.length;
+  const meta = show.meta;
+  stats.lastBackgroundIndex = meta.background;
+  stats.pixelIndex = readPixelIndex();
+  stats.speaking = meta.speaking;
+  if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
+  if (stats.pageOpenToFirstFrameMs === null) stats.pageOpenToFirstFrameMs = Math.round(t - pageOpened);
+  if (meta.speaking && speechStart !== null) {
+    stats.firstFrameLatencyMs = Math.round(t - speechStart);
+    stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
+    speechStart = null;
+  }
+  if (!meta.speaking && interruptAt !== null && meta.generation > generation) {
+    stats.interruptToIdleMs = Math.round(t - interruptAt);
+    interruptAt = null;
+  }
+  if (stats.state === 'idle' || stats.state === 'speaking') setState(meta.speaking ? 'speaking' : 'idle');
+  updateFigures();
+}
+
+// The beep at session-clock sample `pos` (ctx rate) is heard now: which frame is shown?
+function measureOffset(pos) {
+  stats.beeps++;
+  const shown = readPixelIndex();
+  if (shown === null || ptsBase === null) return;
+  const frameUs = 1e6 / fps;
+  const beepUs = pos / audioCtx.sampleRate * 1e6 + ptsBase;  // the beep's place on the clock
+  const expected = Math.floor(beepUs / frameUs);  // the frame that owns it
+  // The pixels hold the avatar's background index; find the session frame near
+  // `expected` that showed that background (ping-pong: the nearest one).
+  let best = null;
+  for (let k = expected - 12; k <= expected + 12; k++) {
+    const bg = backgroundOf.get(k);
+    if (bg === undefined || bg !== shown) continue;
+    if (best === null || Math.abs(k - expected) < Math.abs(best - expected)) best = k;
+  }
+  if (best === null) return;
+  // + : the picture shown is behind the sound.
+  const offset = Math.round(beepUs - (best * frameUs + frameUs / 2));
+  stats.avOffsetMs = Math.round(offset / 1000);
+  stats.avOffsets.push(stats.avOffsetMs);
+}
+const backgroundOf = new Map();  // session frame index -> background index (recent)
+
+function updateFigures() {
+  const s = stats.serverStats || {};
+  $('fig-fps').textContent = stats.fps;
+  $('fig-latency').textContent = stats.firstFrameLatencyMs ?? '–';
+  $('fig-av').textContent = stats.avOffsetMs ?? '–';
+  $('fig-late').textContent = `${stats.lateFrames} / ${stats.missingFrames + (s.droppedFrames || 0)}`;
+  $('fig-repeated').textContent = s.repeatedFrames ?? 0;
+  $('fig-batches').textContent = s.inferenceBatches ?? 0;
+  $('fig-buffer').textContent = stats.audioBufferedMs;
+  $('fig-interrupt').textContent = stats.interruptToIdleMs ?? '–';
+}
+
+function send(bytes) { if (ws && ws.readyState === WebSocket.OPEN) ws.send(bytes); }
+function sendControl(kind) { send(proto.encodeControl(kind)); }
+
+function floatToS16(samples) {
+  const out = new Uint8Array(samples.length * 2);
+  const view = new DataView(out.buffer);
+  for (let i = 0; i < samples.length; i++) {
+    const v = Math.max(-1, Math.min(1, samples[i]));
+    view.setInt16(i * 2, Math.round(v * 32767), true);
+  }
+  return out;
+}
+
+function markSpeech() { if (speechStart === null) speechStart = performance.now(); }
+
+// --- sources of speech ---
+
+async function startMic() {
+  if (micStream) return;
+  await ensureAudio();
+  micStream = await navigator.mediaDevices.getUserMedia({
+    audio: { channelCount: 1, echoCancellation: false, noiseSuppression: false, autoGainControl: false },
+  });
+  micSource = audioCtx.createMediaStreamSource(micStream);
+  micNode = new AudioWorkletNode(audioCtx, 'lipsync-capture', { numberOfOutputs: 1 });
+  const mute = audioCtx.createGain();
+  mute.gain.value = 0;
+  micSource.connect(micNode).connect(mute).connect(audioCtx.destination);
+  const chunk = Math.round(audioCtx.sampleRate / 50);  // 20 ms
+  micBuffer = [];
+  let pending = 0;
+  micNode.port.onmessage = (e) => {
+    micBuffer.push(e.data); pending += e.data.length;
+    if (pending < chunk) return;
+    const all = new Float32Array(pending);
+    let o = 0;
+    for (const b of micBuffer) { all.set(b, o); o += b.length; }
+    micBuffer = []; pending = 0;
+    markSpeech();
+    send(proto.encodeAudio(floatToS16(resample(all, audioCtx.sampleRate, sessionRate))));
+  };
+  $('mic').textContent = 'Stop microphone';
+  log('microphone on');
+}
+
+function stopMic() {
+  if (!micStream) return;
+  micStream.getTracks().forEach((t) => t.stop());
+  try { micSource.disconnect(); micNode.disconnect(); } catch { }
+  micStream = null; micNode = null; micSource = null;
+  $('mic').textContent = 'Speak (microphone)';
+  sendControl(proto.Control.END_OF_SPEECH);
+}
+
+function stopSending() { if (sendTimer) { clearTimeout(sendTimer); sendTimer = null; } }
+
+// Sends PCM (session rate) in 200 ms chunks, a little ahead of real time.
+function sendPcm(samples) {
+  stopSending();
+  const chunk = Math.round(sessionRate / 5);
+  let offset = 0;
+  markSpeech();
+  const started = performance.now();
+  const step = () => {
+    // Up to 2 s ahead of real time (the server buffers up to 60 s).
+    const due = (performance.now() - started) / 1000 * sessionRate + 2 * sessionRate;
+    while (offset < samples.length && offset < due) {
+      send(proto.encodeAudio(floatToS16(samples.subarray(offset, offset + chunk))));
+      offset += chunk;
+    }
+    if (offset < samples.length) { sendTimer = setTimeout(step, 100); return; }
+    sendTimer = null;
+    sendControl(proto.Control.END_OF_SPEECH);
+  };
+  step();
+}
+
+async function playWav(file) {
+  await ensureAudio();
+  const data = await file.arrayBuffer();
+  const buffer = await audioCtx.decodeAudioData(data);
+  const mono = new Float32Array(buffer.length);
+  for (let c = 0; c < buffer.numberOfChannels; c++) {
+    const ch = buffer.getChannelData(c);
+    for (let i = 0; i < ch.length; i++) mono[i] += ch[i] / buffer.numberOfChannels;
+  }
+  log(`WAV: ${buffer.duration.toFixed(2)} s at ${buffer.sampleRate} Hz`);
+  sendPcm(resample(mono, buffer.sampleRate, sessionRate));
+}
+
+function speak() {
+  const text = $('text').value.trim();
+  if (!text) return;
+  markSpeech();
+  send(proto.encodeSpeak(text.slice(0, 2000), $('voice').value.trim()));
+}
+
+function interrupt() {
+  stopSending();
+  if (micStream) { micStream.getTracks().forEach((t) => t.stop()); micStream = null; $('mic').textContent = 'Speak (microphone)'; }
+  sendControl(proto.Control.INTERRUPT);
+  interruptAt = performance.now();
+  generation = lastGeneration;
+  speechStart = null;
+  // Drop what is buffered here too: sound and frames ahead of the playhead.
+  if (ptsBase !== null) {
+    const now = playheadUs();
+    player.port.postMessage({ type: 'flush', pos: Math.round(now / 1e6 * audioCtx.sampleRate) + Math.round(audioCtx.sampleRate / fps) });
+    const keep = [];
+    for (const q of queue) { if (q.pts - ptsBase <= now + 1e6 / fps) keep.push(q); else closeImage(q.image); }
+    queue = keep;
+  }
+  log('interrupt');
+}
+
+// --- wiring ---
+
+$('connect').onclick = () => connect();
+$('avatar').onchange = () => connect();
+$('codec').onchange = () => connect();
+$('mic').onclick = () => (micStream ? stopMic() : startMic().catch((e) => log('microphone: ' + e.message)));
+$('wav').onchange = (e) => { if (e.target.files[0]) playWav(e.target.files[0]).catch((err) => log('WAV: ' + err.message)); };
+$('speak').onclick = () => speak();
+$('text').onkeydown = (e) => { if (e.key === 'Enter') speak(); };
+$('interrupt').onclick = () => interrupt();
+$('key').onchange = async () => { localStorage.setItem('lipsync-key', key()); if (await loadAvatars()) connect(); };
+$('unmute').onclick = async () => { await audioCtx.resume(); $('unmute').hidden = true; };
+
+function tick() { draw(); requestAnimationFrame(tick); }
+requestAnimationFrame(tick);
+setInterval(draw, 10);  // also when the page is hidden (rAF paused)
+setInterval(() => {
+  if (stats.speaking === false && (stats.state === 'idle' || stats.state === 'speaking')) updateFigures();
+}, 500);
+
+window.lipsync = { connect, disconnect, speak, interrupt, startMic, stopMic, playWav, sendControl };
+
+(async () => {
+  $('key').value = params.get('key') || localStorage.getItem('lipsync-key') || '';
+  if (params.get('codec')) $('codec').value = params.get('codec');
+  try {
+    if (await loadAvatars()) await connect();
+  } catch (e) { log('start: ' + e.message); stats.errors.push(e.message); }
+})();
