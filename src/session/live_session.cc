@@ -181,6 +181,7 @@ class LiveSession::Impl {
   Status Init();
   void StartThreads() {
     start_ = Clock::now();
+    info_.clock_start = start_;
     pacer_ = std::thread([this] { PacerLoop(); });
     generator_ = std::thread([this] { GeneratorLoop(); });
   }

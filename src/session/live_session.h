@@ -4,29 +4,57 @@
 // and the WebSocket front translate their messages to these calls and forward the
 // sink's output.
 //
-// Media clock: counted in input samples. Frame k owns samples [k*rate/fps,
-// (k+1)*rate/fps) and has pts k/fps s. The pacer emits frame k when the wall clock
-// reaches start + k/fps (at most `max_ahead_frames` early), so drift cannot accumulate:
-// when the frame's generated image is late it sends a frame with the right timestamp
-// anyway (the avatar's own frame, or the last one again) and counts it.
+// Media clock: counted in input samples. Output frame k owns rate/fps samples and has
+// pts k/fps s; every frame carries exactly its samples (s16le mono at the input rate:
+// speech, or silence), so audio out == frames * rate/fps and drift cannot accumulate.
+// The pacer emits frame k from start + (k - max_ahead_frames)/fps on; a generated frame
+// not ready by its due time start + k/fps is replaced by the last frame again (or the
+// idle frame) with the frame's own audio (repeated_frames, a rate-limited WARNING).
 //
-// Speech: audio is buffered (up to max_buffered_seconds; beyond it PushAudio answers
-// RESOURCE_EXHAUSTED and the transport applies flow control). Frames are generated in
-// batches through compositing::CompositingServer (raw audio with the context of
-// docs/AUDIO.md, so features match the whole utterance's), `lookahead_frames` of audio
-// after a batch are waited for (fewer at end of speech). Frames quieter than the VAD
-// threshold get the avatar's own frame (no inference), with a crossfade of
-// crossfade_frames at speech start and end. With nothing to say the session loops the
-// avatar's frames (ping-pong) with silence and runs no inference at all.
+// Speech: PushAudio appends to the open utterance (stereo averaged to mono), bounded by
+// max_buffered_seconds of unplayed audio (RESOURCE_EXHAUSTED, nothing taken). The
+// generation thread cuts batches of batch_frames with the docs/AUDIO.md context and
+// calls CompositingServer::InferBatchComposite (RAW_RGB for H.264, JPEG for MJPEG, at
+// the input rate, ping-pong backgrounds) once `lookahead_frames` of audio follow the
+// batch; with fewer lookahead frames the batch is sent as if the utterance ended there.
+// An utterance's frames are placed on the clock when its first batch is cut: utterance
+// frame j is output frame offset + j, offset chosen so the first batch (est. from the
+// last batches' time) is ready in time. Batches are sent as frames of a "virtual"
+// utterance starting at output frame 0 with silence before the real one, because the
+// server picks backgrounds by start_frame_idx: idle and speaking frames follow one
+// ping-pong sequence, no jump. The generator stays at most ~2 batches ahead of the pacer.
+// When the pacer reaches a frame whose audio has not arrived (a real-time speaker
+// behind), the utterance pauses (an idle frame with silence; held_frames) and resumes
+// when audio comes. A frame due soon whose lookahead is missing is generated with the
+// audio there is. END_OF_SPEECH ends the utterance (the tail with end_of_utterance);
+// so does no new audio for utterance_gap_frames while frames wait for it. Audio pushed
+// after an end starts a new utterance, queued behind the current one.
 //
-// Interrupt: drops all queued audio, pending batches and generated frames of the
-// current speech; a generation id makes late results of in-flight batches harmless; the
-// next frame out is idle and a key frame.
+// Silence gate: a frame whose RMS is under vad_threshold_dbfs gets the avatar's own
+// frame; short gaps inside speech are bridged; crossfade_frames blend generated and
+// original frames (inside the crop rect) before speech starts and after it ends. A
+// batch that is all quiet runs no inference. SPEECH_STARTED/SPEECH_ENDED events carry
+// the first speaking / first quiet frame's index (speaking = the generated mouth shows).
+// With nothing to say the session loops the avatar's frames (ping-pong) with silence
+// and runs no inference at all. Idle MJPEG frames are the avatar's cached JPEG as is
+// when its quality is the session's (region_jpeg), else encoded once and cached per
+// session (up to 32 MB); idle H.264 frames are encoded from the held pixels (compact
+// backgrounds: the cached JPEG decoded with the exact crop region on top).
 //
-// Thread-safe: PushAudio/Interrupt/EndOfSpeech/RequestKeyFrame/Close/Cancel may be
-// called from any thread. The session owns a pacing thread and one generation thread;
-// the sink is called only from the pacing thread (events also from the caller's thread
-// of the control call that caused them) and must not block.
+// Interrupt: drops all queued audio, pending batches and generated frames; a generation
+// id makes late results of in-flight batches harmless; the next frame the pacer builds
+// is idle, silent and a key frame, announced by INTERRUPTED (frame_index = that frame;
+// SPEECH_ENDED first if speaking). Frames already sent ahead (at most max_ahead_frames)
+// were speech: interrupt to idle is at most (max_ahead_frames + 1) frames of clock.
+// A frame the sink refuses is counted (dropped_frames) and the next one is a key frame.
+//
+// Close: finishes queued speech, then a CLOSED event, done() and Wait() return.
+// Cancel: stops now; no events after it.
+//
+// Thread-safe: PushAudio/Interrupt/EndOfSpeech/RequestKeyFrame/Close/Cancel/stats may
+// be called from any thread. The session owns a pacing thread and one generation
+// thread; the sink is called only from the pacing thread (events in order with the
+// frames, all from that thread) and must not block. Encoding runs on the pacing thread.
 #pragma once
 
 #include <chrono>
@@ -84,6 +112,8 @@ struct SessionInfo {
   media::Codec codec = media::Codec::kH264;
   int audio_sample_rate = 16000;  // output PCM s16le mono, same rate as the input
   int lookahead_frames = 13;
+  // The media clock's origin: frame k is due at clock_start + k/fps (steady clock).
+  Clock::time_point clock_start{};
 };
 
 struct OutputFrame {

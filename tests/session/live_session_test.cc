@@ -807,3 +807,52 @@ TEST(LiveSessionLookaheadTest, MouthRegionPsnrAgainstFullLookahead) {
 
 }  // namespace
 }  // namespace lipsync::session
+
+namespace lipsync::session {
+namespace {
+
+// Figures (printed, not asserted as timings): the first speaking frame's due time after
+// a TTS-style push (all the audio at once), and the first idle frame's due time after
+// an interrupt, on the media clock the viewer plays. Structural bound only: the first
+// idle frame is at most max_ahead_frames + 1 after the frame due at the interrupt.
+TEST(LiveSessionFiguresTest, FirstSpeakingFrameAndInterruptToIdle) {
+  const SessionConfig config;
+  std::vector<double> first_ms, interrupt_ms;
+  for (int i = 0; i < 4; ++i) {
+    RecordingSink sink;
+    auto session = LiveSession::Start(Params(16000, 1, media::Codec::kH264), config,
+                                      TheCluster().server(), &sink);
+    ASSERT_TRUE(session.ok());
+    const auto start = (*session)->info().clock_start;
+    ASSERT_TRUE(sink.WaitFrames(size_t(5 + 3 * i)));
+    const auto pushed = Clock::now();
+    ASSERT_TRUE((*session)->PushAudio(ToPcm(Buzz(16000, 3.0, 0, 0))).ok());
+    ASSERT_TRUE(sink.WaitEvent(EventKind::kSpeechStarted));
+    int64_t first = -1;
+    for (const auto& e : sink.events()) {
+      if (e.kind == EventKind::kSpeechStarted) first = e.frame_index;
+    }
+    first_ms.push_back(
+        std::chrono::duration<double, std::milli>(start + first * 40ms - pushed).count());
+    ASSERT_TRUE(sink.WaitFrames(size_t(first + 10)));
+    const auto interrupted_at = Clock::now();
+    (*session)->Interrupt();
+    ASSERT_TRUE(sink.WaitEvent(EventKind::kInterrupted));
+    int64_t idle = -1;
+    for (const auto& e : sink.events()) {
+      if (e.kind == EventKind::kInterrupted) idle = e.frame_index;
+    }
+    const double due_ms = std::chrono::duration<double, std::milli>(interrupted_at - start).count();
+    interrupt_ms.push_back(idle * 40.0 - due_ms);
+    EXPECT_LE(idle, int64_t(due_ms / 40) + config.max_ahead_frames + 2);
+  }
+  std::sort(first_ms.begin(), first_ms.end());
+  std::sort(interrupt_ms.begin(), interrupt_ms.end());
+  std::printf("first speaking frame due after the push: min %.0f ms, median %.0f ms, max %.0f ms\n",
+              first_ms.front(), first_ms[first_ms.size() / 2], first_ms.back());
+  std::printf("interrupt to the first idle frame's due time: min %.0f ms, max %.0f ms\n",
+              interrupt_ms.front(), interrupt_ms.back());
+}
+
+}  // namespace
+}  // namespace lipsync::session
