@@ -56,7 +56,13 @@ void ModelInfoToProto(const compositing::ModelInfo& model, admin::ModelInfo* out
 }  // namespace
 
 CompositingServiceImpl::CompositingServiceImpl(compositing::CompositingServer* server)
-    : server_(server) {}
+    : server_(server), sessions_(std::make_unique<SessionService>(server)) {}
+
+grpc::Status CompositingServiceImpl::StreamSession(
+    grpc::ServerContext* context,
+    grpc::ServerReaderWriter<pb::SessionOutput, pb::SessionInput>* stream) {
+  return sessions_->StreamSession(ops(), context, stream);
+}
 
 // Scrape-time gauges from the compositing server's health.
 std::vector<Gauge> CompositingServiceImpl::Gauges() {
@@ -66,7 +72,9 @@ std::vector<Gauge> CompositingServiceImpl::Gauges() {
       {"lipsync_avatar_memory_bytes", "Memory held by loaded avatars.", "",
        static_cast<double>(h.memory_bytes)},
       {"lipsync_inference_server_healthy", "1 when the inference server answered its last check.",
-       "", h.inference_server_healthy ? 1.0 : 0.0}};
+       "", h.inference_server_healthy ? 1.0 : 0.0},
+      {"lipsync_live_sessions", "Live sessions running now.", "",
+       1.0 * sessions_->limiter().active()}};
 }
 
 grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* context,

@@ -7,11 +7,13 @@
 // Thread-safe (gRPC calls it from many threads); the server must outlive it.
 #pragma once
 
+#include <memory>
 #include <string>
 
 #include "compositing.grpc.pb.h"
 #include "compositing/compositing_server.h"
 #include "rpc/server_ops.h"
+#include "rpc/session_service.h"
 
 namespace lipsync::rpc {
 
@@ -39,9 +41,16 @@ class CompositingServiceImpl final : public ::compositing::CompositingService::S
   grpc::Status GetModelStats(grpc::ServerContext* context,
                              const ::lipsync::admin::GetModelStatsRequest* request,
                              ::lipsync::admin::GetModelStatsResponse* response) override;
+  // The live session (rpc/session_service.h), with the server's `session:` settings.
+  grpc::Status StreamSession(
+      grpc::ServerContext* context,
+      grpc::ServerReaderWriter<::compositing::SessionOutput, ::compositing::SessionInput>* stream)
+      override;
+  SessionService& sessions() { return *sessions_; }
 
  private:
   compositing::CompositingServer* server_;
+  std::unique_ptr<SessionService> sessions_;
 };
 
 }  // namespace lipsync::rpc

@@ -4,6 +4,7 @@
 #include <grpc/grpc_security_constants.h>
 
 #include "common/log.h"
+#include "rpc/connection_limits.h"
 #include "rpc/grpc_status.h"
 
 namespace lipsync::rpc {
@@ -91,6 +92,9 @@ void ServerOps::AddGaugeSource(std::function<std::vector<Gauge>()> source) {
 
 std::vector<Gauge> ServerOps::OpsGauges() const {
   std::vector<Gauge> gauges;
+  gauges.push_back({"lipsync_request_read_timeouts",
+                    "Calls cut because their request was not fully received in time.", "",
+                    static_cast<double>(RequestReadTimeouts())});
   if (audit_log_) {
     gauges.push_back({"lipsync_audit_write_failures", "Audit lines that could not be written.", "",
                       static_cast<double>(audit_log_->write_failures())});
@@ -177,6 +181,87 @@ grpc::Status Call::Finish(grpc::Status status, const google::protobuf::Message& 
     record.bytes_out = status.ok() ? static_cast<int64_t>(response.ByteSizeLong()) : 0;
     // A failed write is counted and logged by the audit log; with audit_fail_closed
     // the next calls are refused until it recovers.
+    (void)audit->Write(record);
+  }
+  return status;
+}
+
+// ---- streams ----
+
+grpc::Status ServerOps::HandleStream(grpc::ServerContext* context, const char* method,
+                                     const std::function<grpc::Status(StreamCall&)>& body) {
+  StreamCall call(this, method, context->peer());
+  grpc::Status status = call.Authenticate(AuthorizationOf(*context), CertSubjectOf(*context));
+  if (status.ok()) status = body(call);
+  return call.Finish(std::move(status));
+}
+
+StreamCall::StreamCall(ServerOps* ops, const char* method, std::string peer)
+    : ops_(ops),
+      method_(method),
+      peer_(std::move(peer)),
+      start_wall_(std::chrono::system_clock::now()),
+      start_(std::chrono::steady_clock::now()) {}
+
+grpc::Status StreamCall::Authenticate(std::string_view authorization,
+                                      std::string_view cert_subject) {
+  if (ops_->options_.audit_fail_closed && ops_->audit_log_ && !ops_->audit_log_->healthy()) {
+    return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                        "the audit log cannot be written and logging.audit_fail_closed is set; "
+                        "expected a writable audit log (retry later)");
+  }
+  Expected<auth::Principal> principal =
+      ops_->authenticator_->Authenticate(authorization, cert_subject);
+  if (!principal.ok()) return ToGrpc(principal.status());
+  principal_ = std::move(*principal);
+  authenticated_ = true;
+  return grpc::Status::OK;
+}
+
+grpc::Status StreamCall::Open(std::string_view model_id, auth::Scope scope, int64_t frames) {
+  model_id_ = std::string(model_id.substr(0, 256));
+  if (!authenticated_) {
+    return grpc::Status(grpc::StatusCode::UNAUTHENTICATED, "the stream is not authenticated");
+  }
+  if (Status s = principal_.Require(scope); !s.ok()) return ToGrpc(s);
+  if (Status s = principal_.RequireTenant(model_id); !s.ok()) return ToGrpc(s);
+  if (frames > 0) {
+    if (Status s = ops_->credential_rate_limiter_.Admit(principal_.id, frames); !s.ok()) {
+      return ToGrpc(s);
+    }
+    const std::string tenant(model_id);
+    if (Status s = ops_->rate_limiter_.Admit(tenant, frames); !s.ok()) {
+      ops_->credential_rate_limiter_.Refund(principal_.id, frames);
+      return ToGrpc(s);
+    }
+  }
+  return grpc::Status::OK;
+}
+
+grpc::Status StreamCall::Finish(grpc::Status status) {
+  const double duration_ms =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
+  const char* code = StatusCodeName(status.error_code());
+  CallSample sample;
+  sample.method = method_;
+  sample.code = code;
+  sample.frames = frames_.load();
+  sample.duration_ms = duration_ms;
+  ops_->metrics_.Record(sample);
+  if (AuditLog* audit = ops_->audit_log_.get()) {
+    AuditRecord record;
+    record.time = start_wall_;
+    record.server = ops_->server_name();
+    record.peer = peer_;
+    record.credential = principal_.id;
+    record.method = method_;
+    record.model_id = model_id_;
+    record.frames = frames_.load();
+    record.code = code;
+    record.error = status.error_message();
+    record.duration_ms = duration_ms;
+    record.bytes_in = bytes_in_.load();
+    record.bytes_out = bytes_out_.load();
     (void)audit->Write(record);
   }
   return status;

@@ -14,6 +14,7 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -84,6 +85,44 @@ class Call {
   double queue_wait_ms_ = -1, inference_ms_ = -1, composite_ms_ = -1;
 };
 
+// One long-lived stream (StreamSession, or the WebSocket session of the web front), as
+// its body sees it. The credential is checked at stream start (gRPC metadata) or when
+// the open message brings it (WebSocket); the tenant and scope once the open message
+// names the model (Open). Rate limits apply per session start: Open takes one second of
+// video (fps frames) from the tenant's and the credential's buckets. One audit line and
+// one metrics sample at the end (Finish): frames sent, code. Not thread-safe: the
+// stream's handler thread calls it (AddFrames is atomic and may come from any thread).
+class StreamCall {
+ public:
+  // For transports outside gRPC; ServerOps::HandleStream does all of it for gRPC.
+  StreamCall(ServerOps* ops, const char* method, std::string peer);
+  // Who calls (audit_fail_closed first): UNAUTHENTICATED / UNAVAILABLE.
+  grpc::Status Authenticate(std::string_view authorization, std::string_view cert_subject);
+  // The open message arrived: PERMISSION_DENIED without `scope` or the tenant,
+  // RESOURCE_EXHAUSTED when a rate limit cannot admit `frames`.
+  grpc::Status Open(std::string_view model_id, auth::Scope scope, int64_t frames);
+  const auth::Principal& principal() const { return principal_; }
+  bool authenticated() const { return authenticated_; }
+  void AddFrames(int64_t frames) { frames_.fetch_add(frames, std::memory_order_relaxed); }
+  void AddBytes(int64_t in, int64_t out) {
+    bytes_in_.fetch_add(in, std::memory_order_relaxed);
+    bytes_out_.fetch_add(out, std::memory_order_relaxed);
+  }
+  // Records the audit line and the metrics sample; returns `status`.
+  grpc::Status Finish(grpc::Status status);
+
+ private:
+  ServerOps* ops_;
+  const char* method_;
+  std::string peer_;
+  std::string model_id_;
+  std::chrono::system_clock::time_point start_wall_;
+  std::chrono::steady_clock::time_point start_;
+  auth::Principal principal_;
+  bool authenticated_ = false;
+  std::atomic<int64_t> frames_{0}, bytes_in_{0}, bytes_out_{0};
+};
+
 class ServerOps {
  public:
   // FAILED_PRECONDITION when the audit log cannot be opened, UNAVAILABLE when the
@@ -124,8 +163,15 @@ class ServerOps {
     return call.Finish(std::move(status), *response);
   }
 
+  // Runs one streaming RPC: authenticates from the metadata at stream start, then
+  // `body(call)` (which calls call.Open once its first message names the tenant), then
+  // writes the audit line (frames sent, code) and the metrics sample.
+  grpc::Status HandleStream(grpc::ServerContext* context, const char* method,
+                            const std::function<grpc::Status(StreamCall&)>& body);
+
  private:
   friend class Call;
+  friend class StreamCall;
   explicit ServerOps(OpsOptions options);
   std::vector<Gauge> OpsGauges() const;
 
