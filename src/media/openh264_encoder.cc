@@ -51,6 +51,15 @@ class OpenH264Encoder final : public VideoEncoder {
   OpenH264Encoder& operator=(const OpenH264Encoder&) = delete;
 
   Status Open() {
+    // H.264 level 5.2's largest frame (36864 macroblocks, e.g. 4096x2304): openh264 fails
+    // to initialize beyond it.
+    const int64_t macroblocks =
+        int64_t((options_.width + 15) / 16) * int64_t((options_.height + 15) / 16);
+    if (macroblocks > 36864)
+      return Status::InvalidArgument(
+          "encoder option width x height = " + std::to_string(options_.width) + "x" +
+          std::to_string(options_.height) +
+          " is too large for openh264: expected at most 36864 macroblocks (e.g. 4096x2304)");
     if (WelsCreateSVCEncoder(&encoder_) != 0 || encoder_ == nullptr) {
       encoder_ = nullptr;
       return Status::Internal("H264 encoder: openh264 could not create an encoder");

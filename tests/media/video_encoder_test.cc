@@ -274,6 +274,22 @@ TEST(VideoEncoderTest, InvalidOptionsRejected) {
   expect_invalid(o, "jpeg_quality");
 }
 
+// 8K passes the common validation; openh264 stops at H.264 level 5.2's largest frame
+// and says so (INVALID_ARGUMENT) instead of failing inside the library.
+TEST(VideoEncoderTest, LargestFramesByBackend) {
+  const std::string backend = H264EncoderName();
+  ASSERT_TRUE(backend == "x264" || backend == "openh264") << backend;
+  EXPECT_TRUE(CreateVideoEncoder(H264Options(4096, 2304)).ok());
+  auto huge = CreateVideoEncoder(H264Options(7680, 4320));
+  if (backend == "openh264") {
+    ASSERT_FALSE(huge.ok());
+    EXPECT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_THAT(huge.status().message(), ::testing::HasSubstr("macroblocks"));
+  } else {
+    EXPECT_TRUE(huge.ok()) << huge.status().ToString();
+  }
+}
+
 TEST(VideoEncoderTest, WrongFrameSizeRejected) {
   for (Codec codec : {Codec::kH264, Codec::kMjpeg}) {
     EncoderOptions o = H264Options(320, 240);
