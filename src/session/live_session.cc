@@ -627,6 +627,10 @@ Decision LiveSession::Impl::Decide(int64_t k) {
         d.kind = FrameKind::kRepeat;
       }
       u.claimed_end = j + 1;
+    } else if (Clock::now() < deadline) {
+      // The speaker's audio may still come in time (chunk jitter): wait until it is due.
+      pacer_cv_.wait_until(lock, deadline);
+      continue;
     } else {
       // Waiting for the speaker: pause the utterance (idle frame, silence).
       ++u.offset;
