@@ -30,6 +30,8 @@ const stats = {
   avOffsetMs: null,       // the last A/V offset (+: video late)
   avOffsets: [],
   beeps: 0,
+  freezes: 0,             // gaps over 120 ms between shown frames
+  longestFreezeMs: 0,
   audioUnderruns: 0,
   audioPlayedEnergy: 0,
   audioBufferedMs: 0,
@@ -62,7 +64,8 @@ let interruptAt = null;
 let generation = 0;         // the generation an interrupt ends
 let lastGeneration = 0;     // the newest generation received
 let drawTimes = [];
-let micStream = null, micNode = null, micSource = null, micBuffer = [];
+let lastDrawAt = null;      // performance.now() of the last frame shown
+let micStream = null, micNode = null, micSource = null;
 let sendTimer = null;
 const canvas = $('video');
 const ctx2d = canvas.getContext('2d', { willReadFrequently: true });
@@ -152,7 +155,7 @@ async function connect() {
     codec = proto.Codec.MJPEG;
   }
   stats.codec = codec === proto.Codec.H264 ? 'h264' : 'mjpeg';
-  ptsBase = null; queue = []; metaByPts.clear(); lastIndex = null; waitingKey = true;
+  ptsBase = null; queue = []; lastDrawAt = null; metaByPts.clear(); lastIndex = null; waitingKey = true;
   player.port.postMessage({ type: 'reset', pos: 0 });
   clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
   setState('connecting');
@@ -322,6 +325,11 @@ function draw() {
   ctx2d.drawImage(show.image, 0, 0, canvas.width, canvas.height);
   closeImage(show.image);
   const t = performance.now();
+  if (lastDrawAt !== null && t - lastDrawAt > 120) {
+    stats.freezes++;
+    stats.longestFreezeMs = Math.max(stats.longestFreezeMs, Math.round(t - lastDrawAt));
+  }
+  lastDrawAt = t;
   stats.framesDisplayed++;
   drawTimes.push(t);
   while (drawTimes.length && drawTimes[0] < t - 1000) drawTimes.shift();
@@ -410,15 +418,17 @@ async function startMic() {
   mute.gain.value = 0;
   micSource.connect(micNode).connect(mute).connect(audioCtx.destination);
   const chunk = Math.round(audioCtx.sampleRate / 50);  // 20 ms
-  micBuffer = [];
+  let parts = [];
   let pending = 0;
+  const node = micNode;
   micNode.port.onmessage = (e) => {
-    micBuffer.push(e.data); pending += e.data.length;
+    if (node !== micNode) return;  // stopped
+    parts.push(e.data); pending += e.data.length;
     if (pending < chunk) return;
     const all = new Float32Array(pending);
     let o = 0;
-    for (const b of micBuffer) { all.set(b, o); o += b.length; }
-    micBuffer = []; pending = 0;
+    for (const b of parts) { all.set(b, o); o += b.length; }
+    parts = []; pending = 0;
     markSpeech();
     send(proto.encodeAudio(floatToS16(resample(all, audioCtx.sampleRate, sessionRate))));
   };
@@ -426,13 +436,13 @@ async function startMic() {
   log('microphone on');
 }
 
-function stopMic() {
+function stopMic(endOfSpeech = true) {
   if (!micStream) return;
   micStream.getTracks().forEach((t) => t.stop());
-  try { micSource.disconnect(); micNode.disconnect(); } catch { }
+  try { micNode.port.onmessage = null; micSource.disconnect(); micNode.disconnect(); } catch { }
   micStream = null; micNode = null; micSource = null;
   $('mic').textContent = 'Speak (microphone)';
-  sendControl(proto.Control.END_OF_SPEECH);
+  if (endOfSpeech) sendControl(proto.Control.END_OF_SPEECH);
 }
 
 function stopSending() { if (sendTimer) { clearTimeout(sendTimer); sendTimer = null; } }
@@ -480,9 +490,10 @@ function speak() {
 
 function interrupt() {
   stopSending();
-  if (micStream) { micStream.getTracks().forEach((t) => t.stop()); micStream = null; $('mic').textContent = 'Speak (microphone)'; }
+  stopMic(false);
   sendControl(proto.Control.INTERRUPT);
   interruptAt = performance.now();
+  stats.interruptToIdleMs = null;
   generation = lastGeneration;
   speechStart = null;
   // Drop what is buffered here too: sound and frames ahead of the playhead.
@@ -502,7 +513,11 @@ $('connect').onclick = () => connect();
 $('avatar').onchange = () => connect();
 $('codec').onchange = () => connect();
 $('mic').onclick = () => (micStream ? stopMic() : startMic().catch((e) => log('microphone: ' + e.message)));
-$('wav').onchange = (e) => { if (e.target.files[0]) playWav(e.target.files[0]).catch((err) => log('WAV: ' + err.message)); };
+$('wav').onchange = (e) => {
+  const file = e.target.files[0];
+  e.target.value = '';  // the same file again is a new upload
+  if (file) playWav(file).catch((err) => log('WAV: ' + err.message));
+};
 $('speak').onclick = () => speak();
 $('text').onkeydown = (e) => { if (e.key === 'Enter') speak(); };
 $('interrupt').onclick = () => interrupt();

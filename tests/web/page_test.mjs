@@ -22,6 +22,15 @@ const { chromium } = require('playwright-core');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const figures = {};
+// PAGE_TEST_ROUNDS > 1 repeats text, WAV and microphone + interrupt (bench/web/page_bench.sh).
+const ROUNDS = Math.max(1, Number(process.env.PAGE_TEST_ROUNDS || 1));
+const rec = (key, value) => { (figures[key] ||= []).push(value); };
+function summary(values) {
+  const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
+  if (!v.length) return null;
+  const q = (p) => v[Math.min(v.length - 1, Math.floor(p * v.length))];
+  return { n: v.length, p50: q(0.5), p95: q(0.95), min: v[0], max: v[v.length - 1] };
+}
 const failures = [];
 function check(ok, what) {
   console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
@@ -169,6 +178,9 @@ web:
     check(s.pixelIndex !== null, `the burned frame index reads back from the canvas (${s.pixelIndex} vs background ${s.lastBackgroundIndex})`);
     check(s.pixelIndex === s.lastBackgroundIndex, 'the pixels show the background the frame says');
 
+    for (let round = 0; round < ROUNDS; round++) {
+    if (ROUNDS > 1) console.log(`[page-test] round ${round + 1} of ${ROUNDS}`);
+    s = await stats(page);
     // --- typed text (espeak-ng on the server) ---
     const ended0 = (s.eventCounts.SPEECH_ENDED || 0);
     const latencies0 = s.firstFrameLatencies.length;
@@ -178,12 +190,13 @@ web:
     await page.click('#speak');
     await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 3, 30000, 'typed text plays speaking frames', speaking0);
     s = await stats(page);
-    figures.textFirstFrameMs = s.firstFrameLatencies[latencies0] ?? null;
+    rec('textFirstFrameMs', s.firstFrameLatencies[latencies0] ?? null);
     const tSpeak = Date.now(), framesSpeak = s.framesDisplayed;
     await sleep(1500);
     s = await stats(page);
-    figures.speakingFps = Math.round((s.framesDisplayed - framesSpeak) / ((Date.now() - tSpeak) / 1000) * 10) / 10;
-    check(figures.speakingFps > 12 && figures.speakingFps < 40, `speaking frames flow at about 25 fps (${figures.speakingFps})`);
+    const speakingFps = Math.round((s.framesDisplayed - framesSpeak) / ((Date.now() - tSpeak) / 1000) * 10) / 10;
+    rec('speakingFps', speakingFps);
+    check(speakingFps > 12 && speakingFps < 40, `speaking frames flow at about 25 fps (${speakingFps})`);
     check(s.audioPlayedEnergy > energy0 + 1, `sound plays (energy ${Math.round(energy0)} -> ${Math.round(s.audioPlayedEnergy)})`);
     check(s.speakingFramesDisplayed > speaking0, 'video shows the speaking mouth');
     await waitQuiet(page, 1500, 40000, 'back to idle after the text');
@@ -199,12 +212,13 @@ web:
     await waitQuiet(page, 1500, 40000, 'back to idle after the WAV');
     s = await stats(page);
     check((s.eventCounts.SPEECH_ENDED || 0) > ended1, 'the WAV speech ended (SPEECH_ENDED)');
-    figures.wavFirstFrameMs = s.firstFrameLatencies[latencies1] ?? null;
-    figures.beepsHeard = s.beeps - beeps0;
-    figures.avOffsetsMs = s.avOffsets.slice(offsets1);
-    check(figures.avOffsetsMs.length >= 2, `A/V offsets measured (${figures.avOffsetsMs.length} of 4 beeps)`);
-    const worst = Math.max(...figures.avOffsetsMs.map(Math.abs));
-    check(figures.avOffsetsMs.length > 0 && worst <= 200, `A/V offset within ±200 ms (worst ${worst} ms)`);
+    rec('wavFirstFrameMs', s.firstFrameLatencies[latencies1] ?? null);
+    rec('beepsHeard', s.beeps - beeps0);
+    const offsets = s.avOffsets.slice(offsets1);
+    figures.avOffsetsMs = (figures.avOffsetsMs || []).concat(offsets);
+    check(offsets.length >= 2, `A/V offsets measured (${offsets.length} of 4 beeps)`);
+    const worst = Math.max(...offsets.map(Math.abs));
+    check(offsets.length > 0 && worst <= 200, `A/V offset within ±200 ms (worst ${worst} ms)`);
 
     // --- microphone (the fake capture file) and Interrupt ---
     const speakingMic0 = s.speakingFramesDisplayed;
@@ -212,11 +226,11 @@ web:
     await page.click('#mic');
     await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 10, 20000, 'the microphone plays speaking frames', speakingMic0);
     s = await stats(page);
-    figures.micFirstFrameMs = s.firstFrameLatencies[latencies2] ?? null;
+    rec('micFirstFrameMs', s.firstFrameLatencies[latencies2] ?? null);
     await page.click('#interrupt');
     await waitFor(page, () => window.lipsyncStats.interruptToIdleMs !== null, 10000, 'Interrupt returns to idle');
     s = await stats(page);
-    figures.interruptToIdleMs = s.interruptToIdleMs;
+    rec('interruptToIdleMs', s.interruptToIdleMs);
     check(s.interruptToIdleMs !== null && s.interruptToIdleMs < 2000, `interrupt to idle frame under 2 s (${s.interruptToIdleMs} ms)`);
     await sleep(1000);
     s = await stats(page);
@@ -225,12 +239,15 @@ web:
     s = await stats(page);
     check(s.state === 'idle' && !s.speaking, 'idle after the interrupt');
     check(s.serverStats.inferenceBatches === after0, `no inference after the interrupt (${after0} -> ${s.serverStats.inferenceBatches})`);
+    }  // rounds
     figures.lateFrames = s.lateFrames;
     figures.missingFrames = s.missingFrames;
     figures.serverStats = s.serverStats;
     figures.audioUnderruns = s.audioUnderruns;
     figures.errors = s.errors;
     figures.eventCounts = s.eventCounts;
+    figures.freezes = s.freezes;
+    figures.longestFreezeMs = s.longestFreezeMs;
     check(s.errors.length === 0, `no page errors (${JSON.stringify(s.errors).slice(0, 200)})`);
     await page.screenshot({ path: path.join(WORK, 'page.png') });
   } finally {
@@ -239,6 +256,12 @@ web:
     fs.writeFileSync(path.join(WORK, 'serve.log'), serverOut);
   }
   console.log('[page-test] figures ' + JSON.stringify(figures));
+  const table = {};
+  for (const k of ['textFirstFrameMs', 'wavFirstFrameMs', 'micFirstFrameMs', 'interruptToIdleMs', 'avOffsetsMs', 'speakingFps']) {
+    if (figures[k]) table[k] = summary(figures[k]);
+  }
+  console.log('[page-test] summary ' + JSON.stringify(table));
+  fs.writeFileSync(path.join(WORK, 'figures.json'), JSON.stringify({ figures, summary: table }, null, 1));
   if (failures.length) {
     console.log(`[page-test] ${failures.length} failed`);
     process.exit(1);
