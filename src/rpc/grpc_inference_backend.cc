@@ -4,6 +4,7 @@
 #include <sstream>
 #include <thread>
 
+#include "common/log.h"
 #include "rpc/grpc_status.h"
 #include "rpc/inference_service.h"
 
@@ -90,6 +91,20 @@ Status GrpcInferenceBackend::CallWithRetry(std::optional<Clock::time_point> dead
       if (status.error_code() == grpc::StatusCode::UNAVAILABLE) {
         error = error.WithContext("inference server " + options_.target + " (after " +
                                   std::to_string(attempt + 1) + " attempts)");
+      } else if (status.error_code() == grpc::StatusCode::DEADLINE_EXCEEDED &&
+                 Clock::now() >= end) {
+        // Our deadline on the inference hop ran out (gRPC's own text is bare): say which
+        // hop and which limit, and leave a trace in the log.
+        const bool configured = !deadline.has_value();
+        error = Status::DeadlineExceeded(
+            "inference server " + options_.target + " did not answer within " +
+            (configured ? "inference_server.timeout_seconds (" +
+                              std::to_string(options_.timeout.count()) + " ms)"
+                        : std::string("the call's deadline (the client's, capped by "
+                                      "inference_server.timeout_seconds)")) +
+            " for model '" + model_id.substr(0, 128) + "' (" + status.error_message() +
+            "); expected an answer in time: raise the deadline or add inference capacity");
+        LOG_WARN("%s", error.message().c_str());
       }
       return error;
     }

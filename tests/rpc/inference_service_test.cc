@@ -682,6 +682,36 @@ TEST(GrpcInferenceBackendTest, RetriesOnlyUnavailableThenGivesUp) {
   EXPECT_EQ((*live)->attempts(), 1);
 }
 
+TEST(GrpcInferenceBackendTest, ASilentInferenceServerIsADeadlineNamingTheHop) {
+  // A TCP listener that accepts and never speaks HTTP/2.
+  const int listener = socket(AF_INET, SOCK_STREAM, 0);
+  ASSERT_GE(listener, 0);
+  sockaddr_in address{};
+  address.sin_family = AF_INET;
+  address.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  ASSERT_EQ(bind(listener, reinterpret_cast<sockaddr*>(&address), sizeof address), 0);
+  ASSERT_EQ(listen(listener, 8), 0);
+  socklen_t length = sizeof address;
+  ASSERT_EQ(getsockname(listener, reinterpret_cast<sockaddr*>(&address), &length), 0);
+  GrpcBackendOptions options;
+  options.target = "127.0.0.1:" + std::to_string(ntohs(address.sin_port));
+  options.timeout = std::chrono::milliseconds(300);
+  options.max_retries = 0;
+  auto backend = GrpcInferenceBackend::Create(options);
+  ASSERT_TRUE(backend.ok());
+  inference::InferRequest request;
+  request.model_id = "identity";
+  request.batch_size = 1;
+  Status status = (*backend)->Infer(request).status();
+  close(listener);
+  EXPECT_EQ(status.code(), StatusCode::kDeadlineExceeded) << status.ToString();
+  EXPECT_NE(status.message().find("inference server " + options.target + " did not answer"),
+            std::string::npos)
+      << status.message();
+  EXPECT_NE(status.message().find("inference_server.timeout_seconds (300 ms)"), std::string::npos)
+      << status.message();
+}
+
 // ---- the real binary ----
 
 // `lipsync inference --config yaml` as a child process, up to its "Ready" line.
