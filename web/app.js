@@ -63,6 +63,7 @@ let speechStart = null;     // performance.now() of the speech's first send
 let interruptAt = null;
 let generation = 0;         // the generation an interrupt ends
 let lastGeneration = 0;     // the newest generation received
+let rebaseAt = null;        // INTERRUPTED: the first idle frame's index
 let drawTimes = [];
 let lastDrawAt = null;      // performance.now() of the last frame shown
 let micStream = null, micNode = null, micSource = null;
@@ -155,7 +156,7 @@ async function connect() {
     codec = proto.Codec.MJPEG;
   }
   stats.codec = codec === proto.Codec.H264 ? 'h264' : 'mjpeg';
-  ptsBase = null; queue = []; lastDrawAt = null; metaByPts.clear(); lastIndex = null; waitingKey = true;
+  ptsBase = null; queue = []; lastDrawAt = null; rebaseAt = null; metaByPts.clear(); lastIndex = null; waitingKey = true;
   player.port.postMessage({ type: 'reset', pos: 0 });
   clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
   setState('connecting');
@@ -226,6 +227,9 @@ function onOutput(u8) {
     if (stats.events.length > 200) stats.events.shift();
     stats.eventCounts[name] = (stats.eventCounts[name] || 0) + 1;
     if (name === 'ERROR') stats.errors.push(ev.message);
+    // Barge-in: the frame the server named is the first idle one; the page drops what
+    // it still holds of the speech and restarts its clock there (no waiting for it).
+    if (name === 'INTERRUPTED' && ev.frameIndex >= 0) rebaseAt = ev.frameIndex;
     log(`event ${name}${ev.message ? ': ' + ev.message : ''}`);
   } else if (out.stats) {
     stats.serverStats = {
@@ -254,8 +258,23 @@ function resample(samples, from, to) {
   return out;
 }
 
+function rebase(f) {
+  for (const q of queue) closeImage(q.image);
+  queue = [];
+  metaByPts.clear();
+  player.port.postMessage({ type: 'reset', pos: 0 });
+  clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
+  ptsBase = f.ptsUs;
+  if (!f.keyFrame) waitingKey = true;
+}
+
 function onFrame(f) {
   stats.framesReceived++;
+  if (rebaseAt !== null) {
+    if (f.frameIndex < rebaseAt) { lastIndex = f.frameIndex; return; }  // speech: dropped
+    rebaseAt = null;
+    rebase(f);
+  }
   if (lastIndex !== null && f.frameIndex > lastIndex + 1) stats.missingFrames += f.frameIndex - lastIndex - 1;
   lastIndex = f.frameIndex;
   lastGeneration = Math.max(lastGeneration, f.generation || 0);
@@ -290,6 +309,7 @@ function onFrame(f) {
 }
 
 function enqueue(pts, image, meta) {
+  if (ptsBase !== null && pts < ptsBase) { closeImage(image); return; }  // before a rebase
   queue.push({ pts, image, meta });
   if (queue.length > 100) { closeImage(queue.shift().image); stats.lateFrames++; }
 }

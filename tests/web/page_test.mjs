@@ -250,6 +250,18 @@ web:
     figures.longestFreezeMs = s.longestFreezeMs;
     check(s.errors.length === 0, `no page errors (${JSON.stringify(s.errors).slice(0, 200)})`);
     await page.screenshot({ path: path.join(WORK, 'page.png') });
+
+    // --- the MJPEG path (createImageBitmap): a new session, idle frames and speech ---
+    await page.selectOption('#codec', 'mjpeg');
+    await waitFor(page, () => window.lipsyncStats.codec === 'mjpeg' && window.lipsyncStats.state === 'idle', 15000, 'an MJPEG session opens');
+    s = await stats(page);
+    const mjpeg0 = s.framesDisplayed, tM = Date.now(), speakM = s.speakingFramesDisplayed;
+    await page.click('#speak');
+    await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 3, 30000, 'MJPEG shows speaking frames', speakM);
+    s = await stats(page);
+    figures.mjpegFps = Math.round((s.framesDisplayed - mjpeg0) / ((Date.now() - tM) / 1000) * 10) / 10;
+    check(figures.mjpegFps > 12 && figures.mjpegFps < 40, `MJPEG frames flow at about 25 fps (${figures.mjpegFps})`);
+    check(s.errors.length === 0, `no page errors with MJPEG (${JSON.stringify(s.errors).slice(0, 200)})`);
   } finally {
     await browser.close();
     stop();
