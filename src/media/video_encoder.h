@@ -1,8 +1,8 @@
 // Video encoders for live sessions: one encoder per session, fed packed RGB frames of
 // a fixed size, producing one encoded access unit per frame.
 //
-// - H264: libx264 or openh264, chosen at build time (CMake LIPSYNC_H264_ENCODER, see
-//   src/media/CMakeLists.txt; only one is linked; H264EncoderName() says which): constrained
+// - H264: openh264 (default) or libx264, chosen at build time (CMake LIPSYNC_H264_ENCODER;
+//   only one is linked; H264EncoderName() says which; docs/perf/h264_encoders.md): constrained
 //   baseline, no B-frames, zero-latency tuning (one frame in, one access unit out), Annex B with
 //   SPS/PPS repeated before every IDR, a key frame every `key_interval_frames` and on demand,
 //   CBR-ish rate control with a VBV of `vbv_buffer_ms` at `bitrate_kbps`.
@@ -30,7 +30,7 @@ const char* H264EncoderName();
 struct EncoderOptions {
   Codec codec = Codec::kH264;
   int width = 0;   // even, 16..7680
-  int height = 0;  // even, 16..4320
+  int height = 0;  // even, 16..4320 (openh264: at most 36864 macroblocks, e.g. 4096x2304)
   int fps = 25;
   int bitrate_kbps = 1500;  // H264
   // H264: VBV size as time at bitrate. It bounds the largest frame (a periodic IDR): at
