@@ -7,7 +7,9 @@
 #include <string>
 #include <vector>
 
+#include "config/config.h"
 #include "session/espeak_tts.h"
+#include "session/live_session.h"
 #include "session/vad.h"
 
 namespace lipsync::session {
@@ -138,6 +140,55 @@ TEST(EspeakTest, RejectsBadInput) {
   EXPECT_EQ(
       SpeakText("A longer sentence than a kilobyte of audio.", "", 16000, tiny).status().code(),
       StatusCode::kResourceExhausted);
+}
+
+TEST(SessionConfigTest, SessionSectionParsesAndMirrors) {
+  const std::string yaml = R"(
+session:
+  max_sessions: 4
+  max_buffered_seconds: 30
+  max_chunk_seconds: 5
+  max_ahead_frames: 2
+  batch_frames: 6
+  vad_threshold_dbfs: -50
+  crossfade_frames: 4
+  default_bitrate_kbps: 800
+  key_interval_frames: 25
+  x264_preset: veryfast
+  viewer_queue_frames: 20
+)";
+  auto c = config::ParseCompositingConfig(yaml, "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  const SessionConfig s = FromConfig(*c);
+  EXPECT_EQ(s.max_sessions, 4);
+  EXPECT_EQ(s.max_buffered_seconds, 30);
+  EXPECT_EQ(s.max_chunk_seconds, 5);
+  EXPECT_EQ(s.max_ahead_frames, 2);
+  EXPECT_EQ(s.batch_frames, 6);
+  EXPECT_EQ(s.vad_threshold_dbfs, -50);
+  EXPECT_EQ(s.crossfade_frames, 4);
+  EXPECT_EQ(s.default_bitrate_kbps, 800);
+  EXPECT_EQ(s.key_interval_frames, 25);
+  EXPECT_EQ(s.x264_preset, "veryfast");
+  EXPECT_EQ(s.viewer_queue_frames, 20);
+  // Defaults without the section.
+  auto d = config::ParseCompositingConfig("{}", "d.yaml");
+  ASSERT_TRUE(d.ok()) << d.status().ToString();
+  EXPECT_EQ(FromConfig(*d).max_sessions, 16);
+  EXPECT_EQ(FromConfig(*d).batch_frames, 8);
+}
+
+TEST(SessionConfigTest, OutOfRangeKeysNameThemselves) {
+  for (const char* bad : {"session: {max_sessions: 0}", "session: {max_buffered_seconds: 0}",
+                          "session: {max_buffered_seconds: 4000}", "session: {batch_frames: 65}",
+                          "session: {vad_threshold_dbfs: 3}", "session: {x264_preset: slowest}",
+                          "session: {crossfade_frames: -1}", "session: {nonsense: 1}",
+                          "server: {max_batch_size: 4}\nsession: {batch_frames: 8}"}) {
+    auto c = config::ParseCompositingConfig(bad, "c.yaml");
+    ASSERT_FALSE(c.ok()) << bad;
+    EXPECT_EQ(c.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(c.status().message().find("session."), std::string::npos) << c.status().message();
+  }
 }
 
 }  // namespace
