@@ -441,6 +441,7 @@ async function startMic() {
   let parts = [];
   let pending = 0;
   const node = micNode;
+  let first = true;
   micNode.port.onmessage = (e) => {
     if (node !== micNode) return;  // stopped
     parts.push(e.data); pending += e.data.length;
@@ -449,7 +450,7 @@ async function startMic() {
     let o = 0;
     for (const b of parts) { all.set(b, o); o += b.length; }
     parts = []; pending = 0;
-    markSpeech();
+    if (first) { markSpeech(); first = false; }  // latency from the first chunk only
     send(proto.encodeAudio(floatToS16(resample(all, audioCtx.sampleRate, sessionRate))));
   };
   $('mic').textContent = 'Stop microphone';
