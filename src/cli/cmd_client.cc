@@ -1,9 +1,11 @@
 // `lipsync client`: the deployment guide's test client (see client/client_runner.h).
 #include <cstdio>
+#include <cstdlib>
 #include <string>
 
 #include "cli/command.h"
 #include "client/client_runner.h"
+#include "client/session_client.h"
 #include "client/utterance.h"
 #include "common/flags.h"
 
@@ -37,15 +39,77 @@ and a summary (FPS, p50/p99 latency, bytes per frame each way).
   --quiet                 only the summary
   --no-warm-up            don't ask the server to load the model before streaming (the
                           first batch then includes the load)
+
+Live session (docs/STREAMING.md): lipsync client --stream --audio FILE [flags]
+  --stream                one StreamSession from --audio: sent at the file's rate (or
+                          resampled to 16 kHz), in 20 ms chunks at real time with
+                          --realtime, else in 1 s chunks as fast as the server takes them;
+                          then END_OF_SPEECH and CLOSE. Prints the first speaking frame
+                          latency, delivered fps, repeated/dropped frames, A/V offset, drift
+  --codec h264|mjpeg      video codec (default h264)
+  --bitrate KBPS          H.264 bitrate (default: the server's)
+  --lookahead FRAMES      audio lookahead 1..13 (default: the server's full 13)
+  --api-key KEY           credential (default: $LIPSYNC_API_KEY)
+  --save DIR              DIR/session.mp4 (video + the received audio), session.h264|mjpeg,
+                          session.wav
 )";
+
+int RunStream(const lipsync::Flags& flags) {
+  using namespace lipsync;
+  auto fail = [](const Status& st) {
+    std::fprintf(stderr, "lipsync client --stream: %s\n", st.message().c_str());
+    return 2;
+  };
+  client::StreamOptions o;
+  o.server = flags.GetString("server", o.server);
+  o.model = flags.GetString("model", o.model);
+  o.audio_path = flags.GetString("audio");
+  if (o.audio_path.empty()) {
+    return fail(
+        Status::InvalidArgument("--stream needs --audio FILE (a WAV or any libsndfile "
+                                "format)"));
+  }
+  o.realtime = flags.Has("realtime");
+  o.save_dir = flags.GetString("save");
+  const char* env_key = std::getenv("LIPSYNC_API_KEY");
+  o.api_key = flags.GetString("api-key", env_key != nullptr ? env_key : "");
+  const std::string codec = flags.GetString("codec", "h264");
+  if (codec != "h264" && codec != "mjpeg") {
+    return fail(Status::InvalidArgument("--codec must be h264 or mjpeg, got '" +
+                                        codec.substr(0, 40) + "'"));
+  }
+  o.h264 = codec == "h264";
+  auto bitrate = flags.GetInt("bitrate", 0);
+  auto lookahead = flags.GetInt("lookahead", 0);
+  auto timeout = flags.GetDouble("timeout", o.timeout_seconds);
+  for (const Status* st : {&bitrate.status(), &lookahead.status(), &timeout.status()}) {
+    if (!st->ok()) return fail(*st);
+  }
+  o.bitrate_kbps = int(*bitrate);
+  o.lookahead_frames = int(*lookahead);
+  o.timeout_seconds = *timeout;
+  std::printf("Live session: %s, model '%s', %s, %s, audio %s\n", o.server.c_str(), o.model.c_str(),
+              o.h264 ? "H.264" : "MJPEG",
+              o.realtime ? "real time (20 ms chunks)" : "as fast as possible (1 s chunks)",
+              o.audio_path.c_str());
+  std::fflush(stdout);
+  auto report = client::RunStreamSession(o);
+  if (!report.ok()) {
+    std::fprintf(stderr, "lipsync client --stream: %s\n", report.status().message().c_str());
+    return 1;
+  }
+  std::printf("\n%s", client::FormatStreamReport(*report).c_str());
+  return report->frames > 0 && report->speaking_frames > 0 ? 0 : 1;
+}
 
 int RunClient(int argc, char** argv) {
   using namespace lipsync;
-  auto flags =
-      Flags::Parse(argc, argv,
-                   {"server", "model", "batches", "batch-size", "concurrency", "start-frame",
-                    "audio", "audio-features", "format", "jpeg-quality", "timeout", "seed", "save"},
-                   {"send-visual", "realtime", "ping-pong", "quiet", "no-warm-up", "help"});
+  auto flags = Flags::Parse(
+      argc, argv,
+      {"server", "model", "batches", "batch-size", "concurrency", "start-frame", "audio",
+       "audio-features", "format", "jpeg-quality", "timeout", "seed", "save", "codec", "bitrate",
+       "lookahead", "api-key"},
+      {"send-visual", "realtime", "ping-pong", "quiet", "no-warm-up", "help", "stream"});
   if (!flags.ok()) {
     std::fprintf(stderr, "lipsync client: %s\n\n%s", flags.status().message().c_str(), kUsage);
     return 2;
@@ -54,6 +118,7 @@ int RunClient(int argc, char** argv) {
     std::printf("%s", kUsage);
     return 0;
   }
+  if (flags->Has("stream")) return RunStream(*flags);
   client::ClientOptions o;
   o.server = flags->GetString("server", o.server);
   o.model = flags->GetString("model", o.model);
