@@ -2,6 +2,9 @@
 
 #include <unistd.h>
 
+#include <openssl/bio.h>
+#include <openssl/ssl.h>
+#include <openssl/x509.h>
 #include <algorithm>
 #include <atomic>
 #include <boost/asio.hpp>
@@ -135,6 +138,25 @@ std::string QueryParam(std::string_view target, std::string_view name) {
 
 }  // namespace
 
+// The verified client certificate's subject in RFC 2253 form ("CN=a,O=b"), as gRPC
+// reports it to the authenticator; empty without a verified certificate.
+static std::string PeerSubject(SSL* ssl) {
+  if (ssl == nullptr || SSL_get_verify_result(ssl) != X509_V_OK) return {};
+  X509* cert = SSL_get1_peer_certificate(ssl);
+  if (cert == nullptr) return {};
+  std::string subject;
+  if (BIO* bio = BIO_new(BIO_s_mem())) {
+    if (X509_NAME_print_ex(bio, X509_get_subject_name(cert), 0, XN_FLAG_RFC2253) >= 0) {
+      char* data = nullptr;
+      const long size = BIO_get_mem_data(bio, &data);
+      if (size > 0 && size <= 4096) subject.assign(data, static_cast<size_t>(size));
+    }
+    BIO_free(bio);
+  }
+  X509_free(cert);
+  return subject;
+}
+
 // ---------------------------------------------------------------------------------------
 
 class Conn {
@@ -240,12 +262,13 @@ class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
  private:
   void OnAccept(beast::error_code ec) {
     if (ec) return;
+    if constexpr (kTls) cert_subject_ = PeerSubject(ws_.next_layer().native_handle());
     WebServer::Impl* impl = impl_;
     bridge_ = std::make_unique<rpc::SessionBridge>(
         impl->server, &impl->sessions->limiter(), impl->sessions->options(),
         [this](const pb::SessionOpen& open) -> Status {
           attempted_ = true;
-          grpc::Status status = call_.Authenticate(open.authorization(), "");
+          grpc::Status status = call_.Authenticate(open.authorization(), cert_subject_);
           if (!status.ok()) return rpc::FromGrpc(status);
           const int fps = open.fps() > 0 ? open.fps() : 25;
           return rpc::FromGrpc(call_.Open(open.model_id(), auth::Scope::kStream, fps));
@@ -390,6 +413,7 @@ class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
   http::request<http::string_body> req_;
   std::shared_ptr<ConnToken> token_;
   std::string peer_;
+  std::string cert_subject_;  // the verified client certificate's subject (mTLS), or empty
   asio::steady_timer open_timer_;
   asio::steady_timer retry_timer_;
   rpc::StreamCall call_;

@@ -425,6 +425,23 @@ TEST(ConfigTest, MessageSizeMustCarryAFullBatchOnTheInternalHop) {
           .ok());
 }
 
+TEST(ConfigTest, WebSectionIsReadAndBounded) {
+  auto defaults = ParseCompositingConfig("", "c.yaml");
+  ASSERT_TRUE(defaults.ok());
+  EXPECT_EQ(defaults->web.host, "127.0.0.1");
+  EXPECT_EQ(defaults->web.port, 8080);
+  auto c = ParseCompositingConfig(
+      "web: {host: 0.0.0.0, port: 0, root: /srv/web, max_connections: 3}", "c.yaml");
+  ASSERT_TRUE(c.ok()) << c.status().ToString();
+  EXPECT_EQ(c->web.host, "0.0.0.0");
+  EXPECT_EQ(c->web.port, 0);
+  EXPECT_EQ(c->web.root, "/srv/web");
+  EXPECT_EQ(c->web.max_connections, 3);
+  EXPECT_THAT(CompositingError("web: {port: 70000}"), HasSubstr("web.port"));
+  EXPECT_THAT(CompositingError("web: {max_connections: 0}"), HasSubstr("web.max_connections"));
+  EXPECT_THAT(CompositingError("web: {hots: x}"), HasSubstr("hots"));
+}
+
 TEST(ConfigTest, DeployExamplesParse) {
   const std::string root = std::string(LIPSYNC_SOURCE_DIR) + "/deploy/";
   auto i = LoadInferenceConfig(root + "inference.yaml");

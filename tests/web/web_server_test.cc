@@ -54,7 +54,9 @@ fs::path WriteCredentials() {
       << "  - {id: viewer, sha256: " << auth::HashApiKey(kStreamKey)
       << ", tenants: ['*'], scopes: [stream]}\n"
       << "  - {id: other, sha256: " << auth::HashApiKey(kOtherKey)
-      << ", tenants: ['other-*'], scopes: [stream]}\n";
+      << ", tenants: ['other-*'], scopes: [stream]}\n"
+      << "client_certificates:\n"
+      << "  - {subject: 'CN=web-viewer,O=Test', tenants: ['*'], scopes: [stream]}\n";
   return path;
 }
 
@@ -445,6 +447,79 @@ TEST(WebServerTest, TlsServesHttpsAndSecureWebSockets) {
   }
   // Plain HTTP to the TLS port gets no page.
   EXPECT_EQ(Get(port, "/").status, 0);
+  (*web)->Stop();
+}
+
+// mTLS on the web port: a browser's client certificate is the credential when the open
+// message carries none (its RFC 2253 subject, as gRPC reports it); no certificate, no
+// connection.
+TEST(WebServerTest, ClientCertificateIsTheCredentialWithMutualTls) {
+  ASSERT_TRUE(Server().ok());
+  const fs::path dir = e2e::ModelRoot() / "web_mtls";
+  fs::create_directories(dir);
+  const std::string command =
+      "cd '" + dir.string() +
+      "' && (openssl req -x509 -newkey rsa:2048 -nodes -keyout ca.key -out ca.crt -days 1 "
+      "-subj /CN=web-test-ca && "
+      "openssl req -newkey rsa:2048 -nodes -keyout server.key -out server.csr "
+      "-subj /CN=127.0.0.1 && "
+      "openssl x509 -req -in server.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+      "-out server.crt -days 1 && "
+      "openssl req -newkey rsa:2048 -nodes -keyout client.key -out client.csr "
+      "-subj /O=Test/CN=web-viewer && "
+      "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
+      "-out client.crt -days 1) > openssl.log 2>&1";
+  ASSERT_EQ(std::system(command.c_str()), 0);
+  WebServerOptions options;
+  options.port = 0;
+  options.tls.cert_path = (dir / "server.crt").string();
+  options.tls.key_path = (dir / "server.key").string();
+  options.tls.client_ca_path = (dir / "ca.crt").string();
+  auto web = Server().StartAnother(options);
+  ASSERT_TRUE(web.ok()) << web.status().ToString();
+  const auto endpoint = tcp::endpoint(asio::ip::make_address("127.0.0.1"), (*web)->port());
+  asio::io_context ioc;
+  {  // with the client certificate and no authorization: the session opens
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.load_verify_file((dir / "ca.crt").string());
+    ctx.use_certificate_chain_file((dir / "client.crt").string());
+    ctx.use_private_key_file((dir / "client.key").string(), asio::ssl::context::pem);
+    websocket::stream<beast::ssl_stream<beast::tcp_stream>> ws(ioc, ctx);
+    beast::get_lowest_layer(ws).connect(endpoint);
+    beast::get_lowest_layer(ws).expires_after(30s);
+    ws.next_layer().handshake(asio::ssl::stream_base::client);
+    beast::get_lowest_layer(ws).expires_never();
+    ws.handshake("127.0.0.1", "/ws");
+    ws.binary(true);
+    ws.write(asio::buffer(Open("", e2e::TalkingTenant()).SerializeAsString()));
+    beast::flat_buffer buffer;
+    beast::error_code ec;
+    ws.read(buffer, ec);
+    ASSERT_FALSE(ec) << ec.message();
+    pb::SessionOutput out;
+    const auto data = buffer.cdata();
+    ASSERT_TRUE(out.ParseFromArray(data.data(), static_cast<int>(data.size())));
+    EXPECT_TRUE(out.has_opened()) << out.DebugString();
+    ws.close(websocket::close_code::normal, ec);
+  }
+  {  // without a certificate: the TLS handshake fails
+    asio::ssl::context ctx(asio::ssl::context::tls_client);
+    ctx.load_verify_file((dir / "ca.crt").string());
+    beast::ssl_stream<beast::tcp_stream> stream(ioc, ctx);
+    beast::get_lowest_layer(stream).connect(endpoint);
+    beast::get_lowest_layer(stream).expires_after(30s);
+    beast::error_code ec;
+    stream.handshake(asio::ssl::stream_base::client, ec);
+    if (!ec) {  // TLS 1.3: the refusal arrives with the first read
+      http::request<http::string_body> req{http::verb::get, "/", 11};
+      req.set(http::field::host, "127.0.0.1");
+      http::write(stream, req, ec);
+      beast::flat_buffer buffer;
+      http::response<http::string_body> res;
+      if (!ec) http::read(stream, buffer, res, ec);
+    }
+    EXPECT_TRUE(ec);
+  }
   (*web)->Stop();
 }
 
