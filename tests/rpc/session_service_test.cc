@@ -59,7 +59,8 @@ fs::path WriteCredentials() {
 // Both servers in one process, the compositing service on a loopback port.
 class TestServer {
  public:
-  explicit TestServer(config::CompositingConfig config) {
+  explicit TestServer(config::CompositingConfig config,
+                      const std::function<void(ServerOptions&)>& tweak = nullptr) {
     e2e::TalkingTenant();
     auto inference = inference::InferenceServer::Create(e2e::InferenceTestConfig());
     EXPECT_TRUE(inference.ok()) << inference.status().ToString();
@@ -86,6 +87,7 @@ class TestServer {
     so.listen_address = "127.0.0.1:0";
     so.ops.server_name = "compositing";
     so.ops.auth.credentials_file = WriteCredentials().string();
+    if (tweak) tweak(so);
     auto grpc_server = GrpcServer::Start(so, {service_.get()});
     EXPECT_TRUE(grpc_server.ok()) << grpc_server.status().ToString();
     if (!grpc_server.ok()) return;
@@ -639,6 +641,44 @@ TEST(SessionServiceTest, FlowControlHoldsTheSenderAtTheBufferLimit) {
   ExpectOneClock(frames, 16000);
   EXPECT_EQ(NonZeroSamples(frames), int64_t(pcm.size() / 2));
   EXPECT_TRUE(client.EventsOf(pb::SessionEvent::ERROR).empty());
+}
+
+// Sessions obey the batch calls' plumbing: a rate limit per session start (one second of
+// frames from the tenant's bucket) and one audit line per session at its end.
+TEST(SessionServiceTest, RateLimitPerSessionStartAndAuditLineAtEnd) {
+  const fs::path audit = e2e::ModelRoot() / "session_audit.jsonl";
+  fs::remove(audit);
+  TestServer server(TestConfig(), [&](ServerOptions& so) {
+    so.ops.audit_log_path = audit.string();
+    so.ops.rate_limit.frames_per_second = 1;  // 25 frames per session start: one session
+    so.ops.rate_limit.burst_frames = 30;
+  });
+  ASSERT_TRUE(server.ok());
+  {
+    Client client(server.channel());
+    ASSERT_TRUE(client.Open(e2e::TalkingTenant()));
+    ASSERT_TRUE(client.WaitFrames(10));
+    Client refused(server.channel());
+    ASSERT_TRUE(refused.Open(e2e::TalkingTenant()));
+    grpc::Status status = refused.Finish();
+    EXPECT_EQ(status.error_code(), grpc::StatusCode::RESOURCE_EXHAUSTED) << status.error_message();
+    client.Control(pb::SessionControl::CLOSE);
+    client.WritesDone();
+    EXPECT_TRUE(client.Finish().ok());
+  }
+  ASSERT_TRUE(server.WaitIdle());
+  std::ifstream in(audit);
+  std::string line, ok_line, refused_line;
+  while (std::getline(in, line)) {
+    if (line.find("\"StreamSession\"") == std::string::npos) continue;
+    if (line.find("\"OK\"") != std::string::npos) ok_line = line;
+    if (line.find("RESOURCE_EXHAUSTED") != std::string::npos) refused_line = line;
+  }
+  ASSERT_FALSE(ok_line.empty()) << "no OK StreamSession audit line in " << audit;
+  EXPECT_NE(ok_line.find("key:streamer"), std::string::npos) << ok_line;
+  EXPECT_NE(ok_line.find(e2e::TalkingTenant()), std::string::npos) << ok_line;
+  EXPECT_EQ(ok_line.find("\"frames\":0,"), std::string::npos) << ok_line;
+  EXPECT_FALSE(refused_line.empty());
 }
 
 }  // namespace
