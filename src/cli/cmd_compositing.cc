@@ -136,6 +136,9 @@ int RunCompositing(int argc, char** argv) {
       config->output.paste_mode == config::PasteMode::kSynctalk328 ? "synctalk328" : "resize",
       config->output.feather_px);
   std::printf("      • %s encoding (quality: %d)\n", format, config->output.jpeg_quality);
+  std::printf(
+      "      • Live sessions (StreamSession, docs/STREAMING.md): up to %d, H.264 or MJPEG\n",
+      config->session.max_sessions);
   auto page_server =
       web::StartForCommand(*config, server->get(), &(*grpc_server)->ops(), &service.sessions());
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);

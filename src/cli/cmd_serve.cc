@@ -108,6 +108,8 @@ int RunServe(int argc, char** argv) {
               (*inference_grpc)->port());
   std::printf("🌐 Compositing server listening on %s (port %d), calling inference in-process\n",
               compositing_listen->c_str(), (*compositing_grpc)->port());
+  std::printf("   Live sessions (StreamSession, docs/STREAMING.md): up to %d\n",
+              compositing_config->session.max_sessions);
   auto page_server =
       web::StartForCommand(*compositing_config, compositing_server->get(),
                            &(*compositing_grpc)->ops(), &compositing_service.sessions());
