@@ -9,10 +9,12 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <functional>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -100,6 +102,7 @@ class TestServer {
   }
   bool ok() const { return grpc_ != nullptr; }
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
+  int port() const { return grpc_->port(); }
   int active_sessions() { return service_->sessions().limiter().active(); }
   bool WaitIdle(std::chrono::milliseconds timeout = 30s) {
     const auto end = std::chrono::steady_clock::now() + timeout;
@@ -679,6 +682,41 @@ TEST(SessionServiceTest, RateLimitPerSessionStartAndAuditLineAtEnd) {
   EXPECT_NE(ok_line.find(e2e::TalkingTenant()), std::string::npos) << ok_line;
   EXPECT_EQ(ok_line.find("\"frames\":0,"), std::string::npos) << ok_line;
   EXPECT_FALSE(refused_line.empty());
+}
+
+// `lipsync client --stream` (the binary) against the server: exit 0, the figures
+// printed, the MP4 saved.
+TEST(SessionServiceTest, ClientBinaryStreamsAWavAndSavesTheMp4) {
+  ASSERT_TRUE(Server().ok());
+  const fs::path dir = e2e::ModelRoot() / "stream_client";
+  fs::create_directories(dir);
+  const std::string pcm = Buzz(22050, 2.0);
+  {
+    std::string wav = "RIFF";
+    auto put = [&](uint32_t v, int n) {
+      for (int i = 0; i < n; ++i) wav.push_back(char((v >> (8 * i)) & 0xFF));
+    };
+    put(uint32_t(36 + pcm.size()), 4);
+    wav += "WAVEfmt ";
+    put(16, 4), put(1, 2), put(1, 2), put(22050, 4), put(44100, 4), put(2, 2), put(16, 2);
+    wav += "data";
+    put(uint32_t(pcm.size()), 4);
+    std::ofstream(dir / "in.wav", std::ios::binary) << wav << pcm;
+  }
+  const std::string cmd = std::string(LIPSYNC_BINARY_DIR) + "/lipsync client --stream --server " +
+                          "127.0.0.1:" + std::to_string(Server().port()) + " --model " +
+                          e2e::TalkingTenant() + " --api-key " + kStreamKey + " --audio " +
+                          (dir / "in.wav").string() + " --save " + (dir / "out").string() + " > " +
+                          (dir / "client.log").string() + " 2>&1";
+  const int rc = std::system(cmd.c_str());
+  std::ifstream log_in(dir / "client.log");
+  const std::string log((std::istreambuf_iterator<char>(log_in)), std::istreambuf_iterator<char>());
+  EXPECT_EQ(rc, 0) << log;
+  EXPECT_NE(log.find("first speaking frame"), std::string::npos) << log;
+  EXPECT_NE(log.find("A/V offset:           +0.0 ms"), std::string::npos) << log;
+  EXPECT_TRUE(fs::exists(dir / "out" / "session.mp4")) << log;
+  EXPECT_GT(fs::file_size(dir / "out" / "session.wav"), 44u + pcm.size() / 2);
+  EXPECT_TRUE(Server().WaitIdle());
 }
 
 }  // namespace
