@@ -16,6 +16,7 @@
 #include "avatar/avatar.h"
 #include "common/log.h"
 #include "image/image.h"
+#include "session/idle_loop_cache.h"
 #include "session/vad.h"
 
 namespace lipsync::session {
@@ -83,6 +84,13 @@ constexpr int kContextBefore = 11;  // frames of audio before a batch
 constexpr int kBridgeFrames = 2;    // quiet gaps bridged inside speech
 constexpr auto kWarningInterval = std::chrono::seconds(5);
 constexpr size_t kIdleJpegCacheBytes = size_t(32) << 20;
+// An utterance's inference batches ramp up: kFirstBatchFrames, then kRampStep more
+// each batch, up to batch_frames. A small first batch is ready sooner (the first
+// speaking frame is due earlier); the ramp lets the next batches catch up while the
+// first frames play (docs/perf/live_sessions.md).
+constexpr int kFirstBatchFrames = 2;
+constexpr int kRampStep = 2;
+constexpr int kMaxTrackedBatch = 64;
 
 // Last inference batch time seen by any session: the first guess of a new session.
 std::atomic<double> g_batch_ms_guess{250.0};
@@ -124,9 +132,10 @@ struct Utterance {
   Clock::time_point last_audio;
 
   bool anchored = false;
-  int64_t offset = 0;       // output frame of utterance frame 0 (+ holds)
-  int64_t claimed_end = 0;  // frames [0, claimed_end) are claimed by a batch or consumed
-  int64_t played = 0;       // next utterance frame the pacer plays
+  int64_t offset = 0;        // output frame of utterance frame 0 (+ holds)
+  int64_t claimed_end = 0;   // frames [0, claimed_end) are claimed by a batch or consumed
+  int inferred_batches = 0;  // batches with speech cut so far (the ramp)
+  int64_t played = 0;        // next utterance frame the pacer plays
   std::map<int64_t, GenFrame> ready;
 
   int64_t Complete(int spf) const { return received / spf; }
@@ -150,6 +159,7 @@ struct Decision {
   bool has_gen = false;
   std::string audio;  // s16le, spf samples
   bool force_key = false;
+  bool busy = false;  // speech queued or closing: leave (do not enter) the idle loop
   int64_t generation = 0;
   std::vector<SessionEvent> events;
   bool closed = false;
@@ -275,6 +285,18 @@ class LiveSession::Impl {
     return int64_t(std::ceil(s * params_.fps));
   }
   void WarnLocked(std::vector<SessionEvent>* events, int64_t frame, const std::string& what);
+  // Expected wall time of an inference batch of n frames: measured for that size, else
+  // scaled from the full batch's (a fixed part and a part per frame).
+  double EstimateMsLocked(int n) const {
+    if (n >= 1 && n <= kMaxTrackedBatch && size_ms_[n] > 0) return size_ms_[n];
+    const int B = std::max(1, config_.batch_frames);
+    return batch_ms_ * (0.35 + 0.65 * double(std::min(n, B)) / B);
+  }
+  // Frames of the utterance's next batch with speech (the ramp).
+  int RampFrames(const Utterance& u) const {
+    const int B = config_.batch_frames;
+    return std::min(B, kFirstBatchFrames + kRampStep * u.inferred_batches);
+  }
 
   // --- threads ---
   void PacerLoop();
@@ -316,7 +338,9 @@ class LiveSession::Impl {
   bool closing_ = false;
   bool cancelled_ = false;
   bool done_ = false;
-  double batch_ms_ = 250;  // inference batch wall time (EMA)
+  double batch_ms_ = 250;  // inference batch wall time (EMA, full batch_frames batches)
+  // EMA of the wall time per batch size (0: not measured yet).
+  double size_ms_[kMaxTrackedBatch + 1] = {};
   std::vector<SessionEvent> pending_events_;
   SessionStats stats_;
   Clock::time_point last_warning_{};
@@ -331,6 +355,13 @@ class LiveSession::Impl {
   int last_background_ = 0;
   std::map<int, std::shared_ptr<const std::string>> idle_jpegs_;
   size_t idle_jpeg_bytes_ = 0;
+  // H264 idle loop (pacer thread only).
+  media::EncoderOptions encoder_options_;
+  IdleLoopCache* idle_cache_ = nullptr;  // null: idle frames encoded live
+  std::shared_ptr<const IdleLoop> idle_loop_;
+  bool in_loop_ = false;          // the last frame sent was a cached one
+  bool last_cached_key_ = false;  // ... and a cached key frame
+  bool key_pending_ = false;      // a key frame asked for while it could not be sent
 
   std::thread pacer_;
   std::thread generator_;
@@ -396,6 +427,10 @@ Status LiveSession::Impl::Init() {
   eo.preset = config_.x264_preset;
   eo.threads = 1;
   eo.jpeg_quality = jpeg_quality_;
+  encoder_options_ = eo;
+  if (p.codec == media::Codec::kH264 && !hooks_.make_encoder && !hooks_.live_idle_frames) {
+    idle_cache_ = hooks_.idle_loop_cache ? hooks_.idle_loop_cache : &IdleLoopCache::Global();
+  }
   auto encoder = hooks_.make_encoder ? hooks_.make_encoder(eo) : media::CreateVideoEncoder(eo);
   if (!encoder.ok()) return encoder.status().WithContext("video encoder");
   encoder_ = std::move(*encoder);
@@ -513,6 +548,7 @@ void LiveSession::Impl::Cancel() {
   if (!pacer_.joinable() && !generator_.joinable()) {
     // Both threads are gone: free the frames, the avatar pin and the encoder now.
     last_rgb_.reset();
+    idle_loop_.reset();
     last_jpeg_.clear();
     idle_jpegs_.clear();
     encoder_.reset();
@@ -655,22 +691,13 @@ Decision LiveSession::Impl::Decide(int64_t k) {
   }
   d.force_key = force_key_;
   force_key_ = false;
+  d.busy = !utterances_.empty() || closing_;
   generator_cv_.notify_all();
   return d;
 }
 
 Expected<std::shared_ptr<const image::Image>> LiveSession::Impl::OriginalRgb(int index) {
-  LIPSYNC_ASSIGN_OR_RETURN(avatar::FrameHandle bg, Background(index));
-  if (!bg->compact()) return std::shared_ptr<const image::Image>(bg, &bg->pixels);
-  // Compact storage: the cached JPEG decoded, with the exact held region on top.
-  if (!bg->jpeg) return Status::Internal("compact background without its JPEG");
-  LIPSYNC_ASSIGN_OR_RETURN(image::Image work, image::DecodeJpeg(bg->jpeg->background_jpeg()));
-  const image::PixelRect& held = bg->pixels_rect;
-  for (int y = 0; y < held.height; ++y) {
-    std::memcpy(work.row(held.y + y) + size_t(held.x) * 3, bg->pixels.row(y),
-                size_t(held.width) * 3);
-  }
-  return std::make_shared<const image::Image>(std::move(work));
+  return AvatarFrameRgb(*avatar_, index);
 }
 
 Expected<std::string> LiveSession::Impl::IdleJpeg(int index) {
@@ -714,7 +741,13 @@ Expected<media::EncodedFrame> LiveSession::Impl::EncodeRgb(const image::Image& r
                             std::to_string(rgb.height) + " for a " + std::to_string(info_.width) +
                             "x" + std::to_string(info_.height) + " session");
   }
-  return encoder_->Encode(rgb.pixels.data(), rgb.stride(), force_key);
+  const auto t0 = Clock::now();
+  auto encoded = encoder_->Encode(rgb.pixels.data(), rgb.stride(), force_key);
+  const double ms = MsBetween(t0, Clock::now());
+  std::lock_guard<std::mutex> lock(mu_);
+  ++stats_.encoded_frames;
+  stats_.encode_ms += ms;
+  return encoded;
 }
 
 void LiveSession::Impl::Emit(int64_t k, Decision& d) {
@@ -727,12 +760,52 @@ void LiveSession::Impl::Emit(int64_t k, Decision& d) {
   out.audio_sample_rate = params_.sample_rate;
   out.generation = d.generation;
   out.background_index = background;
-  bool key = d.force_key;
+  bool key = d.force_key || key_pending_;
+  key_pending_ = false;
   Status status;
+  bool cached = false;
+
+  // The idle loop, once the cache has it (asked on idle frames until it is ready).
+  if (h264 && idle_cache_ != nullptr && !idle_loop_ && d.kind == FrameKind::kIdle) {
+    IdleLoopCache::State state;
+    idle_loop_ = idle_cache_->Get(avatar_, encoder_options_, &state);
+    if (state == IdleLoopCache::State::kFailed) idle_cache_ = nullptr;
+  }
+  // A live frame right after a replayed cached key frame would be a second IDR in a
+  // row from another encoder: send one more cached (idle) frame first.
+  if (h264 && in_loop_ && last_cached_key_ && d.kind != FrameKind::kIdle) {
+    d.kind = FrameKind::kIdle;
+  }
 
   auto send_idle = [&]() -> Status {
     last_alpha_ = 0;
     last_background_ = background;
+    if (h264 && idle_loop_) {
+      const auto& frames = idle_loop_->frames;
+      const size_t pos = size_t(k % int64_t(frames.size()));
+      const bool is_key = frames[pos].key_frame;
+      if (in_loop_) {
+        const bool must_leave = d.busy || (key && !is_key);
+        if (!must_leave || last_cached_key_) {
+          if (key && !is_key) key_pending_ = true;  // next frame, live
+          cached = true;
+        }
+      } else if (!d.busy && is_key) {
+        cached = true;  // enter at a key frame
+      }
+      if (cached) {
+        out.video = frames[pos].data;
+        out.key_frame = is_key;
+        in_loop_ = true;
+        last_cached_key_ = is_key;
+        return Status::Ok();
+      }
+    }
+    if (in_loop_) {
+      key = true;  // leaving the loop: the live encoder's references are not the viewer's
+      in_loop_ = false;
+      last_cached_key_ = false;
+    }
     if (h264) {
       LIPSYNC_ASSIGN_OR_RETURN(auto rgb, OriginalRgb(background));
       LIPSYNC_ASSIGN_OR_RETURN(media::EncodedFrame e, EncodeRgb(*rgb, key));
@@ -747,6 +820,11 @@ void LiveSession::Impl::Emit(int64_t k, Decision& d) {
     return Status::Ok();
   };
 
+  if (in_loop_ && d.kind != FrameKind::kIdle) {
+    key = true;  // leaving the idle loop (not right after a cached key frame: above)
+    in_loop_ = false;
+    last_cached_key_ = false;
+  }
   if (d.kind == FrameKind::kGenerated) {
     GenFrame& g = d.gen;
     out.background_index = g.background;
@@ -834,6 +912,7 @@ void LiveSession::Impl::Emit(int64_t k, Decision& d) {
   stats_.audio_samples_out += spf_;
   stats_.last_pts_us = k * 1'000'000 / params_.fps;
   if (speaking) ++stats_.speaking_frames;
+  if (cached) ++stats_.cached_idle_frames;
   if (!accepted) {
     ++stats_.dropped_frames;
     force_key_ = true;  // the viewer lost a reference: restart it with a key frame
@@ -856,17 +935,18 @@ bool LiveSession::Impl::ClaimLocked(Batch* batch) {
     }
     const int64_t s = u.claimed_end;
     const int64_t available = u.Available(spf_);
+    const int R = RampFrames(u);
     int count = 0;
     int utterance_frames = 0;
     bool eou = false;
     if (u.ended) {
       const int64_t F = u.Frames(spf_);
-      count = int(std::min<int64_t>(B, F - s));
+      count = int(std::min<int64_t>(R, F - s));
       utterance_frames = int(F);
       eou = s + count == F;
-    } else if (available >= s + B + lookahead_) {
-      count = B;
-      utterance_frames = lookahead_ < kFullLookahead ? int(s + B + lookahead_) : 0;
+    } else if (available >= s + R + lookahead_) {
+      count = R;
+      utterance_frames = lookahead_ < kFullLookahead ? int(s + R + lookahead_) : 0;
     } else {
       const bool quiet_for_long =
           now - u.last_audio >=
@@ -876,7 +956,7 @@ bool LiveSession::Impl::ClaimLocked(Batch* batch) {
                                                      int64_t(batch_ms_ * 1.2) + 1000 / params_.fps);
       if (available > s && (needed_soon || quiet_for_long)) {
         // Starved: generate what is here as if the utterance ended at the available audio.
-        count = int(std::min<int64_t>(B, available - s));
+        count = int(std::min<int64_t>(R, available - s));
         utterance_frames = int(available);
         eou = s + count == available;
       } else if (quiet_for_long && available <= s) {
@@ -891,7 +971,7 @@ bool LiveSession::Impl::ClaimLocked(Batch* batch) {
           continue;
         }
         const int64_t F = u.Frames(spf_);
-        count = int(std::min<int64_t>(B, F - s));
+        count = int(std::min<int64_t>(R, F - s));
         utterance_frames = int(F);
         eou = s + count == F;
       } else {
@@ -907,8 +987,9 @@ bool LiveSession::Impl::ClaimLocked(Batch* batch) {
       if (!silent) {
         // Its first frame is due once a batch can be made, with one frame to spare
         // beyond the "needed soon" margin above.
-        k0 = std::max(k0, FramesUntil(now + std::chrono::milliseconds(int64_t(batch_ms_ * 1.2) +
-                                                                      2 * 1000 / params_.fps)));
+        k0 = std::max(
+            k0, FramesUntil(now + std::chrono::milliseconds(int64_t(EstimateMsLocked(count) * 1.2) +
+                                                            2 * 1000 / params_.fps)));
       }
       u.anchored = true;
       u.offset = k0;
@@ -929,6 +1010,7 @@ bool LiveSession::Impl::ClaimLocked(Batch* batch) {
     batch->end_of_utterance = eou;
     batch->alpha = std::move(alpha);
     u.claimed_end = s + count;
+    if (!silent) ++u.inferred_batches;
     if (silent) {
       for (int i = 0; i < count; ++i) {
         GenFrame g;
@@ -979,8 +1061,14 @@ void LiveSession::Impl::RunBatch(Batch& batch) {
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.inference_batches;
   if (response.ok()) {
-    batch_ms_ = 0.7 * batch_ms_ + 0.3 * ms;
-    g_batch_ms_guess.store(batch_ms_);
+    if (batch.count >= 1 && batch.count <= kMaxTrackedBatch) {
+      double& m = size_ms_[batch.count];
+      m = m > 0 ? 0.7 * m + 0.3 * ms : ms;
+    }
+    if (batch.count >= config_.batch_frames) {
+      batch_ms_ = 0.7 * batch_ms_ + 0.3 * ms;
+      g_batch_ms_guess.store(batch_ms_);
+    }
   }
   Utterance* u = FindLocked(batch.utterance);
   if (batch.generation != generation_ || u == nullptr || cancelled_) return;  // harmless

@@ -38,8 +38,15 @@
 // With nothing to say the session loops the avatar's frames (ping-pong) with silence
 // and runs no inference at all. Idle MJPEG frames are the avatar's cached JPEG as is
 // when its quality is the session's (region_jpeg), else encoded once and cached per
-// session (up to 32 MB); idle H.264 frames are encoded from the held pixels (compact
-// backgrounds: the cached JPEG decoded with the exact crop region on top).
+// session (up to 32 MB). Idle H.264 frames replay the avatar's encoded ping-pong loop
+// from the shared IdleLoopCache (session/idle_loop_cache.h; built in the background on
+// first idle use, per avatar + encoder options), entered only at a loop position whose
+// cached frame is a key frame, played in order; until the loop is ready (or if it does
+// not fit the cache) they are encoded live from the held pixels (compact backgrounds:
+// the cached JPEG decoded with the exact crop region on top). The session leaves the
+// loop with a forced live key frame (speech queued, an interrupt, a key frame request),
+// never directly after a replayed cached key frame (one more cached frame first: two
+// IDRs in a row from different encoders could share idr_pic_id).
 //
 // Interrupt: drops all queued audio, pending batches and generated frames; a generation
 // id makes late results of in-flight batches harmless; the next frame the pacer builds
@@ -70,6 +77,8 @@
 #include "media/video_encoder.h"
 
 namespace lipsync::session {
+
+class IdleLoopCache;
 
 using Clock = std::chrono::steady_clock;
 
@@ -146,9 +155,12 @@ struct SessionStats {
   int64_t inference_batches = 0;
   int64_t buffered_audio_ms = 0;
   int64_t last_pts_us = 0;
-  int64_t audio_samples_out = 0;  // drift check: == frames_sent * rate / fps
-  int64_t held_frames = 0;        // speech paused waiting for input audio (idle frame, silence)
-  int64_t generation = 0;         // interrupts so far
+  int64_t audio_samples_out = 0;   // drift check: == frames_sent * rate / fps
+  int64_t held_frames = 0;         // speech paused waiting for input audio (idle frame, silence)
+  int64_t generation = 0;          // interrupts so far
+  int64_t cached_idle_frames = 0;  // H264 idle frames replayed from the idle loop cache
+  int64_t encoded_frames = 0;      // frames encoded live (H264, or MJPEG re-encodes)
+  double encode_ms = 0;            // wall time spent in the encoder
 };
 
 class SessionSink {
@@ -167,6 +179,10 @@ struct SessionHooks {
   // Called on the generation thread right before each inference call, outside every
   // lock (a test may block here to make a batch late or to interrupt mid-batch).
   std::function<void(int64_t generation, int64_t start_frame_idx, int batch)> before_infer;
+  // The idle loop cache (null: IdleLoopCache::Global()). Not used with make_encoder.
+  IdleLoopCache* idle_loop_cache = nullptr;
+  // Encode every idle H264 frame live (no idle loop cache): the pre-cache behaviour.
+  bool live_idle_frames = false;
 };
 
 class LiveSession {

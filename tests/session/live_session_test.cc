@@ -23,7 +23,9 @@
 #include "e2e/e2e_cluster.h"
 #include "e2e/speech_fixture.h"
 #include "image/image.h"
+#include "media/h264_test_util.h"
 #include "session/espeak_tts.h"
+#include "session/idle_loop_cache.h"
 #include "session/live_session.h"
 
 namespace lipsync::session {
@@ -706,6 +708,98 @@ TEST(LiveSessionCompactTest, IdleFramesFromCachedJpegsAndSpeechInH264) {
   EXPECT_EQ((*mjpeg)->stats().inference_batches, 0);
 }
 
+// Idle H.264 from the shared idle loop cache: the session replays the cached loop once
+// it is built (entered at a cached key frame, in order), leaves it for speech with a
+// live key frame (never right after a cached key frame), comes back to it after the
+// speech, and the whole stream decodes with ffmpeg to one picture per frame.
+TEST(LiveSessionIdleLoopTest, CachedIdleLoopDecodesAndSpeechStartsWithAKeyFrame) {
+  IdleLoopCache cache(size_t(64) << 20);
+  SessionHooks hooks;
+  hooks.idle_loop_cache = &cache;
+  SessionConfig config;
+  config.key_interval_frames = 5;  // the demo loop is 14 frames: key frames at 0, 5, 10
+  RecordingSink sink(/*keep_video=*/true);
+  auto session = LiveSession::Start(Params(16000, 1, media::Codec::kH264), config,
+                                    TheCluster().server(), &sink, hooks);
+  ASSERT_TRUE(session.ok()) << session.status().ToString();
+  ASSERT_TRUE(sink.WaitFor([&] { return (*session)->stats().cached_idle_frames >= 30; }));
+  EXPECT_EQ(cache.loops(), 1);
+  ASSERT_TRUE((*session)->PushAudio(ToPcm(Buzz(16000, 1.5))).ok());
+  (*session)->EndOfSpeech();
+  ASSERT_TRUE(sink.WaitEvent(EventKind::kSpeechEnded));
+  const int64_t cached_before = (*session)->stats().cached_idle_frames;
+  ASSERT_TRUE(
+      sink.WaitFor([&] { return (*session)->stats().cached_idle_frames >= cached_before + 20; }));
+  (*session)->Cancel();
+  const auto frames = sink.frames();
+  ExpectContiguous(frames, 16000);
+
+  // Which frames were replayed from the loop: equal to the cached access unit.
+  auto avatar = TheCluster().server().avatars().Acquire(e2e::TalkingTenant());
+  ASSERT_TRUE(avatar.ok());
+  media::EncoderOptions eo;
+  eo.width = (*session)->info().width;
+  eo.height = (*session)->info().height;
+  eo.bitrate_kbps = config.default_bitrate_kbps;
+  eo.key_interval_frames = config.key_interval_frames;
+  eo.preset = config.x264_preset;
+  eo.threads = 1;
+  eo.jpeg_quality = TheCluster().server().config().output.jpeg_quality;
+  IdleLoopCache::State state;
+  auto loop = cache.Get(*avatar, eo, &state);
+  ASSERT_TRUE(loop != nullptr);
+  ASSERT_EQ(loop->frames.size(), size_t(PingPongPeriod((*avatar)->num_frames())));
+  std::vector<bool> cached(frames.size());
+  for (size_t i = 0; i < frames.size(); ++i) {
+    cached[i] = frames[i].video == loop->frames[i % loop->frames.size()].data;
+  }
+  int entries = 0, exits = 0, first_speaking = -1;
+  for (size_t i = 1; i < frames.size(); ++i) {
+    if (cached[i] && !cached[i - 1]) {
+      ++entries;
+      EXPECT_TRUE(frames[i].key) << "entered the loop at frame " << i << " (not a key frame)";
+    }
+    if (!cached[i] && cached[i - 1]) {
+      ++exits;
+      EXPECT_TRUE(frames[i].key) << "left the loop at frame " << i << " without a key frame";
+      EXPECT_FALSE(frames[i - 1].key) << "left the loop right after a cached key frame " << i;
+      bool idr = false;
+      for (auto nal : media::SplitAnnexB(frames[i].video)) idr |= media::NalUnitType(nal) == 5;
+      EXPECT_TRUE(idr) << "frame " << i;
+    }
+    if (frames[i].speaking && first_speaking < 0) first_speaking = int(i);
+  }
+  // After the speech at least (the first frames, encoded live by a fresh encoder of
+  // the same options, can equal the cached ones byte for byte).
+  EXPECT_GE(entries, 1);
+  EXPECT_GE(exits, 1);
+  ASSERT_GT(first_speaking, 0);
+  EXPECT_FALSE(cached[size_t(first_speaking)]);
+  for (size_t i = 0; i < frames.size(); ++i) {
+    if (frames[i].speaking) {
+      EXPECT_FALSE(cached[i]) << "frame " << i;
+    }
+  }
+  // A live stretch (speech) starts with a key frame: the last key frame at or before the
+  // first speaking frame is not a cached one.
+  int64_t last_key = -1;
+  for (int i = first_speaking; i >= 0; --i) {
+    if (frames[size_t(i)].key) {
+      last_key = i;
+      break;
+    }
+  }
+  ASSERT_GE(last_key, 0);
+  EXPECT_FALSE(cached[size_t(last_key)]);
+
+  std::string stream;
+  for (const auto& f : frames) stream += f.video;
+  std::vector<uint8_t> rgb;
+  std::string error;
+  ASSERT_TRUE(media::testing::DecodeWithFfmpeg(stream, eo.width, eo.height, &rgb, &error)) << error;
+  EXPECT_EQ(rgb.size() / (size_t(eo.width) * eo.height * 3), frames.size());
+}
+
 // PSNR of a rect of two RGB images.
 double RectPsnr(const image::Image& a, const image::Image& b, const avatar::CropRect& r) {
   double se = 0;
@@ -818,7 +912,8 @@ namespace {
 TEST(LiveSessionFiguresTest, FirstSpeakingFrameAndInterruptToIdle) {
   const SessionConfig config;
   std::vector<double> first_ms, interrupt_ms;
-  for (int i = 0; i < 4; ++i) {
+  int64_t repeated = 0;
+  for (int i = 0; i < 8; ++i) {
     RecordingSink sink;
     auto session = LiveSession::Start(Params(16000, 1, media::Codec::kH264), config,
                                       TheCluster().server(), &sink);
@@ -835,6 +930,7 @@ TEST(LiveSessionFiguresTest, FirstSpeakingFrameAndInterruptToIdle) {
     first_ms.push_back(
         std::chrono::duration<double, std::milli>(start + first * 40ms - pushed).count());
     ASSERT_TRUE(sink.WaitFrames(size_t(first + 10)));
+    repeated += (*session)->stats().repeated_frames;
     const auto interrupted_at = Clock::now();
     (*session)->Interrupt();
     ASSERT_TRUE(sink.WaitEvent(EventKind::kInterrupted));
@@ -848,8 +944,11 @@ TEST(LiveSessionFiguresTest, FirstSpeakingFrameAndInterruptToIdle) {
   }
   std::sort(first_ms.begin(), first_ms.end());
   std::sort(interrupt_ms.begin(), interrupt_ms.end());
-  std::printf("first speaking frame due after the push: min %.0f ms, median %.0f ms, max %.0f ms\n",
-              first_ms.front(), first_ms[first_ms.size() / 2], first_ms.back());
+  std::printf(
+      "first speaking frame due after the push: min %.0f ms, median %.0f ms, max %.0f ms "
+      "(%zu runs; %lld frames repeated in their first 10 speaking frames)\n",
+      first_ms.front(), first_ms[first_ms.size() / 2], first_ms.back(), first_ms.size(),
+      static_cast<long long>(repeated));
   std::printf("interrupt to the first idle frame's due time: min %.0f ms, max %.0f ms\n",
               interrupt_ms.front(), interrupt_ms.back());
 }
