@@ -290,6 +290,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     if (s.vad_threshold_dbfs > 0) r.Fail("vad_threshold_dbfs", "expected at most 0 (dBFS)");
     r.Int("crossfade_frames", &s.crossfade_frames, 0, 25);
     r.Int("default_bitrate_kbps", &s.default_bitrate_kbps, 50, 50000);
+    r.Int("vbv_buffer_ms", &s.vbv_buffer_ms, 10, 10000);
     r.Int("key_interval_frames", &s.key_interval_frames, 1, 3000);
     r.Enum("x264_preset", &s.x264_preset,
            {{"ultrafast", std::string("ultrafast")}, {"superfast", std::string("superfast")},

@@ -50,6 +50,7 @@ SessionConfig FromConfig(const config::CompositingConfig& config) {
   out.vad_threshold_dbfs = s.vad_threshold_dbfs;
   out.crossfade_frames = s.crossfade_frames;
   out.default_bitrate_kbps = s.default_bitrate_kbps;
+  out.vbv_buffer_ms = s.vbv_buffer_ms;
   out.key_interval_frames = s.key_interval_frames;
   out.x264_preset = s.x264_preset;
   out.viewer_queue_frames = s.viewer_queue_frames;
@@ -424,6 +425,7 @@ Status LiveSession::Impl::Init() {
   eo.fps = p.fps;
   eo.bitrate_kbps = p.bitrate_kbps == 0 ? config_.default_bitrate_kbps : p.bitrate_kbps;
   eo.key_interval_frames = config_.key_interval_frames;
+  eo.vbv_buffer_ms = config_.vbv_buffer_ms;
   eo.preset = config_.x264_preset;
   eo.threads = 1;
   eo.jpeg_quality = jpeg_quality_;

@@ -92,6 +92,7 @@ struct SessionConfig {
   double vad_threshold_dbfs = -45;   // a frame quieter than this (RMS) is silent
   int crossfade_frames = 3;          // at speech start and end
   int default_bitrate_kbps = 1500;   // H264 when the client asks for 0
+  int vbv_buffer_ms = 250;           // H264 VBV (x264; openh264 keeps its own bound)
   int key_interval_frames = 50;      // H264
   std::string x264_preset = "ultrafast";
   int viewer_queue_frames = 50;  // transport queue per viewer before frames drop

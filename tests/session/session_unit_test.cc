@@ -153,6 +153,7 @@ session:
   vad_threshold_dbfs: -50
   crossfade_frames: 4
   default_bitrate_kbps: 800
+  vbv_buffer_ms: 500
   key_interval_frames: 25
   x264_preset: veryfast
   viewer_queue_frames: 20
@@ -168,6 +169,7 @@ session:
   EXPECT_EQ(s.vad_threshold_dbfs, -50);
   EXPECT_EQ(s.crossfade_frames, 4);
   EXPECT_EQ(s.default_bitrate_kbps, 800);
+  EXPECT_EQ(s.vbv_buffer_ms, 500);
   EXPECT_EQ(s.key_interval_frames, 25);
   EXPECT_EQ(s.x264_preset, "veryfast");
   EXPECT_EQ(s.viewer_queue_frames, 20);
@@ -176,13 +178,14 @@ session:
   ASSERT_TRUE(d.ok()) << d.status().ToString();
   EXPECT_EQ(FromConfig(*d).max_sessions, 16);
   EXPECT_EQ(FromConfig(*d).batch_frames, 8);
+  EXPECT_EQ(FromConfig(*d).vbv_buffer_ms, 250);
 }
 
 TEST(SessionConfigTest, OutOfRangeKeysNameThemselves) {
   for (const char* bad : {"session: {max_sessions: 0}", "session: {max_buffered_seconds: 0}",
                           "session: {max_buffered_seconds: 4000}", "session: {batch_frames: 65}",
                           "session: {vad_threshold_dbfs: 3}", "session: {x264_preset: slowest}",
-                          "session: {crossfade_frames: -1}", "session: {nonsense: 1}",
+                          "session: {crossfade_frames: -1}", "session: {vbv_buffer_ms: 5}", "session: {nonsense: 1}",
                           "server: {max_batch_size: 4}\nsession: {batch_frames: 8}"}) {
     auto c = config::ParseCompositingConfig(bad, "c.yaml");
     ASSERT_FALSE(c.ok()) << bad;
