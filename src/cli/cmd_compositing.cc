@@ -150,6 +150,7 @@ int RunCompositing(int argc, char** argv) {
   if (page_server) page_server->Stop();
   const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
   (*grpc_server)->SetServing(false);
+  service.sessions().Shutdown();  // live sessions never end on their own
   (*grpc_server)->Shutdown(grace);
   (*grpc_server)->Wait();
   (*server)->Shutdown(grace);

@@ -128,6 +128,7 @@ int RunServe(int argc, char** argv) {
       std::chrono::seconds(inference_config->server.shutdown_grace_seconds);
   (*compositing_grpc)->SetServing(false);
   (*inference_grpc)->SetServing(false);
+  compositing_service.sessions().Shutdown();  // live sessions never end on their own
   (*compositing_grpc)->Shutdown(compositing_grace);
   (*compositing_grpc)->Wait();
   (*compositing_server)->Shutdown(compositing_grace);

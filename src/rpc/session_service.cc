@@ -36,6 +36,22 @@ grpc::Status SessionService::StreamSession(
     ServerOps& ops, grpc::ServerContext* context,
     grpc::ServerReaderWriter<pb::SessionOutput, pb::SessionInput>* stream) {
   return ops.HandleStream(context, "StreamSession", [&](StreamCall& call) -> grpc::Status {
+    {
+      std::lock_guard<std::mutex> lock(streams_mu_);
+      if (stopping_) {
+        return grpc::Status(grpc::StatusCode::UNAVAILABLE,
+                            "server is shutting down; expected a new session on another server");
+      }
+      streams_.insert(context);
+    }
+    struct Unregister {
+      SessionService* service;
+      grpc::ServerContext* context;
+      ~Unregister() {
+        std::lock_guard<std::mutex> lock(service->streams_mu_);
+        service->streams_.erase(context);
+      }
+    } unregister{this, context};
     SessionBridge bridge(server_, &limiter_, options_, [&](const pb::SessionOpen& open) -> Status {
       const int fps = open.fps() > 0 ? open.fps() : 25;
       return FromGrpc(call.Open(open.model_id(), auth::Scope::kStream, fps));
@@ -114,6 +130,20 @@ grpc::Status SessionService::StreamSession(
     }
     return ToGrpc(bridge.end_status());
   });
+}
+
+void SessionService::Shutdown() {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  stopping_ = true;
+  for (grpc::ServerContext* context : streams_) context->TryCancel();
+  if (!streams_.empty()) {
+    LOG_INFO("sessions: ending %zu live session(s) for shutdown", streams_.size());
+  }
+}
+
+int SessionService::active_streams() const {
+  std::lock_guard<std::mutex> lock(streams_mu_);
+  return static_cast<int>(streams_.size());
 }
 
 }  // namespace lipsync::rpc

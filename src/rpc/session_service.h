@@ -16,6 +16,8 @@
 #include <grpcpp/grpcpp.h>
 
 #include <memory>
+#include <mutex>
+#include <set>
 
 #include "compositing.grpc.pb.h"
 #include "compositing/compositing_server.h"
@@ -38,6 +40,12 @@ class SessionService {
   // Sessions running now (all transports sharing this limiter).
   session::SessionLimiter& limiter() { return limiter_; }
   const SessionBridgeOptions& options() const { return options_; }
+  // Server shutdown: refuses new streams (UNAVAILABLE) and ends every running one now
+  // (its call is cancelled), so a draining server does not wait its whole grace period
+  // for sessions that would never end on their own. Idempotent.
+  void Shutdown();
+  int active_streams() const;
+
   // Test hooks for the sessions started from now on (set before any stream).
   void set_hooks(session::SessionHooks hooks) { options_.hooks = std::move(hooks); }
 
@@ -45,6 +53,9 @@ class SessionService {
   compositing::CompositingServer* server_;
   SessionBridgeOptions options_;
   session::SessionLimiter limiter_;
+  mutable std::mutex streams_mu_;
+  bool stopping_ = false;
+  std::set<grpc::ServerContext*> streams_;
 };
 
 }  // namespace lipsync::rpc

@@ -104,6 +104,7 @@ class TestServer {
   std::shared_ptr<grpc::Channel> channel() const { return channel_; }
   int port() const { return grpc_->port(); }
   int active_sessions() { return service_->sessions().limiter().active(); }
+  SessionService& sessions() { return service_->sessions(); }
   bool WaitIdle(std::chrono::milliseconds timeout = 30s) {
     const auto end = std::chrono::steady_clock::now() + timeout;
     while (active_sessions() != 0) {
@@ -536,6 +537,26 @@ TEST(SessionServiceTest, ClientCancelFreesTheSession) {
   client.Cancel();
   EXPECT_EQ(client.Finish().error_code(), grpc::StatusCode::CANCELLED);
   EXPECT_TRUE(Server().WaitIdle(10s));
+}
+
+// A draining server ends its live sessions at once (they never end on their own) and
+// refuses new ones, instead of waiting its whole grace period.
+TEST(SessionServiceTest, ShutdownEndsLiveSessionsAndRefusesNewOnes) {
+  TestServer server(TestConfig());
+  ASSERT_TRUE(server.ok());
+  Client client(server.channel());
+  ASSERT_TRUE(client.Open(e2e::TalkingTenant()));
+  ASSERT_TRUE(client.WaitFrames(5));
+  EXPECT_EQ(server.sessions().active_streams(), 1);
+  server.sessions().Shutdown();
+  EXPECT_NE(client.Finish().error_code(), grpc::StatusCode::OK);
+  EXPECT_TRUE(server.WaitIdle(10s));
+  EXPECT_EQ(server.sessions().active_streams(), 0);
+  Client late(server.channel());
+  late.Open(e2e::TalkingTenant());
+  grpc::Status refused = late.Finish();
+  EXPECT_EQ(refused.error_code(), grpc::StatusCode::UNAVAILABLE) << refused.error_message();
+  EXPECT_NE(refused.error_message().find("shutting down"), std::string::npos);
 }
 
 TEST(SessionServiceTest, SessionLimitIsResourceExhausted) {
