@@ -551,6 +551,10 @@ TEST(SessionServiceTest, ShutdownEndsLiveSessionsAndRefusesNewOnes) {
   server.sessions().Shutdown();
   EXPECT_NE(client.Finish().error_code(), grpc::StatusCode::OK);
   EXPECT_TRUE(server.WaitIdle(10s));
+  // The stream leaves the service's list when its handler returns (just after the slot).
+  for (int i = 0; i < 500 && server.sessions().active_streams() != 0; ++i) {
+    std::this_thread::sleep_for(10ms);
+  }
   EXPECT_EQ(server.sessions().active_streams(), 0);
   Client late(server.channel());
   late.Open(e2e::TalkingTenant());
