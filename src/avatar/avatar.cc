@@ -6,6 +6,7 @@
 #include <filesystem>
 #include <new>
 
+#include "common/guarded.h"
 #include "common/log.h"
 
 namespace lipsync::avatar {
@@ -83,20 +84,6 @@ int64_t FrameEstimate(const AvatarOptions& o, int w, int h, const CropRect& rect
 Status TooManyFrames(const AvatarOptions& o, const std::string& what) {
   return Status::InvalidArgument("avatar '" + o.id + "': " + what + "; expected at most " +
                                  std::to_string(o.max_frames) + " frames (limits.max_frames)");
-}
-
-// Runs `f`, turning anything thrown into a Status: nothing escapes the avatar library.
-template <typename F>
-auto Guarded(const std::string& what, F&& f) -> decltype(f()) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::ResourceExhausted(what + ": out of memory");
-  } catch (const std::exception& e) {
-    return Status::Internal(what + ": " + std::string(e.what()).substr(0, 200));
-  } catch (...) {
-    return Status::Internal(what + ": unknown exception");
-  }
 }
 
 }  // namespace

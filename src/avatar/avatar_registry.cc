@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <new>
 
+#include "common/guarded.h"
 #include "common/log.h"
 #include "common/model_id.h"
 
@@ -239,20 +240,6 @@ int64_t PhysicalMemoryBytes() {
   return pages > 0 && page_size > 0 ? int64_t(pages) * page_size : 0;
 }
 
-// Runs `f`, turning anything thrown into a Status (the library boundary).
-template <typename F>
-Status CatchAll(const std::string& what, F&& f) {
-  try {
-    return f();
-  } catch (const std::bad_alloc&) {
-    return Status::ResourceExhausted(what + ": out of memory");
-  } catch (const std::exception& e) {
-    return Status::Internal(what + ": " + std::string(e.what()).substr(0, 200));
-  } catch (...) {
-    return Status::Internal(what + ": unknown exception");
-  }
-}
-
 }  // namespace
 
 Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
@@ -349,7 +336,7 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
     lock.unlock();
     std::optional<AvatarOptions> source;
     AvatarPlan plan;
-    Status planned = CatchAll("avatar '" + id + "': load", [&]() -> Status {
+    Status planned = Guarded("avatar '" + id + "': load", [&]() -> Status {
       source = SourceFor(id);
       if (!source) return Status::Ok();
       LIPSYNC_ASSIGN_OR_RETURN(plan, Avatar::Plan(*source));
@@ -396,7 +383,7 @@ Expected<std::shared_ptr<Avatar>> AvatarRegistry::LoadLocked(
 
     lock.unlock();
     Expected<std::shared_ptr<Avatar>> opened = Status::Internal("not opened");
-    Status decoded = CatchAll("avatar '" + id + "': load", [&]() -> Status {
+    Status decoded = Guarded("avatar '" + id + "': load", [&]() -> Status {
       if (options_.before_decode) options_.before_decode(id);
       opened = Avatar::Open(*source, std::move(plan));
       return opened.status();

@@ -2,8 +2,6 @@
 
 #include <fcntl.h>
 #include <grpcpp/grpcpp.h>
-#include <spawn.h>
-#include <sys/wait.h>
 
 #include <algorithm>
 #include <atomic>
@@ -16,11 +14,11 @@
 #include <thread>
 #include <vector>
 
+#include "client/stream_saver.h"
 #include "client/utterance.h"
 #include "compositing.grpc.pb.h"
 #include "rpc/grpc_status.h"
 
-extern char** environ;
 
 namespace lipsync::client {
 namespace {
@@ -30,25 +28,6 @@ namespace pb = ::compositing;
 using SteadyClock = std::chrono::steady_clock;
 
 double Ms(SteadyClock::duration d) { return std::chrono::duration<double, std::milli>(d).count(); }
-
-// Runs a program (PATH) with stdout+stderr to `log_path`; its exit code or -1.
-int RunProgram(const std::vector<std::string>& args, const std::string& log_path) {
-  posix_spawn_file_actions_t actions;
-  posix_spawn_file_actions_init(&actions);
-  posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,
-                                   0644);
-  posix_spawn_file_actions_adddup2(&actions, 1, 2);
-  std::vector<char*> argv;
-  for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-  argv.push_back(nullptr);
-  pid_t pid = 0;
-  int rc = posix_spawnp(&pid, argv[0], &actions, nullptr, argv.data(), environ);
-  posix_spawn_file_actions_destroy(&actions);
-  if (rc != 0) return -1;
-  int wstatus = 0;
-  if (waitpid(pid, &wstatus, 0) < 0) return -1;
-  return WIFEXITED(wstatus) ? WEXITSTATUS(wstatus) : -1;
-}
 
 void PutLe(std::string& out, uint32_t v, int bytes) {
   for (int i = 0; i < bytes; ++i) out.push_back(char((v >> (8 * i)) & 0xFF));

@@ -57,9 +57,7 @@ Status StreamSaver::AddFrame(int index, std::string_view bytes, bool raw_rgb, in
   return Status::Ok();
 }
 
-// Runs a program (searched in PATH) with stdout and stderr appended to `log_path`;
-// its exit code, or -1 if it could not be started. No shell: arguments need no quoting.
-static int RunProgram(const std::vector<std::string>& args, const std::string& log_path) {
+int RunProgram(const std::vector<std::string>& args, const std::string& log_path) {
   posix_spawn_file_actions_t actions;
   posix_spawn_file_actions_init(&actions);
   posix_spawn_file_actions_addopen(&actions, 1, log_path.c_str(), O_WRONLY | O_CREAT | O_TRUNC,

@@ -56,4 +56,9 @@ image::Image Downscale(const image::Image& src, int width);
 // Tiles (same size) into a columns x rows grid; missing tiles stay black.
 image::Image ContactSheet(const std::vector<image::Image>& tiles, int columns, int rows);
 
+// Runs a program (searched in PATH, e.g. ffmpeg) with stdout and stderr written to
+// `log_path`; its exit code, or -1 if it could not be started. No shell: arguments need
+// no quoting.
+int RunProgram(const std::vector<std::string>& args, const std::string& log_path);
+
 }  // namespace lipsync::client
