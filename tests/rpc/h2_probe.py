@@ -209,19 +209,29 @@ def pings(port, interval_s, count):
     """`count` PINGs `interval_s` apart on a connection without calls."""
     conn = Conn(port)
     result = {"acks": 0, "goaway": None, "goaway_data": "", "closed": False}
+
+    def drain(seconds):
+        end = time.monotonic() + seconds
+        while True:
+            frame = conn.read(end - time.monotonic())
+            if frame is None:
+                return
+            if isinstance(frame, PingFrame) and "ACK" in frame.flags:
+                result["acks"] += 1
+            elif isinstance(frame, GoAwayFrame):
+                result["goaway"] = frame.error_code
+                result["goaway_data"] = frame.additional_data.decode(errors="replace")
+
     try:
         for i in range(count):
-            conn.send(PingFrame(0, opaque_data=b"probe%03d" % i))
-            end = time.monotonic() + (interval_s if i + 1 < count else 1.0)
-            while True:
-                frame = conn.read(end - time.monotonic())
-                if frame is None:
-                    break
-                if isinstance(frame, PingFrame) and "ACK" in frame.flags:
-                    result["acks"] += 1
-                elif isinstance(frame, GoAwayFrame):
-                    result["goaway"] = frame.error_code
-                    result["goaway_data"] = frame.additional_data.decode(errors="replace")
+            try:
+                conn.send(PingFrame(0, opaque_data=b"probe%03d" % i))
+            except (BrokenPipeError, ConnectionResetError):
+                # The server already said GOAWAY and closed: read what it sent.
+                result["closed"] = True
+                drain(1.0)
+                break
+            drain(interval_s if i + 1 < count else 1.0)
     except Closed:
         result["closed"] = True
     print(json.dumps(result), flush=True)
