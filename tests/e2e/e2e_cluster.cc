@@ -1,7 +1,15 @@
 #include "e2e/e2e_cluster.h"
 
+#include <arpa/inet.h>
 #include <gtest/gtest.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
+#include <chrono>
+#include <cstdio>
+#include <sstream>
+#include <thread>
 
 #include <cstdlib>
 #include <fstream>
@@ -131,6 +139,48 @@ Cluster::~Cluster() {
   if (compositing_grpc_) compositing_grpc_->Shutdown(1s);
   if (server_) server_->Shutdown(1s);
   if (inference_grpc_) inference_grpc_->Shutdown(1s);
+}
+
+int FreePort() {
+  const int fd = socket(AF_INET, SOCK_STREAM, 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  addr.sin_port = 0;
+  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
+  socklen_t len = sizeof addr;
+  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
+  const int port = ntohs(addr.sin_port);
+  close(fd);
+  return port;
+}
+
+pid_t Spawn(const std::vector<std::string>& args, const fs::path& log) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    FILE* f = std::fopen(log.c_str(), "w");
+    dup2(fileno(f), STDOUT_FILENO);
+    dup2(fileno(f), STDERR_FILENO);
+    const std::string binary = std::string(LIPSYNC_BINARY_DIR) + "/lipsync";
+    std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
+    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
+    argv.push_back(nullptr);
+    execv(binary.c_str(), argv.data());
+    _exit(127);
+  }
+  auto read_log = [&] {
+    std::stringstream text;
+    text << std::ifstream(log, std::ios::binary).rdbuf();
+    return text.str();
+  };
+  for (int i = 0; i < 600; ++i) {
+    if (read_log().find("Ready to accept connections") != std::string::npos) return pid;
+    int status = 0;
+    if (waitpid(pid, &status, WNOHANG) == pid) break;
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+  }
+  ADD_FAILURE() << "lipsync " << args[0] << " did not become ready:\n" << read_log();
+  return pid;
 }
 
 }  // namespace lipsync::e2e

@@ -9,9 +9,12 @@
 
 #include <grpcpp/grpcpp.h>
 
+#include <sys/types.h>
+
 #include <filesystem>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "compositing.grpc.pb.h"
 #include "compositing/compositing_server.h"
@@ -38,6 +41,13 @@ const fs::path& ModelRoot();
 
 config::InferenceConfig InferenceTestConfig();
 config::CompositingConfig CompositingTestConfig();
+
+// A loopback port free at the time of the call (for configs of spawned servers).
+int FreePort();
+// Starts `<build>/lipsync <args>` with stdout and stderr to `log` and waits (up to 30 s)
+// for its "Ready to accept connections" line; a server that exits or never gets ready
+// fails the test (quoting the log). Returns the pid either way.
+pid_t Spawn(const std::vector<std::string>& args, const fs::path& log);
 
 enum class Mode { kSplit, kSingleProcess };
 

@@ -29,48 +29,10 @@ namespace pb = ::inference;
 
 constexpr int kGraceSeconds = 5;
 
-int FreePort() {
-  int fd = socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in addr{};
-  addr.sin_family = AF_INET;
-  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-  addr.sin_port = 0;
-  bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr);
-  socklen_t len = sizeof addr;
-  getsockname(fd, reinterpret_cast<sockaddr*>(&addr), &len);
-  const int port = ntohs(addr.sin_port);
-  close(fd);
-  return port;
-}
-
 std::string ReadAll(const fs::path& path) {
   std::stringstream text;
   text << std::ifstream(path, std::ios::binary).rdbuf();
   return text.str();
-}
-
-// Starts `lipsync <args>` with stdout+stderr to `log`; waits for the ready line.
-pid_t Spawn(const std::vector<std::string>& args, const fs::path& log) {
-  const pid_t pid = fork();
-  if (pid == 0) {
-    FILE* f = std::fopen(log.c_str(), "w");
-    dup2(fileno(f), STDOUT_FILENO);
-    dup2(fileno(f), STDERR_FILENO);
-    const std::string binary = std::string(LIPSYNC_BINARY_DIR) + "/lipsync";
-    std::vector<char*> argv = {const_cast<char*>(binary.c_str())};
-    for (const auto& a : args) argv.push_back(const_cast<char*>(a.c_str()));
-    argv.push_back(nullptr);
-    execv(binary.c_str(), argv.data());
-    _exit(127);
-  }
-  for (int i = 0; i < 600; ++i) {
-    if (ReadAll(log).find("Ready to accept connections") != std::string::npos) return pid;
-    int status = 0;
-    if (waitpid(pid, &status, WNOHANG) == pid) break;
-    std::this_thread::sleep_for(50ms);
-  }
-  ADD_FAILURE() << "lipsync " << args[0] << " did not become ready:\n" << ReadAll(log);
-  return pid;
 }
 
 class HostileModelTest : public ::testing::Test {
