@@ -25,7 +25,11 @@ const stats = {
   serverStats: null,      // the last SessionStats
   firstFrameLatencyMs: null,   // speech sent -> first speaking frame shown
   firstFrameLatencies: [],
-  pageOpenToFirstFrameMs: null,
+  pageOpenToFirstFrameMs: null,      // from this script's start
+  navigationToFirstFrameMs: null,    // from the navigation's start (page requested)
+  // Where the page-open time goes (ms after the script started): avatar list fetched,
+  // audio ready, socket open, session opened, first frame received, first frame shown.
+  openSteps: {},
   interruptToIdleMs: null,
   avOffsetMs: null,       // the last A/V offset (+: video late)
   avOffsets: [],
@@ -71,6 +75,11 @@ let sendTimer = null;
 const canvas = $('video');
 const ctx2d = canvas.getContext('2d', { willReadFrequently: true });
 const pageOpened = performance.now();
+let h264Probe = null;       // VideoDecoder.isConfigSupported, asked once
+
+function step(name) {
+  if (stats.openSteps[name] === undefined) stats.openSteps[name] = Math.round(performance.now() - pageOpened);
+}
 
 function log(text) {
   const line = `${new Date().toISOString().slice(11, 23)} ${text}`;
@@ -100,24 +109,35 @@ async function loadAvatars() {
   return (body.avatars || []).length > 0;
 }
 
-async function h264Supported() {
-  if (!('VideoDecoder' in window)) return false;
-  try {
-    const r = await VideoDecoder.isConfigSupported({ codec: 'avc1.42E01F', optimizeForLatency: true });
-    return r.supported;
-  } catch { return false; }
+function h264Supported() {
+  if (h264Probe) return h264Probe;
+  h264Probe = (async () => {
+    if (!('VideoDecoder' in window)) return false;
+    try {
+      const r = await VideoDecoder.isConfigSupported({ codec: 'avc1.42E01F', optimizeForLatency: true });
+      return r.supported;
+    } catch { return false; }
+  })();
+  return h264Probe;
 }
 
-async function ensureAudio() {
-  if (audioCtx) return;
-  audioCtx = new AudioContext({ latencyHint: 'interactive' });
-  await audioCtx.audioWorklet.addModule('worklets.js');
-  player = new AudioWorkletNode(audioCtx, 'lipsync-player', { outputChannelCount: [2] });
-  player.connect(audioCtx.destination);
-  player.port.onmessage = (e) => onPlayerMessage(e.data);
-  if (audioCtx.state !== 'running') {
-    $('unmute').hidden = false;
-  }
+// The audio context and its player worklet, made once (concurrent callers share it).
+let audioReady = null;
+function ensureAudio() {
+  if (audioReady) return audioReady;
+  audioReady = (async () => {
+    const ctx = new AudioContext({ latencyHint: 'interactive' });
+    await ctx.audioWorklet.addModule('worklets.js');
+    player = new AudioWorkletNode(ctx, 'lipsync-player', { outputChannelCount: [2] });
+    player.connect(ctx.destination);
+    player.port.onmessage = (e) => onPlayerMessage(e.data);
+    audioCtx = ctx;
+    if (audioCtx.state !== 'running') {
+      $('unmute').hidden = false;
+    }
+  })();
+  audioReady.catch(() => { audioReady = null; });
+  return audioReady;
 }
 
 function onPlayerMessage(m) {
@@ -147,33 +167,18 @@ async function connect() {
   disconnect();
   const model = $('avatar').value;
   if (!model) { log('no avatar to pick'); return; }
-  await ensureAudio();
-  const ctxRate = audioCtx.sampleRate;
-  sessionRate = SUPPORTED_RATES.includes(ctxRate) ? ctxRate : 16000;
-  let codec = $('codec').value === 'mjpeg' ? proto.Codec.MJPEG : proto.Codec.H264;
-  if (codec === proto.Codec.H264 && !(await h264Supported())) {
-    log('H.264 decoding is not available here: MJPEG');
-    codec = proto.Codec.MJPEG;
-  }
-  stats.codec = codec === proto.Codec.H264 ? 'h264' : 'mjpeg';
-  ptsBase = null; queue = []; lastDrawAt = null; rebaseAt = null; metaByPts.clear(); lastIndex = null; waitingKey = true;
-  player.port.postMessage({ type: 'reset', pos: 0 });
-  clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
   setState('connecting');
+  // The socket's handshake, the audio worklet and the codec probe overlap; the open
+  // message goes as soon as all three are done.
   const url = new URL('ws', location.href);
   url.protocol = location.protocol === 'https:' ? 'wss:' : 'ws:';
-  ws = new WebSocket(url);
+  const socket = new WebSocket(url);
+  ws = socket;
   ws.binaryType = 'arraybuffer';
-  const socket = ws;
-  ws.onopen = () => {
-    stats.connected = true;
-    const k = key();
-    socket.send(proto.encodeOpen({
-      modelId: model, sampleRate: sessionRate, channels: 1, codec, fps: 25,
-      lookaheadFrames: Number($('lookahead').value) || 0,
-      authorization: k ? 'Bearer ' + k : '',
-    }));
-  };
+  const opened = new Promise((resolve, reject) => {
+    socket.onopen = () => { step('socketOpen'); resolve(); };
+    socket.onerror = () => reject(new Error('the session socket did not open'));
+  });
   ws.onmessage = (e) => { if (socket === ws) onOutput(new Uint8Array(e.data)); };
   ws.onclose = (e) => {
     if (socket !== ws) return;
@@ -182,6 +187,29 @@ async function connect() {
     setState(e.code === 1000 ? 'closed' : 'error');
     if (e.code !== 1000) { stats.errors.push(`closed ${e.code} ${e.reason}`); log(`session closed: ${e.code} ${e.reason}`); }
   };
+  const wantH264 = $('codec').value !== 'mjpeg';
+  const [, h264] = await Promise.all([ensureAudio().then(() => step('audioReady')), wantH264 ? h264Supported() : false]);
+  if (socket !== ws) return;  // a newer connect() took over
+  const ctxRate = audioCtx.sampleRate;
+  sessionRate = SUPPORTED_RATES.includes(ctxRate) ? ctxRate : 16000;
+  let codec = proto.Codec.MJPEG;
+  if (wantH264) {
+    if (h264) codec = proto.Codec.H264;
+    else log('H.264 decoding is not available here: MJPEG');
+  }
+  stats.codec = codec === proto.Codec.H264 ? 'h264' : 'mjpeg';
+  ptsBase = null; queue = []; lastDrawAt = null; rebaseAt = null; metaByPts.clear(); lastIndex = null; waitingKey = true;
+  player.port.postMessage({ type: 'reset', pos: 0 });
+  clock = { pos: 0, time: audioCtx.currentTime, buffered: 0 };
+  try { await opened; } catch (e) { if (socket === ws) log(e.message); return; }
+  if (socket !== ws) return;
+  stats.connected = true;
+  const k = key();
+  socket.send(proto.encodeOpen({
+    modelId: model, sampleRate: sessionRate, channels: 1, codec, fps: 25,
+    lookaheadFrames: Number($('lookahead').value) || 0,
+    authorization: k ? 'Bearer ' + k : '',
+  }));
 }
 
 function disconnect() {
@@ -212,6 +240,7 @@ function onOutput(u8) {
   let out;
   try { out = proto.decodeOutput(u8); } catch (e) { log('bad message: ' + e.message); return; }
   if (out.opened) {
+    step('sessionOpened');
     stats.opened = out.opened;
     fps = out.opened.fps || 25;
     canvas.width = out.opened.width; canvas.height = out.opened.height;
@@ -270,6 +299,7 @@ function rebase(f) {
 
 function onFrame(f) {
   stats.framesReceived++;
+  step('firstFrameReceived');
   if (rebaseAt !== null) {
     if (f.frameIndex < rebaseAt) { lastIndex = f.frameIndex; return; }  // speech: dropped
     rebaseAt = null;
@@ -359,7 +389,11 @@ function draw() {
   stats.pixelIndex = readPixelIndex();
   stats.speaking = meta.speaking;
   if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
-  if (stats.pageOpenToFirstFrameMs === null) stats.pageOpenToFirstFrameMs = Math.round(t - pageOpened);
+  if (stats.pageOpenToFirstFrameMs === null) {
+    stats.pageOpenToFirstFrameMs = Math.round(t - pageOpened);
+    stats.navigationToFirstFrameMs = Math.round(t);
+    step('firstFrameShown');
+  }
   if (meta.speaking && speechStart !== null) {
     stats.firstFrameLatencyMs = Math.round(t - speechStart);
     stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
@@ -558,6 +592,11 @@ window.lipsync = { connect, disconnect, speak, interrupt, startMic, stopMic, pla
   $('key').value = params.get('key') || localStorage.getItem('lipsync-key') || '';
   if (params.get('codec')) $('codec').value = params.get('codec');
   try {
-    if (await loadAvatars()) await connect();
+    h264Supported();
+    const audio = ensureAudio().catch((e) => log('audio: ' + e.message));
+    const any = await loadAvatars();
+    step('avatarsListed');
+    await audio;
+    if (any) await connect();
   } catch (e) { log('start: ' + e.message); stats.errors.push(e.message); }
 })();

@@ -164,6 +164,8 @@ web:
     let s = await stats(page);
     figures.codec = s.codec;
     figures.pageOpenToFirstFrameMs = s.pageOpenToFirstFrameMs;
+    figures.navigationToFirstFrameMs = s.navigationToFirstFrameMs;
+    figures.openSteps = s.openSteps;
     await sleep(300);
     s = await stats(page);
     const idleBatches0 = s.serverStats ? s.serverStats.inferenceBatches : 0;
