@@ -5,7 +5,7 @@
 #include <charconv>
 #include <cmath>
 #include <cstdio>
-#include <set>
+#include <map>
 
 namespace lipsync::config::internal {
 namespace {
@@ -178,17 +178,14 @@ void MapReader::Entries(const char* key,
   if (!valid_) return;
   MapReader entries(node_[key], KeyPath(key), errors_);
   if (!entries.valid()) return;
-  std::set<std::string> seen;
+  std::map<std::string, YAML::Mark> seen;
   for (const auto& entry : entries.node_) {
     if (!entry.first.IsScalar()) {
       entries.Fail(Describe(entry.first), "expected a name as the key");
       continue;
     }
     const std::string name = entry.first.Scalar();
-    if (!seen.insert(name).second) {
-      entries.Fail(name, "duplicate key (each may appear once)");
-      continue;
-    }
+    if (!entries.FirstOccurrence(entry.first, &seen)) continue;
     if (std::string problem = validate_name(name); !problem.empty()) {
       entries.Fail(name, problem);
       continue;
@@ -200,15 +197,26 @@ void MapReader::Entries(const char* key,
   }
 }
 
+bool MapReader::FirstOccurrence(const YAML::Node& key, std::map<std::string, YAML::Mark>* seen) {
+  const std::string name = key.IsScalar() ? key.Scalar() : "?";
+  auto [it, inserted] = seen->emplace(name, key.Mark());
+  if (inserted) return true;
+  // yaml-cpp keeps both entries and answers lookups with the first, so the second would
+  // be silently ignored: name both places (marks are 0-based; editors count from 1).
+  auto line = [](const YAML::Mark& mark) {
+    return mark.is_null() ? std::string("?") : std::to_string(mark.line + 1);
+  };
+  Fail(name, "duplicate key at line " + line(key.Mark()) + " (first at line " + line(it->second) +
+                 "); expected each key once: merge the two into one mapping");
+  return false;
+}
+
 void MapReader::Finish() {
   if (!valid_) return;
-  std::set<std::string> seen;
+  std::map<std::string, YAML::Mark> seen;
   for (const auto& entry : node_) {
     const std::string name = entry.first.IsScalar() ? entry.first.Scalar() : "?";
-    if (!seen.insert(name).second) {
-      Fail(name, "duplicate key (each may appear once)");
-      continue;
-    }
+    if (!FirstOccurrence(entry.first, &seen)) continue;
     if (std::find(known_.begin(), known_.end(), name) != known_.end()) continue;
     std::string known_list;
     std::string closest;

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <functional>
 #include <initializer_list>
+#include <map>
 #include <string>
 #include <utility>
 #include <vector>
@@ -48,13 +49,16 @@ class MapReader {
                const std::function<void(const std::string&, MapReader&)>& fn);
   // Records a problem with `key` of this mapping.
   void Fail(const std::string& key, const std::string& what);
-  // Reports keys that no read asked for, and duplicate keys.
+  // Reports keys that no read asked for, and duplicate keys (with both line numbers).
   void Finish();
 
   std::string KeyPath(const std::string& key) const;
   bool valid() const { return valid_; }
 
  private:
+  // True the first time `key` appears in this mapping; a repeat is reported with the
+  // line numbers of both occurrences.
+  bool FirstOccurrence(const YAML::Node& key, std::map<std::string, YAML::Mark>* seen);
   // The scalar at `key`, or nullptr when absent/null; wrong shapes are reported.
   const YAML::Node* Scalar(const char* key, const char* expected, YAML::Node* storage);
 

@@ -209,6 +209,41 @@ TEST(ConfigTest, UnknownKeysAreRejectedWithTheKnownOnes) {
   EXPECT_THAT(InferenceError("server: {port: ':1', port: ':2'}"), HasSubstr("duplicate key"));
 }
 
+// The guide's "CUDA out of memory" fix repeats `capacity:`; yaml-cpp would keep only the
+// first block, silently dropping the eviction settings.
+constexpr const char* kGuideOomSnippet = R"(# Reduce max models per GPU
+capacity:
+  max_models_per_gpu: 500  # Was 1000
+
+# Reduce batch size
+# In test_client.go: batchSize = 16  # Was 24
+
+# Enable aggressive eviction
+capacity:
+  eviction_policy: "lru"
+  idle_timeout_minutes: 30  # Was 60
+)";
+
+TEST(ConfigTest, DuplicateKeysNameBothLines) {
+  EXPECT_THAT(InferenceError(kGuideOomSnippet),
+              HasSubstr("inference.yaml: capacity: duplicate key at line 9 (first at line 2); "
+                        "expected each key once: merge the two into one mapping"));
+  EXPECT_THAT(InferenceError("server:\n  port: ':1'\n  queue_size: 4\n  port: ':2'\n"),
+              HasSubstr("server.port: duplicate key at line 4 (first at line 2)"));
+  EXPECT_THAT(CompositingError("models:\n  a: {background_dir: d, crop_rects_path: c}\n"
+                               "  a: {background_dir: e, crop_rects_path: f}\n"),
+              HasSubstr("models.a: duplicate key at line 3 (first at line 2)"));
+  // The merged form (docs/OPERATIONS.md) carries all three settings.
+  auto merged = ParseInferenceConfig(
+      "capacity:\n  max_models_per_gpu: 500\n  eviction_policy: \"lru\"\n"
+      "  idle_timeout_minutes: 30\n",
+      "inference.yaml");
+  ASSERT_TRUE(merged.ok()) << merged.status().message();
+  EXPECT_EQ(merged->capacity.max_models_per_gpu, 500);
+  EXPECT_EQ(merged->capacity.eviction_policy, EvictionPolicy::kLru);
+  EXPECT_EQ(merged->capacity.idle_timeout_minutes, 30);
+}
+
 TEST(ConfigTest, OutOfRangeValuesAreRejected) {
   EXPECT_THAT(CompositingError("output: {jpeg_quality: 0}"),
               HasSubstr("output.jpeg_quality: expected an integer in 1..100, got 0"));
