@@ -247,7 +247,8 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
   response.composite_ms = composed.timings.total_ms;
   response.encode_ms = composed.timings.encode_ms;
   response.loaded_on_demand = avatar_loaded_now || inferred.loaded_on_demand;
-  response.model_load_ms = (avatar_loaded_now ? avatar_load_ms : 0) + inferred.model_load_ms;
+  response.avatar_load_ms = avatar_loaded_now ? avatar_load_ms : 0;
+  response.model_load_ms = response.avatar_load_ms + inferred.model_load_ms;
   avatars_->RecordComposite(request.model_id, response.composite_ms);
   response.total_ms = MsBetween(received, Clock::now());
   if (config_.logging.log_compositing_times) {

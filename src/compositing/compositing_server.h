@@ -81,6 +81,7 @@ struct CompositeResponse {
   double total_ms = 0;
   bool loaded_on_demand = false;  // the avatar or the model was loaded for this call
   double model_load_ms = 0;       // avatar load + model load
+  double avatar_load_ms = 0;      // the avatar's part of model_load_ms
 };
 
 struct CompositingHealth {

@@ -110,6 +110,7 @@ grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* co
     response->set_total_time_ms(static_cast<float>(out.total_ms));
     response->set_model_loaded_on_demand(out.loaded_on_demand);
     response->set_model_load_time_ms(static_cast<float>(out.model_load_ms));
+    response->set_avatar_load_time_ms(static_cast<float>(out.avatar_load_ms));
     response->set_audio_processing_ms(static_cast<float>(out.audio_processing_ms));
     response->set_queue_wait_ms(static_cast<float>(out.queue_wait_ms));
     response->set_frame_width(out.frame_width);
