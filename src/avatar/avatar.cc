@@ -1,11 +1,13 @@
 #include "avatar/avatar.h"
 
 #include <algorithm>
+#include <atomic>
 #include <cstdio>
 #include <exception>
 #include <filesystem>
 #include <new>
 
+#include "avatar/prepared_store.h"
 #include "common/guarded.h"
 #include "common/log.h"
 
@@ -148,6 +150,38 @@ Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
       }
     }
     const int num_frames = static_cast<int>(plan.paths.size());
+    plan.crop_rects_path = crop_rects_path;
+
+    if (!options.prepared_dir.empty()) {
+      LIPSYNC_ASSIGN_OR_RETURN(plan.source_fingerprint,
+                               FingerprintSources(plan.paths, crop_rects_path));
+      const std::string path = PreparedPath(options.prepared_dir, options.id);
+      auto file = PreparedFile::Open(path);
+      if (file.ok()) {
+        const PreparedSettings& have = (*file)->settings();
+        PreparedSettings want = SettingsFor(options, have.width, have.height, num_frames);
+        want.source_fingerprint = plan.source_fingerprint;
+        if (have == want) {
+          plan.prepared = *file;
+          plan.rects = plan.prepared->rects();
+          plan.width = have.width;
+          plan.height = have.height;
+          plan.estimated_bytes =
+              int64_t(plan.rects.capacity() * sizeof(CropRect)) + plan.prepared->memory_bytes();
+          if (options.preload) {
+            for (int i = 0; i < num_frames; ++i) {
+              plan.estimated_bytes += plan.prepared->frame_memory_bytes(i);
+            }
+          }
+          return plan;
+        }
+        LOG_INFO("avatar '%s': prepared file %s is stale (sources or settings changed); rebuilding",
+                 options.id.c_str(), path.c_str());
+      } else if (file.status().code() != StatusCode::kNotFound) {
+        LOG_WARN("avatar '%s': %s; rebuilding it", options.id.c_str(),
+                 file.status().ToString().c_str());
+      }
+    }
 
     // The first frame's header fixes the size every frame must have; nothing decoded.
     LIPSYNC_ASSIGN_OR_RETURN(image::ImageInfo first,
@@ -156,7 +190,8 @@ Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
     plan.height = first.height;
     LIPSYNC_RETURN_IF_ERROR(
         ValidateCropRects(plan.rects, num_frames, plan.width, plan.height, crop_rects_path));
-    const int decoded = options.preload ? num_frames : 1;
+    // With a store but no current file, frames are decoded on demand until it is built.
+    const int decoded = options.preload && options.prepared_dir.empty() ? num_frames : 1;
     plan.estimated_bytes = int64_t(plan.rects.capacity() * sizeof(CropRect));
     for (int i = 0; i < decoded; ++i) {
       plan.estimated_bytes += FrameEstimate(options, plan.width, plan.height, plan.rects[i]);
@@ -189,19 +224,91 @@ Expected<std::shared_ptr<Avatar>> Avatar::OpenUnguarded(const AvatarOptions& opt
   a->width_ = plan.width;
   a->height_ = plan.height;
 
+  a->self_ = a;
+  a->prepared_ = plan.prepared;
+
   a->frames_.resize(a->num_frames_);
   a->lru_pos_.resize(a->num_frames_);
+  // Prepared: nothing decoded (preload copies every frame from the file). A store but no
+  // file: frame 0 decoded (the sources are sound), the rest on demand, the file built in
+  // the background. No store: as configured.
   int to_load = options.preload ? a->num_frames_ : std::min(1, a->num_frames_);
+  if (plan.prepared && !options.preload) to_load = 0;
+  if (!plan.prepared && !options.prepared_dir.empty()) to_load = 1;
   for (int i = 0; i < to_load; ++i) {
-    LIPSYNC_ASSIGN_OR_RETURN(FrameHandle f, a->LoadFrame(i));
+    LIPSYNC_ASSIGN_OR_RETURN(FrameHandle f, a->Fetch(i, plan.prepared));
     a->frames_[i] = f;
-    if (!options.preload) a->lru_pos_[i] = a->lru_.insert(a->lru_.begin(), i);
+    a->lru_pos_[i] = a->lru_.insert(a->lru_.begin(), i);
     a->cached_++;
     a->cached_bytes_ += static_cast<int64_t>(f->memory_bytes());
   }
+  if (!plan.prepared && !options.prepared_dir.empty()) a->SchedulePrepare();
   a->load_ms_ =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return a;
+}
+
+void Avatar::SchedulePrepare() {
+  std::weak_ptr<Avatar> weak = self_;
+  const bool queued =
+      SchedulePreparation(options_, [weak](Expected<std::shared_ptr<const PreparedFile>> file) {
+        if (!file.ok()) return;  // logged by the worker; the next load tries again
+        if (auto a = weak.lock()) a->AttachPrepared(std::move(file).value());
+      });
+  if (!queued) {
+    LOG_WARN("avatar '%s': the preparation queue is full; its frames stay decoded on demand",
+             options_.id.c_str());
+  }
+}
+
+void Avatar::AttachPrepared(std::shared_ptr<const PreparedFile> file) {
+  const PreparedSettings& s = file->settings();
+  if (s.num_frames != num_frames_ || s.width != width_ || s.height != height_ ||
+      !std::equal(rects_.begin(), rects_.end(), file->rects().begin(),
+                  [](const CropRect& a, const CropRect& b) {
+                    return a.x1 == b.x1 && a.y1 == b.y1 && a.x2 == b.x2 && a.y2 == b.y2;
+                  })) {
+    LOG_WARN("avatar '%s': prepared file %s does not match the loaded sources; not used",
+             options_.id.c_str(), file->path().c_str());
+    return;
+  }
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    prepared_ = std::move(file);
+  }
+  prepared_cv_.notify_all();
+}
+
+Expected<FrameHandle> Avatar::Fetch(int index, const std::shared_ptr<const PreparedFile>& file) {
+  if (file) {
+    auto frame = file->ReadFrame(index);
+    if (frame.ok()) return frame;
+    LOG_WARN("avatar '%s': %s; serving frames from the sources and rebuilding the file",
+             options_.id.c_str(), frame.status().ToString().c_str());
+    bool dropped = false;
+    {
+      std::lock_guard<std::mutex> lock(mu_);
+      if (prepared_ == file) {
+        prepared_.reset();
+        dropped = true;
+      }
+    }
+    if (dropped) {
+      file->RemoveIfCurrent();
+      SchedulePrepare();
+    }
+  }
+  return LoadFrame(index);
+}
+
+bool Avatar::prepared() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return prepared_ != nullptr;
+}
+
+bool Avatar::WaitPrepared(std::chrono::milliseconds timeout) const {
+  std::unique_lock<std::mutex> lock(mu_);
+  return prepared_cv_.wait_for(lock, timeout, [this] { return prepared_ != nullptr; });
 }
 
 Expected<image::Image> Avatar::ReadOriginal(int index) const {
@@ -263,32 +370,48 @@ Expected<FrameHandle> Avatar::LoadFrameUnguarded(int index) const {
   return FrameHandle(std::move(f));
 }
 
+namespace {
+std::atomic<int64_t> g_cache_hits{0};
+std::atomic<int64_t> g_cache_misses{0};
+}  // namespace
+
+FrameCacheCounts BackgroundCacheCounts() {
+  return {g_cache_hits.load(std::memory_order_relaxed),
+          g_cache_misses.load(std::memory_order_relaxed)};
+}
+
 Expected<FrameHandle> Avatar::Frame(int index) {
   if (index < 0 || index >= num_frames_) {
     return Status::InvalidArgument("avatar '" + options_.id + "': frame " + std::to_string(index) +
                                    " out of range; expected 0.." + std::to_string(num_frames_ - 1));
   }
+  std::shared_ptr<const PreparedFile> file;
   {
     std::lock_guard<std::mutex> lock(mu_);
     if (frames_[index]) {
-      if (!options_.preload) lru_.splice(lru_.begin(), lru_, lru_pos_[index]);
+      lru_.splice(lru_.begin(), lru_, lru_pos_[index]);
+      g_cache_hits.fetch_add(1, std::memory_order_relaxed);
       return frames_[index];
     }
+    file = prepared_;
   }
-  // Decode outside the lock; two threads may decode the same frame, the first insert wins.
-  LIPSYNC_ASSIGN_OR_RETURN(FrameHandle loaded, LoadFrame(index));
+  g_cache_misses.fetch_add(1, std::memory_order_relaxed);
+  // Read or decode outside the lock; two threads may load the same frame, the first
+  // insert wins.
+  LIPSYNC_ASSIGN_OR_RETURN(FrameHandle loaded, Fetch(index, file));
+  std::vector<FrameHandle> evicted;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
   if (frames_[index]) return frames_[index];
   frames_[index] = loaded;
   lru_pos_[index] = lru_.insert(lru_.begin(), index);
   cached_++;
   cached_bytes_ += static_cast<int64_t>(loaded->memory_bytes());
-  int limit = std::max(1, options_.cache_frames);
+  const int limit = options_.preload ? num_frames_ : std::max(1, options_.cache_frames);
   while (cached_ > limit) {
     int victim = lru_.back();
     lru_.pop_back();
     cached_bytes_ -= static_cast<int64_t>(frames_[victim]->memory_bytes());
-    frames_[victim].reset();
+    evicted.push_back(std::move(frames_[victim]));
     cached_--;
   }
   return loaded;
@@ -296,7 +419,8 @@ Expected<FrameHandle> Avatar::Frame(int index) {
 
 int64_t Avatar::memory_bytes() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return cached_bytes_ + static_cast<int64_t>(rects_.capacity() * sizeof(CropRect));
+  return cached_bytes_ + static_cast<int64_t>(rects_.capacity() * sizeof(CropRect)) +
+         (prepared_ ? prepared_->memory_bytes() : 0);
 }
 
 int Avatar::cached_frames() const {

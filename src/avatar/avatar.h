@@ -20,11 +20,25 @@
 // can check its memory budget before anything is decoded; Open() then decodes within
 // the same limits. No exception leaves this class (allocation failures are errors).
 //
+// Prepared store (issue 11, avatar/prepared_store.h): with `prepared_dir` set, Plan
+// looks for a current prepared file (same sources, settings and format version); if
+// there is one, rects and sizes come from it, Open decodes nothing (preload: copies every
+// frame from the file) and a frame is read from the file when first touched, so source
+// PNGs are never decoded on the serving path. Without one (never prepared, stale, or
+// corrupt: logged with its path), Open decodes only frame 0, frames are decoded on
+// demand as without preload, and the file is built once on the background worker; the
+// Avatar switches to it when it is ready. A frame that fails its checksum later is
+// served from its source, the file is logged, removed and rebuilt. What memory_bytes()
+// counts is what is held in memory (copied frames, rects, table), never the file.
+// Without preload at most `cache_frames` frames are held (LRU); with preload, every
+// frame once touched.
+//
 // Thread-safe (internal mutex). A FrameHandle stays valid while it lives, even if the
 // frame leaves the cache or the Avatar is destroyed.
 #pragma once
 
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <list>
 #include <memory>
@@ -39,6 +53,8 @@
 #include "image/region_jpeg.h"
 
 namespace lipsync::avatar {
+
+class PreparedFile;
 
 enum class LoopMode { kWrap, kPingPong };
 
@@ -102,6 +118,8 @@ struct AvatarOptions {
   // resolve, symlinks followed, to a path inside this directory; PERMISSION_DENIED
   // otherwise. Frames are then read through their resolved paths.
   std::string confine_to;
+  // Set: the prepared store directory (`<prepared_dir>/<id>.lsavatar`, see above).
+  std::string prepared_dir;
 };
 
 // What Avatar::Plan learns without decoding any pixels.
@@ -114,6 +132,11 @@ struct AvatarPlan {
   // the one frame Open decodes): frames x w x h x 3 for full frames, the JPEG and the
   // held region for compact ones (an estimate).
   int64_t estimated_bytes = 0;
+  // With AvatarOptions::prepared_dir: the resolved crop_rects.json, the sources'
+  // fingerprint, and the prepared file when a current one exists.
+  std::string crop_rects_path;
+  uint64_t source_fingerprint = 0;
+  std::shared_ptr<const PreparedFile> prepared;
 };
 
 class Avatar {
@@ -153,9 +176,20 @@ class Avatar {
   // Path of frame `index` as found at Open.
   const std::string& frame_path(int index) const { return paths_[index]; }
 
+  // True when frames come from a prepared file (see above).
+  bool prepared() const;
+  // Waits up to `timeout` for the prepared file (background preparation); true when
+  // frames come from one.
+  bool WaitPrepared(std::chrono::milliseconds timeout) const;
+
  private:
   explicit Avatar(AvatarOptions options) : options_(std::move(options)) {}
   Expected<FrameHandle> LoadFrame(int index) const;
+  // Frame `index` from `file` when set (falling back to the source, and scheduling a
+  // rebuild, if the file fails), else decoded from its source.
+  Expected<FrameHandle> Fetch(int index, const std::shared_ptr<const PreparedFile>& file);
+  void SchedulePrepare();
+  void AttachPrepared(std::shared_ptr<const PreparedFile> file);
   Expected<FrameHandle> LoadFrameUnguarded(int index) const;
   static Expected<std::shared_ptr<Avatar>> OpenUnguarded(const AvatarOptions& options,
                                                          AvatarPlan plan);
@@ -167,8 +201,11 @@ class Avatar {
   int width_ = 0;
   int height_ = 0;
   double load_ms_ = 0;
+  std::weak_ptr<Avatar> self_;
 
   mutable std::mutex mu_;
+  mutable std::condition_variable prepared_cv_;
+  std::shared_ptr<const PreparedFile> prepared_;  // null: frames from the sources
   // preload: every slot set; otherwise an LRU (front = most recent).
   std::vector<FrameHandle> frames_;
   std::list<int> lru_;
@@ -176,5 +213,13 @@ class Avatar {
   int cached_ = 0;
   int64_t cached_bytes_ = 0;
 };
+
+// Background frame cache counts of every Avatar in this process since start (metrics):
+// a hit is a Frame() answered from the cache, a miss one that had to read or decode.
+struct FrameCacheCounts {
+  int64_t hits = 0;
+  int64_t misses = 0;
+};
+FrameCacheCounts BackgroundCacheCounts();
 
 }  // namespace lipsync::avatar

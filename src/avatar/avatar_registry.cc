@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <new>
 
+#include "avatar/prepared_store.h"
 #include "common/guarded.h"
 #include "common/log.h"
 #include "common/model_id.h"
@@ -71,6 +72,7 @@ AvatarRegistryOptions AvatarRegistryOptions::FromConfig(const config::Compositin
   o.region_jpeg = config.output.format == config::OutputFormat::kJpeg && config.output.region_jpeg;
   o.compact_backgrounds = o.region_jpeg && config.output.compact_backgrounds;
   o.jpeg_quality = config.output.jpeg_quality;
+  o.avatar_store_dir = ResolveAvatarStoreDir(config.server.avatar_store_dir);
   return o;
 }
 
@@ -114,6 +116,7 @@ std::optional<AvatarOptions> AvatarRegistry::SourceFor(const std::string& id) co
   o.image_limits = options_.image_limits;
   o.crop_rects_limits = options_.crop_rects_limits;
   o.max_frames = options_.max_frames;
+  o.prepared_dir = options_.avatar_store_dir;
   auto it = options_.models.find(id);
   if (it != options_.models.end()) {
     o.frames_dir = it->second.background_dir;
@@ -128,7 +131,7 @@ std::optional<AvatarOptions> AvatarRegistry::SourceFor(const std::string& id) co
   if (!fs::is_directory(dir / "frames", ec)) return std::nullopt;
   o.frames_dir = (dir / "frames").string();
   o.crop_rects_path = (dir / "crop_rects.json").string();
-  o.preload = true;
+  o.preload = options_.avatar_store_dir.empty();
   o.confine_to = options_.model_root;  // a tenant's files stay inside model_root
   return o;
 }

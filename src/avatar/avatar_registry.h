@@ -68,6 +68,10 @@ struct AvatarRegistryOptions {
   bool region_jpeg = false;           // keep each frame's JPEG for region-only encoding
   bool compact_backgrounds = false;   // needs region_jpeg
   int jpeg_quality = 75;
+  // Prepared avatar files (avatar/prepared_store.h); "": none. With a store, a
+  // model_root tenant is not preloaded: it holds at most background_cache_frames frames,
+  // read from its prepared file on demand (the guide: frames cached per model).
+  std::string avatar_store_dir;
   bool start_sweeper = true;  // false: only SweepIdle() unloads idle avatars
   // Time source for use times, idle unloading and the retry backoff (tests inject a
   // fake clock). Deadlines passed to Acquire are on the real Clock.
@@ -133,6 +137,9 @@ class AvatarRegistry {
   // Ids that exist: configured models plus directories under model_root with frames/.
   std::vector<std::string> KnownIds() const;
   bool Exists(const std::string& id) const;
+  // How `id` is loaded (its files, limits, store); nullopt if it does not exist. Looks
+  // at the disk; takes no lock (`lipsync prepare-avatar` uses it).
+  std::optional<AvatarOptions> SourceFor(const std::string& id) const;
   // Stats of one avatar (loaded or not); NOT_FOUND if it does not exist.
   Expected<AvatarStats> Stats(const std::string& id) const;
   // Stats of every loaded or failed avatar.
@@ -150,7 +157,6 @@ class AvatarRegistry {
 
  private:
   struct Entry;
-  std::optional<AvatarOptions> SourceFor(const std::string& id) const;
   Expected<std::shared_ptr<Avatar>> LoadLocked(std::unique_lock<std::mutex>& lock,
                                                const std::string& id, bool force, bool* loaded_now,
                                                double* load_ms,

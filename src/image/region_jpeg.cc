@@ -263,6 +263,45 @@ Expected<RegionJpegBackground> RegionJpegBackground::Create(const uint8_t* rgb, 
   return bg;
 }
 
+Expected<RegionJpegBackground> RegionJpegBackground::FromIndexed(
+    std::string jpeg, int width, int height, const JpegSettings& settings,
+    std::vector<uint32_t> interval_begin, std::vector<uint32_t> interval_end) {
+  LIPSYNC_RETURN_IF_ERROR(ValidateSettings(width, height, settings));
+  RegionJpegBackground bg;
+  bg.width_ = width;
+  bg.height_ = height;
+  bg.settings_ = settings;
+  bg.interval_mcus_ = EffectiveRestartInterval(width, settings.restart_interval_mcus);
+  bg.intervals_per_row_ = McusPerRow(width) / bg.interval_mcus_;
+  bg.mcu_rows_ = McuRows(height);
+  const size_t expected = size_t(bg.mcu_rows_) * size_t(bg.intervals_per_row_);
+  const size_t n = interval_begin.size();
+  if (n != expected || interval_end.size() != n) {
+    return Status::InvalidArgument("JPEG interval index has " + std::to_string(n) + "/" +
+                                   std::to_string(interval_end.size()) + " entries; expected " +
+                                   std::to_string(expected));
+  }
+  const auto* bytes = reinterpret_cast<const uint8_t*>(jpeg.data());
+  const size_t size = jpeg.size();
+  if (size < 4 || bytes[0] != 0xFF || bytes[1] != 0xD8 || interval_begin[0] < 4) {
+    return Status::InvalidArgument("JPEG does not start with SOI and a header; expected one");
+  }
+  for (size_t i = 0; i < n; ++i) {
+    const size_t b = interval_begin[i], e = interval_end[i];
+    const uint8_t marker = i + 1 < n ? static_cast<uint8_t>(0xD0 + i % 8) : 0xD9;
+    const size_t next = i + 1 < n ? size_t(interval_begin[i + 1]) : size;
+    if (b > e || e + 2 != next || e + 2 > size || bytes[e] != 0xFF || bytes[e + 1] != marker) {
+      return Status::InvalidArgument("JPEG interval " + std::to_string(i) +
+                                     " does not match its bytes; expected data then RST" +
+                                     std::to_string(i % 8) + " (or EOI last)");
+    }
+  }
+  bg.jpeg_ = std::move(jpeg);
+  bg.interval_begin_ = std::move(interval_begin);
+  bg.interval_end_ = std::move(interval_end);
+  return bg;
+}
+
 Expected<std::string> RegionJpegBackground::EncodeWithRegion(const uint8_t* frame_rgb,
                                                              size_t stride,
                                                              PixelRect changed) const {

@@ -70,6 +70,16 @@ class RegionJpegBackground {
   static Expected<RegionJpegBackground> Create(const uint8_t* rgb, int width, int height,
                                                size_t stride, const JpegSettings& settings);
 
+  // Rebuilds a background from what Create() made and interval_begin()/interval_end()
+  // gave (an avatar's prepared file): the index is checked against the bytes (one
+  // entry per interval of this size and interval, in order, each followed by its RSTn or
+  // the final EOI) so that EncodeWithRegion never reads outside them. O(intervals), no
+  // decode. INVALID_ARGUMENT when they do not fit together.
+  static Expected<RegionJpegBackground> FromIndexed(std::string jpeg, int width, int height,
+                                                    const JpegSettings& settings,
+                                                    std::vector<uint32_t> interval_begin,
+                                                    std::vector<uint32_t> interval_end);
+
   // Encodes `frame_rgb` (same size as the background, identical to it outside
   // `changed`) by re-encoding only the restart intervals `changed` touches. `changed` is
   // clipped to the frame; an empty rect returns the background's bytes. Only the MCU
@@ -94,6 +104,9 @@ class RegionJpegBackground {
   const JpegSettings& settings() const { return settings_; }
   int restart_interval_mcus() const { return interval_mcus_; }
   int interval_count() const { return static_cast<int>(interval_begin_.size()); }
+  // Entropy-coded bytes of interval i: background_jpeg()[begin[i], end[i]).
+  const std::vector<uint32_t>& interval_begin() const { return interval_begin_; }
+  const std::vector<uint32_t>& interval_end() const { return interval_end_; }
   // Heap bytes held (encoded background + interval index).
   int64_t memory_bytes() const;
 
