@@ -2,8 +2,10 @@
 // `model_root/<id>/{frames/,crop_rects.json}`), which are loaded, and which to evict.
 //
 // - Loading is on demand and single-flight: concurrent Acquire calls for one id share
-//   one load; a caller waiting for another caller's load gives up at its own deadline
-//   (DEADLINE_EXCEEDED). Every load ends as loaded or failed, whatever happens inside
+//   one load; a caller waiting for a load gives up at its own deadline
+//   (DEADLINE_EXCEEDED), its own load included: a load started by a call with a
+//   deadline runs on a background thread, goes on after that caller gave up, and
+//   serves the next request. Every load ends as loaded or failed, whatever happens inside
 //   it (an RAII guard; exceptions, std::bad_alloc included, are caught at this
 //   boundary and become the load's error).
 // - A failed load is remembered and answered with the same error (naming the file)
@@ -16,6 +18,12 @@
 //   configured budget, an avatar estimated larger than the machine's physical memory
 //   is still refused (RESOURCE_EXHAUSTED, remembered). All file I/O happens outside the
 //   registry mutex.
+// - No stalls: the registry mutex (taken by every request) never covers file-system
+//   work (stat, directory scans, reads), decoding, or freeing an avatar's pixels: an
+//   avatar the registry drops (eviction, idle unload, Unload, reload) is released
+//   after the mutex is unlocked, and the loaded count and bytes are running totals
+//   (an avatar's lazily growing cache is re-measured outside the mutex on each Acquire
+//   and on each sweep), so no call re-sums every avatar.
 // - The tenant's files are bounded by `image_limits`, `crop_rects_limits` and
 //   `max_frames`; those of a model_root tenant must resolve (symlinks followed) inside
 //   model_root, PERMISSION_DENIED otherwise. Configured `models:` paths are the
@@ -81,6 +89,15 @@ struct AvatarRegistryOptions {
   // registry mutex. It may block (a slow decode) or throw (a decoder that throws); a
   // throw fails that load like any other error.
   std::function<void(const std::string& id)> before_decode;
+  // Test hook: called outside the registry mutex just before the registry looks at
+  // the disk for `id` (the stat of model_root/<id>/frames), and with "" before the
+  // model_root scan of KnownIds. It may block (a slow file system).
+  std::function<void(const std::string& id)> before_disk_lookup;
+  // Test hook: called with the id of each avatar the registry drops (evicted, idle,
+  // unloaded, replaced by a reload), on the dropping thread, after the registry mutex
+  // is unlocked and just before the registry's reference is released. It may block
+  // (a slow free).
+  std::function<void(const std::string& id)> before_release;
 
   // From the compositing config (capacity.*, limits.*, output.{region_jpeg,
   // compact_backgrounds, jpeg_quality} (region JPEG only with format jpeg), models,
@@ -111,16 +128,18 @@ struct AvatarStats {
 class AvatarRegistry {
  public:
   explicit AvatarRegistry(AvatarRegistryOptions options);
-  ~AvatarRegistry();  // stops the sweeper; outstanding handles stay valid
+  ~AvatarRegistry();  // stops the sweeper, waits for background loads; handles stay valid
   AvatarRegistry(const AvatarRegistry&) = delete;
   AvatarRegistry& operator=(const AvatarRegistry&) = delete;
 
   // The avatar `id`, loading it if needed (evicting others per policy), counted as one
   // use. INVALID_ARGUMENT for a malformed id, NOT_FOUND if no such avatar exists,
   // the (remembered) load error, RESOURCE_EXHAUSTED, or DEADLINE_EXCEEDED when
-  // `deadline` (real Clock) passes while another caller's load of it is in flight (a
-  // load this call runs itself is not cut short). `*loaded_now` (optional) is set when
-  // this call loaded it; `*load_ms` (optional) to the load time then.
+  // `deadline` (real Clock) passes while the avatar loads (another caller's load, or
+  // the one this call started: that load goes on in the background and serves later
+  // calls). Without a deadline the load runs on the calling thread. `*loaded_now`
+  // (optional) is set when this call's load loaded it; `*load_ms` (optional) to the
+  // load time then.
   Expected<AvatarHandle> Acquire(const std::string& id, bool* loaded_now = nullptr,
                                  double* load_ms = nullptr,
                                  std::optional<Clock::time_point> deadline = std::nullopt);
@@ -146,7 +165,8 @@ class AvatarRegistry {
   std::vector<AvatarStats> LoadedStats() const;
 
   int loaded_count() const;
-  // Loaded avatars' bytes plus the estimates reserved by loads in flight.
+  // Loaded avatars' bytes (as last measured: at load, Acquire and sweep) plus the
+  // estimates reserved by loads in flight. A running total.
   int64_t memory_bytes() const;
   int max_models() const { return options_.max_models; }
   int64_t memory_limit_bytes() const { return options_.memory_limit_bytes; }
@@ -157,13 +177,30 @@ class AvatarRegistry {
 
  private:
   struct Entry;
+  struct LoadTicket;
+  // Avatars dropped under the mutex, released (before_release, then the last
+  // reference) when it goes out of scope: declare it before the lock.
+  class Released;
   Expected<std::shared_ptr<Avatar>> LoadLocked(std::unique_lock<std::mutex>& lock,
-                                               const std::string& id, bool force, bool* loaded_now,
-                                               double* load_ms,
+                                               Released& released, const std::string& id,
+                                               bool force, bool* loaded_now, double* load_ms,
                                                std::optional<Clock::time_point> deadline);
+  // Runs one load attempt of `entry` (state already kLoading) and settles it and
+  // `ticket`. Called and returns with `lock` held; unlocks around all file work.
+  void RunLoadLocked(std::unique_lock<std::mutex>& lock, Released& released,
+                     const std::shared_ptr<Entry>& entry, bool reload, AvatarState previous,
+                     LoadTicket& ticket);
   // Evicts unpinned avatars (not `keep`) until both caps hold with `extra_models`
   // more avatars and `extra_bytes` more bytes; false if it could not.
-  bool MakeRoomLocked(int extra_models, int64_t extra_bytes, const std::string& keep);
+  bool MakeRoomLocked(Released& released, int extra_models, int64_t extra_bytes,
+                      const std::string& keep);
+  // Sets (or, with null, drops into `released`) the entry's avatar and its measured
+  // bytes, keeping the running totals.
+  void SetAvatarLocked(Entry& entry, std::shared_ptr<Avatar> avatar, int64_t bytes,
+                       Released& released);
+  // Brings the running totals in line with `entry` after its avatar, state or
+  // reservation changed.
+  void AccountLocked(Entry& entry);
   // Marks `entry` failed with `error` and schedules its retry (backoff).
   void RecordFailureLocked(Entry& entry, const Status& error);
   AvatarHandle Pin(const std::shared_ptr<Entry>& entry, std::shared_ptr<Avatar> avatar);
@@ -173,6 +210,12 @@ class AvatarRegistry {
   mutable std::mutex mu_;
   std::condition_variable load_done_;
   std::map<std::string, std::shared_ptr<Entry>> entries_;
+  // Running totals over entries_ (see AccountLocked).
+  int slots_used_ = 0;        // avatars held or loading (the max_models count)
+  int avatars_held_ = 0;      // avatars held
+  int64_t bytes_held_ = 0;    // measured avatar bytes plus reservations of loads in flight
+  int background_loads_ = 0;  // load threads still running (the destructor waits)
+  std::condition_variable background_done_;
   bool stopping_ = false;
   std::condition_variable sweeper_cv_;
   std::thread sweeper_;
