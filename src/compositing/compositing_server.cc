@@ -251,8 +251,8 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
   response.model_load_ms = response.avatar_load_ms + inferred.model_load_ms;
   avatars_->RecordComposite(request.model_id, response.composite_ms);
   response.total_ms = MsBetween(received, Clock::now());
-  if (config_.logging.log_compositing_times) {
-    LOG_DEBUG(
+  if (config_.logging.log_compositing_times) {  // the guide's default level shows it
+    LOG_INFO(
         "'%s' batch %d from %lld: visual %.1f ms, inference %.1f ms (call %.1f), "
         "composite %.1f ms, total %.1f ms",
         request.model_id.c_str(), request.batch_size,

@@ -91,6 +91,8 @@ struct InferenceConfig {
     // Fraction of queue_size one model may hold; beyond it RESOURCE_EXHAUSTED for that
     // model only (a noisy tenant cannot fill the whole queue). 1 = no share limit.
     double max_queue_share_per_model = 0.5;
+    // Failures answered as the guide's clients expect: status OK, success=false, error.
+    bool legacy_errors = false;
   } server;
   AuthConfig auth;
   struct Gpus {
@@ -146,6 +148,7 @@ struct CompositingConfig {
     TlsConfig tls;
     RateLimitConfig rate_limit;
     ConnectionConfig connection;
+    bool legacy_errors = false;  // as on the inference server
   } server;
   AuthConfig auth;
   struct InferenceServer {

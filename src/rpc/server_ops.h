@@ -48,6 +48,10 @@ struct OpsOptions {
   bool audit_fail_closed = false;          // refuse calls while the audit log cannot be written
   std::string metrics_host = "127.0.0.1";
   int metrics_port = -1;  // -1: no /metrics endpoint; 0: any free port
+  // Clients written against the deployment guide read failures from the response:
+  // a failed call whose response has success/error fields is answered status OK with
+  // success=false and error "<CODE>: <message>" (audit and metrics keep the real code).
+  bool legacy_errors = false;
 };
 
 class ServerOps;
@@ -146,7 +150,9 @@ class ServerOps {
   // Runs one RPC: admits it (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED or,
   // with audit_fail_closed, UNAVAILABLE), then `body(call)` (returning the call's
   // status), then writes the audit line and the metrics sample. A refused call's
-  // response gets success=false and the message in `error` where it has those fields.
+  // response gets success=false and the message in `error` where it has those fields;
+  // with OpsOptions::legacy_errors every failed call with those fields is answered
+  // status OK, success=false, error "<CODE>: <message>" (the guide's clients).
   template <typename Response, typename Body>
   grpc::Status Handle(grpc::ServerContext* context, const CallSpec& spec,
                       const google::protobuf::Message& request, Response* response, Body&& body) {
@@ -160,7 +166,20 @@ class ServerOps {
         response->set_error(status.error_message());
       }
     }
-    return call.Finish(std::move(status), *response);
+    status = call.Finish(std::move(status), *response);
+    if constexpr (requires {
+                    response->set_success(false);
+                    response->set_error(std::string());
+                  }) {
+      if (!status.ok() && options_.legacy_errors) {
+        response->Clear();
+        response->set_success(false);
+        response->set_error(std::string(StatusCodeName(status.error_code())) + ": " +
+                            status.error_message());
+        return grpc::Status::OK;
+      }
+    }
+    return status;
   }
 
   // Runs one streaming RPC: authenticates from the metadata at stream start, then

@@ -59,6 +59,7 @@ OpsOptions OpsFromConfig(const char* server_name, const Config& config) {
   ops.audit_fail_closed = logging.audit_fail_closed;
   ops.metrics_host = metrics.host;
   ops.metrics_port = metrics.port == 0 ? -1 : metrics.port;  // config 0 means off
+  ops.legacy_errors = config.server.legacy_errors;
   return ops;
 }
 
