@@ -193,6 +193,7 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
     r.Bool("use_cuda", &o.use_cuda);
     r.Int("cuda_device_id", &o.cuda_device_id, 0, 1023);
     r.Bool("require_cuda", &o.require_cuda);
+    r.StringList("cuda_library_dirs", &o.cuda_library_dirs, 64);
     r.Int("intra_op_threads", &o.intra_op_threads, 0, 4096);
     r.Int("inter_op_threads", &o.inter_op_threads, 0, 4096);
   });

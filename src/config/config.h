@@ -7,6 +7,7 @@
 #include <cstdint>
 #include <map>
 #include <string>
+#include <vector>
 
 #include "common/status.h"
 
@@ -106,6 +107,9 @@ struct InferenceConfig {
     bool use_cuda = true;
     int cuda_device_id = 0;
     bool require_cuda = false;  // true: no usable CUDA is a startup error
+    // Searched before the system library path for CUDA 13 / cuDNN 9 (e.g. NVIDIA's pip
+    // wheels: <site-packages>/nvidia/cu13/lib, <site-packages>/nvidia/cudnn/lib).
+    std::vector<std::string> cuda_library_dirs;
     int intra_op_threads = 0;   // global ORT thread pool; 0 = ORT default
     int inter_op_threads = 1;
   } onnx;

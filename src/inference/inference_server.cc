@@ -153,6 +153,7 @@ Expected<std::unique_ptr<InferenceServer>> InferenceServer::Create(
   execution.require_cuda = config.onnx.require_cuda;
   execution.cuda_device_id = config.onnx.cuda_device_id;
   execution.gpu_count = config.gpus.count;
+  execution.cuda_library_dirs = config.onnx.cuda_library_dirs;
   LIPSYNC_ASSIGN_OR_RETURN(ExecutionPlan plan, PlanExecution(execution, *runtime));
 
   std::unique_ptr<InferenceServer> server(
