@@ -112,6 +112,11 @@ class DockerfileTest(unittest.TestCase):
             self.assertRegex(setup, r"\$\{?" + assignment + r"\b",
                              f"scripts/setup.sh does not read {assignment}")
 
+        # The runtime stage copies ONNX Runtime (core and, for CUDA, the providers) from
+        # where scripts/setup.sh installs it.
+        self.assertIn('ORT_DIR="$ROOT/third_party/onnxruntime"', setup)
+        self.assertRegex(setup, r'"\$ORT_DIR/lib/\$f"', "CUDA providers not installed beside the core")
+
         for ins, arg in runtime:
             if ins == "RUN":
                 for word in ("setup.sh", "cmake", "make ", "g++", "npm "):
