@@ -11,6 +11,10 @@ pkg_check_modules(SNDFILE REQUIRED IMPORTED_TARGET sndfile)
 pkg_check_modules(LIBJWT REQUIRED IMPORTED_TARGET libjwt)
 pkg_check_modules(X264 REQUIRED IMPORTED_TARGET x264)
 pkg_check_modules(OPENH264 REQUIRED IMPORTED_TARGET openh264)  # bench/media; product if LIPSYNC_H264_ENCODER=openh264
+pkg_check_modules(OPUS REQUIRED IMPORTED_TARGET opus)  # WebRTC audio (src/webrtc)
+pkg_check_modules(LIBAVFORMAT REQUIRED IMPORTED_TARGET libavformat)  # RTP muxer (src/webrtc)
+pkg_check_modules(LIBAVCODEC REQUIRED IMPORTED_TARGET libavcodec)  # tests: RTP receiver + decoders
+pkg_check_modules(LIBAVUTIL REQUIRED IMPORTED_TARGET libavutil)
 find_package(OpenSSL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
 
