@@ -18,7 +18,8 @@ PACKAGES=(
   libyaml-cpp-dev nlohmann-json3-dev libjpeg62-turbo-dev libpng-dev zlib1g-dev libyuv-dev
   libonnx-dev libgtest-dev libgmock-dev libbenchmark-dev libssl-dev
   libfftw3-dev libsoxr-dev libsndfile1-dev libjwt-dev
-  libx264-dev libopenh264-dev libopus-dev libboost1.81-dev prometheus-cpp-dev chromium
+  libx264-dev libopenh264-dev libopus-dev libavformat-dev libavcodec-dev libavutil-dev
+  libboost1.81-dev prometheus-cpp-dev chromium janus coturn nginx prometheus
   espeak-ng ffmpeg imagemagick
   python3 python3-grpcio python3-numpy python3-opencv python3-protobuf python3-h2
 )
