@@ -594,9 +594,21 @@ window.lipsync = { connect, disconnect, speak, interrupt, startMic, stopMic, pla
   try {
     h264Supported();
     const audio = ensureAudio().catch((e) => log('audio: ' + e.message));
-    const any = await loadAvatars();
-    step('avatarsListed');
-    await audio;
-    if (any) await connect();
+    const wanted = params.get('avatar');
+    if (wanted) {
+      // The avatar is named in the address: open its session while the list loads.
+      const o = document.createElement('option');
+      o.value = o.textContent = wanted;
+      $('avatar').appendChild(o);
+      const listed = loadAvatars().then(() => step('avatarsListed'));
+      await audio;
+      await connect();
+      await listed;
+    } else {
+      const any = await loadAvatars();
+      step('avatarsListed');
+      await audio;
+      if (any) await connect();
+    }
   } catch (e) { log('start: ' + e.message); stats.errors.push(e.message); }
 })();
