@@ -8,6 +8,8 @@
 #   bench/gpu_check.sh [BUILD_DIR]          (default: build)
 #   ORT_GPU_LIBRARY=/opt/onnxruntime-gpu/lib/libonnxruntime.so.1 bench/gpu_check.sh build
 #   SECONDS_PER_POINT=3 CLIENTS=1,4         (optional)
+#   RUNNER="/b/lib/ld-linux-x86-64.so.2 --library-path /b/lib:/cuda/dirs"   (optional: a
+#     prefix the bench runs under; bench/gpu/run_all.sh runs the bundled binaries so)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 BUILD_DIR=${1:-build}
@@ -37,5 +39,7 @@ fi
 nvidia-smi -L
 echo "ONNX Runtime: $LIB"
 # --cuda makes no usable CUDA a startup error, so a silent CPU fallback cannot pass.
-exec "$BENCH" --cuda --ort-library "$LIB" --compare-cpu --server-only \
+# RUNNER is a command prefix, split on spaces on purpose.
+# shellcheck disable=SC2086
+exec ${RUNNER:-} "$BENCH" --cuda --ort-library "$LIB" --compare-cpu --server-only \
   --batches 1,8,24 --clients "${CLIENTS:-1,4}" --seconds "${SECONDS_PER_POINT:-3}"
