@@ -32,7 +32,7 @@ Scheduler::Scheduler(SchedulerOptions options, Runner runner)
       tenant_limit_(std::clamp(static_cast<int>(options_.max_queue_share * options_.queue_size), 1,
                                options_.queue_size)),
       runner_(std::move(runner)) {
-  for (int device : options_.devices) devices_.push_back(DeviceState{device, 0, 0});
+  for (int device : options_.devices) devices_.emplace_back().device_id = device;
   int next_worker_id = 0;
   for (int device : options_.devices) {
     for (int i = 0; i < options_.workers_per_device; ++i) {
@@ -47,8 +47,9 @@ Scheduler::~Scheduler() {
     std::lock_guard<std::mutex> lock(mu_);
     accepting_ = false;
     stopping_ = true;
+    for (auto& device : devices_) device.cv.notify_all();
+    for (const auto& gathering : gathering_) gathering.cv->notify_all();
   }
-  work_cv_.notify_all();
   for (auto& worker : workers_) worker.join();
 }
 
@@ -59,7 +60,7 @@ void Scheduler::StopAccepting() {
 
 int Scheduler::queue_depth() const {
   std::lock_guard<std::mutex> lock(mu_);
-  return static_cast<int>(queue_.size());
+  return queued_total_;
 }
 
 int Scheduler::tenant_queue_depth(const std::string& tenant) const {
@@ -127,9 +128,9 @@ Status Scheduler::Submit(Task* task) {
     return Status::InvalidArgument("no workers for device " + std::to_string(task->device_id) +
                                    "; expected one of the scheduler's devices");
   }
-  if (static_cast<int>(queue_.size()) >= options_.queue_size) {
+  if (queued_total_ >= options_.queue_size) {
     return Status::ResourceExhausted(
-        "inference queue full (" + std::to_string(queue_.size()) +
+        "inference queue full (" + std::to_string(queued_total_) +
         " requests waiting, queue_size=" + std::to_string(options_.queue_size) + "); retry later");
   }
   if (!task->tenant.empty() && tenant_limit_ < options_.queue_size) {
@@ -145,16 +146,17 @@ Status Scheduler::Submit(Task* task) {
   }
   task->state_ = Task::State::kQueued;
   task->enqueued_at_ = now;
-  queue_.push_back(task);
+  device->queue.push_back(task);
+  ++queued_total_;
   if (!task->tenant.empty()) ++queued_per_tenant_[task->tenant];
   ++device->queued;
-  work_cv_.notify_all();
+  WakeFor(task, *device);
 
   while (task->state_ != Task::State::kDone && task->state_ != Task::State::kExpired) {
     if (task->deadline && task->state_ == Task::State::kQueued) {
       task->done_cv_.wait_until(lock, *task->deadline);
       if (task->state_ == Task::State::kQueued && Clock::now() >= *task->deadline) {
-        queue_.erase(std::find(queue_.begin(), queue_.end(), task));
+        device->queue.erase(std::find(device->queue.begin(), device->queue.end(), task));
         Expire(task);
       }
     } else {
@@ -165,7 +167,7 @@ Status Scheduler::Submit(Task* task) {
     return Status::DeadlineExceeded(
         "request deadline passed after " +
         std::to_string(static_cast<int>(MsBetween(task->enqueued_at_, Clock::now()))) +
-        " ms waiting in the inference queue (" + std::to_string(queue_.size()) +
+        " ms waiting in the inference queue (" + std::to_string(queued_total_) +
         " requests waiting on " + std::to_string(worker_count()) +
         " workers); it was not run. Raise the deadline or add workers");
   }
@@ -175,26 +177,44 @@ Status Scheduler::Submit(Task* task) {
 void Scheduler::Expire(Task* task) {
   task->state_ = Task::State::kExpired;
   --FindDevice(task->device_id)->queued;
+  --queued_total_;
   LeaveQueue(task);
   task->done_cv_.notify_all();
+}
+
+void Scheduler::WakeFor(const Task* task, DeviceState& device) {
+  if (!task->batch_key.empty()) {
+    for (const auto& gathering : gathering_) {
+      if (gathering.device_id == device.device_id && gathering.key == task->batch_key) {
+        gathering.cv->notify_one();  // only its gatherer may take it
+        return;
+      }
+    }
+  }
+  device.cv.notify_one();
+}
+
+bool Scheduler::HasTakeable(const DeviceState& device) const {
+  return std::any_of(device.queue.begin(), device.queue.end(),
+                     [&](const Task* t) { return Takeable(t, device.device_id); });
 }
 
 bool Scheduler::Takeable(const Task* task, int device_id) const {
   if (task->device_id != device_id) return false;
   if (task->batch_key.empty() || gathering_.empty()) return true;
-  return std::none_of(gathering_.begin(), gathering_.end(), [&](const auto& g) {
-    return g.first == device_id && g.second == task->batch_key;
+  return std::none_of(gathering_.begin(), gathering_.end(), [&](const Gathering& g) {
+    return g.device_id == device_id && g.key == task->batch_key;
   });
 }
 
-Task* Scheduler::TakeFirst(int device_id, Clock::time_point now) {
-  for (auto it = queue_.begin(); it != queue_.end();) {
+Task* Scheduler::TakeFirst(DeviceState& device, Clock::time_point now) {
+  for (auto it = device.queue.begin(); it != device.queue.end();) {
     Task* task = *it;
-    if (!Takeable(task, device_id)) {
+    if (!Takeable(task, device.device_id)) {
       ++it;
       continue;
     }
-    it = queue_.erase(it);
+    it = device.queue.erase(it);
     if (Claim(task, now)) return task;
   }
   return nullptr;
@@ -209,20 +229,22 @@ bool Scheduler::Claim(Task* task, Clock::time_point now) {
   LeaveQueue(task);
   DeviceState* device = FindDevice(task->device_id);
   --device->queued;
+  --queued_total_;
   ++device->running;
   return true;
 }
 
-int Scheduler::GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now) {
+int Scheduler::GatherSameKey(DeviceState& device, std::vector<Task*>& group, int frames,
+                             Clock::time_point now) {
   const Task* first = group.front();
-  for (auto it = queue_.begin(); it != queue_.end() && frames < options_.max_batch_frames;) {
+  for (auto it = device.queue.begin();
+       it != device.queue.end() && frames < options_.max_batch_frames;) {
     Task* task = *it;
-    if (task->device_id != first->device_id || task->batch_key != first->batch_key ||
-        frames + task->frames > options_.max_batch_frames) {
+    if (task->batch_key != first->batch_key || frames + task->frames > options_.max_batch_frames) {
       ++it;
       continue;
     }
-    it = queue_.erase(it);
+    it = device.queue.erase(it);
     if (!Claim(task, now)) continue;
     frames += task->frames;
     group.push_back(task);
@@ -232,15 +254,13 @@ int Scheduler::GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_
 
 void Scheduler::WorkerLoop(WorkerInfo info) {
   std::unique_lock<std::mutex> lock(mu_);
-  const auto has_work = [&] {
-    return std::any_of(queue_.begin(), queue_.end(),
-                       [&](const Task* t) { return Takeable(t, info.device_id); });
-  };
+  DeviceState& device = *FindDevice(info.device_id);
+  std::condition_variable gather_cv;  // wakes this worker alone while it gathers
   for (;;) {
-    work_cv_.wait(lock, [&] { return stopping_ || has_work(); });
-    Task* first = TakeFirst(info.device_id, Clock::now());
+    device.cv.wait(lock, [&] { return stopping_ || HasTakeable(device); });
+    Task* first = TakeFirst(device, Clock::now());
     if (first == nullptr) {
-      if (stopping_ && !has_work()) return;
+      if (stopping_ && !HasTakeable(device)) return;
       continue;
     }
     std::vector<Task*> group{first};
@@ -248,19 +268,22 @@ void Scheduler::WorkerLoop(WorkerInfo info) {
     if (options_.max_queue_delay_us > 0 && !first->batch_key.empty()) {
       const Clock::time_point batch_end =
           first->enqueued_at_ + std::chrono::microseconds(options_.max_queue_delay_us);
-      frames = GatherSameKey(group, frames, Clock::now());
+      frames = GatherSameKey(device, group, frames, Clock::now());
       if (frames < options_.max_batch_frames) {
-        gathering_.emplace_back(info.device_id, first->batch_key);
+        gathering_.push_back(Gathering{info.device_id, first->batch_key, &gather_cv});
         while (frames < options_.max_batch_frames && !stopping_ && Clock::now() < batch_end) {
-          work_cv_.wait_until(lock, batch_end);
-          frames = GatherSameKey(group, frames, Clock::now());
+          gather_cv.wait_until(lock, batch_end);
+          frames = GatherSameKey(device, group, frames, Clock::now());
         }
-        gathering_.erase(std::find(gathering_.begin(), gathering_.end(),
-                                   std::make_pair(info.device_id, first->batch_key)));
+        gathering_.erase(std::find_if(gathering_.begin(), gathering_.end(),
+                                      [&](const Gathering& g) { return g.cv == &gather_cv; }));
         // Tasks of this model left over (batch full) are takeable by others again.
-        work_cv_.notify_all();
+        if (HasTakeable(device)) device.cv.notify_all();
       }
     }
+    // More work waiting on this device: pass the wake-up on to an idle worker (the one
+    // woken for it may have been this one, busy until now).
+    if (HasTakeable(device)) device.cv.notify_one();
     const Clock::time_point started = Clock::now();
     for (Task* task : group) {
       task->queue_wait_ms = MsBetween(task->enqueued_at_, started);
@@ -269,9 +292,8 @@ void Scheduler::WorkerLoop(WorkerInfo info) {
     lock.unlock();
     runner_(std::span<Task* const>(group.data(), group.size()), info);
     lock.lock();
-    DeviceState* device = FindDevice(info.device_id);
     for (Task* task : group) {
-      --device->running;
+      --device.running;
       task->state_ = Task::State::kDone;
       task->done_cv_.notify_all();
     }

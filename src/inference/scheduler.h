@@ -18,6 +18,14 @@
 // queued tasks with the SAME key and device, up to max_batch_frames frames in all, and
 // hands them to the Runner as one group. Different keys (models) are never mixed.
 //
+// Wake-ups (Triton's instance queues): each device has its own queue of waiting tasks
+// and its own condition variable; a submit wakes ONE worker of the task's device
+// (notify_one), or, when a worker of that device is gathering a batch of the task's
+// key, that gatherer alone (each gatherer waits on its own condition variable). A
+// worker that takes a task while more takeable ones wait passes the wake-up on to
+// the next idle worker. Nothing wakes the workers of other devices. queue_size and
+// the per-tenant share count the waiting tasks of all devices together.
+//
 // Thread-safe. The destructor stops accepting, runs what is queued, and joins.
 #pragma once
 
@@ -117,8 +125,16 @@ class Scheduler {
  private:
   struct DeviceState {
     int device_id = -1;
-    int queued = 0;
+    int queued = 0;  // == queue.size()
     int running = 0;
+    std::deque<Task*> queue;     // this device's waiting tasks, in arrival order
+    std::condition_variable cv;  // its idle workers wait here
+  };
+  // A worker gathering a dynamic batch for (device, key); it waits on its own cv.
+  struct Gathering {
+    int device_id;
+    std::string key;
+    std::condition_variable* cv;
   };
   DeviceState* FindDevice(int device_id);
   const DeviceState* FindDevice(int device_id) const;
@@ -128,28 +144,33 @@ class Scheduler {
   // worker of the device is gathering a batch for is left to that worker (otherwise
   // concurrent streams would be split across workers, each waiting for a batch).
   bool Takeable(const Task* task, int device_id) const;
-  // Removes and returns the first live, takeable task for `device`; drops expired ones
+  bool HasTakeable(const DeviceState& device) const;
+  // Removes and returns the first live, takeable task of `device`; drops expired ones
   // on the way.
-  Task* TakeFirst(int device_id, Clock::time_point now);
-  // Adds same-key tasks to `group` until max_batch_frames; returns the frames in it.
-  int GatherSameKey(std::vector<Task*>& group, int frames, Clock::time_point now);
+  Task* TakeFirst(DeviceState& device, Clock::time_point now);
+  // Adds same-key tasks of `device` to `group` until max_batch_frames; returns the
+  // frames in it.
+  int GatherSameKey(DeviceState& device, std::vector<Task*>& group, int frames,
+                    Clock::time_point now);
+  // Wakes the one worker that should look at `task` (its gatherer, or one idle worker
+  // of its device).
+  void WakeFor(const Task* task, DeviceState& device);
   void Expire(Task* task);
   // The task left the queue (taken or expired): its tenant holds one less.
   void LeaveQueue(const Task* task);
   // For a task just removed from the queue: expires it (false) if its deadline has
   // passed, otherwise marks it taken and moves it from queued to running (true).
   bool Claim(Task* task, Clock::time_point now);
-  // (device, batch_key) pairs some worker is gathering a dynamic batch for.
-  std::vector<std::pair<int, std::string>> gathering_;
+  // Batches some worker is gathering now.
+  std::vector<Gathering> gathering_;
 
   const SchedulerOptions options_;
   const int tenant_limit_;
   const Runner runner_;
   mutable std::mutex mu_;
-  std::condition_variable work_cv_;
-  std::deque<Task*> queue_;
+  int queued_total_ = 0;                          // waiting tasks over all devices
   std::map<std::string, int> queued_per_tenant_;  // only tenants with waiting tasks
-  std::vector<DeviceState> devices_;
+  std::deque<DeviceState> devices_;               // stable addresses (each holds a cv)
   bool accepting_ = true;
   bool stopping_ = false;
   uint64_t round_robin_ = 0;
