@@ -7,9 +7,11 @@
 #include <exception>
 #include <filesystem>
 #include <new>
+#include <set>
 
 #include "common/log.h"
 #include "common/model_id.h"
+#include "inference/model_cache.h"
 
 namespace lipsync::inference {
 
@@ -59,6 +61,11 @@ double MsSince(Clock::time_point start) {
 bool IsFile(const std::string& path) {
   std::error_code ec;
   return fs::is_regular_file(path, ec);
+}
+
+// Calls the test hook (RegistryOptions::on_file_access) before a file-system access.
+void Touching(const RegistryOptions& options, const std::string& path) {
+  if (options.on_file_access) options.on_file_access(path);
 }
 
 std::string RootModelPath(const std::string& root, const std::string& id) {
@@ -170,17 +177,30 @@ struct ModelRegistry::Impl {
         impl.RecordFailureLocked(
             e, Status::Internal("loading model '" + e.id + "' ended without a result"));
       }
-      *flag = false;
+      if (flag == &e.loading)
+        impl.SetLoadingLocked(e, false);
+      else
+        *flag = false;
       impl.changed.notify_all();
     }
   };
   static constexpr int kCpu = -1;
 
+  // Running totals per device (kept in step with every model attach/detach and every
+  // first load started/finished), so capacity checks never re-sum all entries.
+  struct DeviceTotals {
+    int loading = 0;          // first loads in flight placed on the device
+    int64_t bytes = 0;        // sum of `bytes` of the loaded models
+    std::set<Entry*> loaded;  // entries with a model on the device
+  };
+
   const RegistryOptions& options;
+  std::map<int, DeviceTotals> totals;  // guarded by mu
   mutable std::mutex mu;
   std::condition_variable changed;  // a load or reload finished
   std::map<std::string, Entry> entries;
   std::atomic<int64_t> load_attempts{0};
+  ModelCounters counters;  // guarded by mu
   size_t next_device = 0;  // round-robin placement, guarded by mu
 
   std::mutex sweeper_mu;
@@ -196,19 +216,27 @@ struct ModelRegistry::Impl {
     }
   }
 
-  // Known id -> its entry (creating one for a model_root id seen for the first time).
-  Expected<Entry*> FindLocked(const std::string& id) {
+  // Known id -> its entry. A model_root id seen for the first time is looked up on
+  // disk with the lock released (`lock` is held again on return), then added.
+  Expected<Entry*> FindLocked(std::unique_lock<std::mutex>& lock, const std::string& id) {
     LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
     auto it = entries.find(id);
     if (it != entries.end()) return &it->second;
     if (!options.model_root.empty()) {
-      std::string path = RootModelPath(options.model_root, id);
-      if (IsFile(path)) {
+      const std::string path = RootModelPath(options.model_root, id);
+      lock.unlock();
+      Touching(options, path);
+      const bool exists = IsFile(path);
+      const std::string encoder = exists ? EncoderBeside(path) : "";
+      lock.lock();
+      it = entries.find(id);  // another caller may have added it meanwhile
+      if (it != entries.end()) return &it->second;
+      if (exists) {
         Entry& e = entries[id];
         e.id = id;
         e.from_root = true;
         e.files.model_path = path;
-        e.files.audio_encoder_path = EncoderBeside(path);
+        e.files.audio_encoder_path = encoder;
         return &e;
       }
     }
@@ -218,18 +246,30 @@ struct ModelRegistry::Impl {
   }
 
   int CountOn(int device, bool include_loading) const {
-    int n = 0;
-    for (const auto& [id, e] : entries) {
-      if (e.device == device && (e.model || (include_loading && e.loading))) ++n;
-    }
-    return n;
+    auto it = totals.find(device);
+    if (it == totals.end()) return 0;
+    return static_cast<int>(it->second.loaded.size()) + (include_loading ? it->second.loading : 0);
   }
 
   int64_t BytesOn(int device) const {
-    int64_t n = 0;
-    for (const auto& [id, e] : entries)
-      if (e.model && e.device == device) n += e.bytes;
-    return n;
+    auto it = totals.find(device);
+    return it == totals.end() ? 0 : it->second.bytes;
+  }
+
+  // Sets (or, on a reload, replaces) the model of `e` on e.device, keeping the totals.
+  void AttachLocked(Entry& e, ModelPtr model) {
+    DeviceTotals& t = totals[e.device];
+    if (e.model) t.bytes -= e.bytes;
+    e.model = std::move(model);
+    e.bytes = e.model->memory_bytes();
+    t.bytes += e.bytes;
+    t.loaded.insert(&e);
+  }
+
+  void SetLoadingLocked(Entry& e, bool loading) {
+    if (e.loading == loading) return;
+    e.loading = loading;
+    totals[e.device].loading += loading ? 1 : -1;
   }
 
   int PickDevice() {
@@ -255,8 +295,9 @@ struct ModelRegistry::Impl {
   // The model on `device` that the policy would drop first, among those nobody holds.
   Entry* PickVictimLocked(int device, const Entry* exclude) {
     Entry* victim = nullptr;
-    for (auto& [id, e] : entries) {
-      if (&e == exclude || !e.model || e.device != device || e.reloading) continue;
+    for (Entry* candidate : totals[device].loaded) {
+      Entry& e = *candidate;
+      if (&e == exclude || e.reloading) continue;
       if (e.slot->pins.load() > 0) continue;
       if (!victim) {
         victim = &e;
@@ -278,10 +319,15 @@ struct ModelRegistry::Impl {
   void UnloadLocked(Entry& e, std::vector<ModelPtr>* dead, const char* why) {
     LOG_INFO("unloading model '%s' from device %d (%s, %lld bytes)", e.id.c_str(), e.device, why,
              static_cast<long long>(e.bytes));
+    DeviceTotals& t = totals[e.device];
+    t.bytes -= e.bytes;
+    t.loaded.erase(&e);
     dead->push_back(std::move(e.model));
     e.model.reset();
     e.slot.reset();
     e.bytes = 0;
+    if (std::string_view(why).starts_with("evicted")) ++counters.evictions;
+    if (std::string_view(why).starts_with("idle")) ++counters.idle_unloads;
   }
 
   Status EvictForCountLocked(int device, const Entry* self, std::vector<ModelPtr>* dead) {
@@ -331,6 +377,7 @@ struct ModelRegistry::Impl {
   }
 
   void RecordFailureLocked(Entry& e, Status failure) {
+    ++counters.load_failures;
     e.failure = std::move(failure);
     ++e.consecutive_failures;
     const auto backoff = BackoffFor(e.consecutive_failures);
@@ -392,7 +439,8 @@ struct ModelRegistry::Impl {
           CheckFileSize(files.audio_encoder_path, options.max_model_file_bytes));
     }
     ++load_attempts;
-    auto loaded = options.loader ? options.loader(files, device) : OnnxModel::Load(files, device);
+    auto loaded = options.loader ? options.loader(files, device)
+                                 : OnnxModel::Load(files, device, options.cache.get());
     if (!loaded.ok()) return loaded.status();
     if (*loaded == nullptr) {
       return Status::Internal("loading '" + files.model_path + "' returned no model");
@@ -414,23 +462,29 @@ struct ModelRegistry::Impl {
                                           " failed attempt(s) in a row; next retry in " +
                                           SecondsText(e.retry_at - options.now()) + ")");
     }
-    e.loading = true;
+    e.device = PickDevice();
+    SetLoadingLocked(e, true);
     e.loading_since = Clock::now();
     LoadingGuard guard{*this, e, lock, &e.loading};
-    e.device = PickDevice();
     const int device = e.device;
     LIPSYNC_RETURN_IF_ERROR(EvictForCountLocked(device, &e, dead));
     int64_t estimate = e.last_measured_bytes;
+    const ModelFiles files = e.files;
     if (estimate <= 0) {
+      // The file's size (x1.2) is the estimate of a model never loaded: read with the
+      // lock released (e.loading keeps other loads of this id waiting).
+      lock.unlock();
+      dead->clear();
+      Touching(options, files.model_path);
       std::error_code ec;
-      auto size = fs::file_size(e.files.model_path, ec);
+      auto size = fs::file_size(files.model_path, ec);
       estimate = ec ? 0 : static_cast<int64_t>(static_cast<double>(size) * 1.2);
+      lock.lock();
     }
     (void)EvictForBytesLocked(device, estimate, &e, /*must=*/false, dead);
 
-    const ModelFiles files = e.files;
     lock.unlock();
-    dead->clear();  // evicted sessions are freed before the new one is created
+    dead->clear();  // evicted sessions are freed (unlocked) before the new one is created
     const auto start = Clock::now();
     auto loaded = LoadFiles(e, files, device);
     const double ms = MsSince(start);
@@ -448,13 +502,14 @@ struct ModelRegistry::Impl {
       return st;
     }
     e.slot = std::make_shared<ModelSlot>(e.id, options.now);
-    e.model = std::move(model);
+    AttachLocked(e, std::move(model));
     e.slot->Touch();
-    e.bytes = e.model->memory_bytes();
     e.load_ms = ms;
     e.loaded_at_unix_ms = NowUnixMs();
     e.failure = Status::Ok();
     e.consecutive_failures = 0;
+    ++counters.loads;
+    counters.load_seconds += ms / 1000.0;
     LOG_INFO("loaded model '%s' on device %d in %.1f ms (%lld bytes%s)", e.id.c_str(), device, ms,
              static_cast<long long>(e.bytes),
              e.model->has_audio_encoder() ? ", audio encoder" : "");
@@ -509,12 +564,14 @@ struct ModelRegistry::Impl {
             .count();
     const int64_t idle_ns =
         std::chrono::duration_cast<std::chrono::nanoseconds>(options.idle_timeout).count();
-    for (auto& [id, e] : entries) {
-      if (!e.model || e.reloading || e.slot->pins.load() > 0) continue;
-      if (now_ns - e.slot->last_used_steady_ns.load() >= idle_ns) {
-        UnloadLocked(e, &dead, "idle longer than idle_timeout");
+    std::vector<Entry*> idle;
+    for (auto& [device, t] : totals) {
+      for (Entry* e : t.loaded) {
+        if (e->reloading || e->slot->pins.load() > 0) continue;
+        if (now_ns - e->slot->last_used_steady_ns.load() >= idle_ns) idle.push_back(e);
       }
     }
+    for (Entry* e : idle) UnloadLocked(*e, &dead, "idle longer than idle_timeout");
     // `dead` is destroyed after the lock_guard (declared first, destroyed last).
   }
 };
@@ -582,13 +639,14 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
                                              std::optional<Clock::time_point> deadline) {
   std::vector<ModelPtr> dead;  // destroyed after the lock is released
   std::unique_lock<std::mutex> lock(impl_->mu);
-  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * entry, impl_->FindLocked(id));
+  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * entry, impl_->FindLocked(lock, id));
   LIPSYNC_ASSIGN_OR_RETURN(bool loaded_now,
                            impl_->EnsureLoadedLocked(lock, *entry,
                                                      /*explicit_load=*/false, deadline, &dead));
   ModelHandle handle;
   handle.slot_ = entry->slot;
   handle.model_ = entry->model;
+  handle.device_ = entry->device;
   handle.loaded_now_ = loaded_now;
   handle.load_ms_ = loaded_now ? entry->load_ms : 0;
   entry->slot->pins.fetch_add(1);
@@ -602,7 +660,7 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
                                          std::optional<Clock::time_point> deadline) {
   std::vector<ModelPtr> dead;
   std::unique_lock<std::mutex> lock(impl_->mu);
-  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * found, impl_->FindLocked(id));
+  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * found, impl_->FindLocked(lock, id));
   Impl::Entry& e = *found;
   LIPSYNC_RETURN_IF_ERROR(
       impl_->WaitWhileLocked(lock, e, deadline, [&] { return e.reloading || e.loading; }));
@@ -621,36 +679,40 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   e.reloading = true;
   e.loading_since = Clock::now();
   Impl::LoadingGuard guard{*impl_, e, lock, &e.reloading};
-  if (!impl_->options.model_root.empty() && !impl_->options.configured.count(id)) {
-    e.files.audio_encoder_path = EncoderBeside(e.files.model_path);
-  }
-  const ModelFiles files = e.files;
+  ModelFiles files = e.files;
   const int device = e.device;
   lock.unlock();
+  if (!impl_->options.model_root.empty() && !impl_->options.configured.count(id)) {
+    Touching(impl_->options, files.model_path);
+    files.audio_encoder_path = EncoderBeside(files.model_path);  // it may have come or gone
+  }
   const auto start = Clock::now();
   auto loaded = impl_->LoadFiles(e, files, device);
   const double ms = MsSince(start);
   lock.lock();
   if (!loaded.ok()) {
+    ++impl_->counters.load_failures;
     Status st = loaded.status().WithContext("reloading model '" + id +
                                             "' failed; the previous version keeps serving");
     LOG_ERROR("%s", st.ToString().c_str());
     return st;
   }
   ModelPtr model = std::move(*loaded);
-  if (e.model) dead.push_back(std::move(e.model));
+  if (e.model) dead.push_back(e.model);  // the old copy dies after unlock (or with its handles)
   if (!e.slot) {
     e.slot = std::make_shared<internal::ModelSlot>(e.id, impl_->options.now);
     e.slot->Touch();
   }
+  e.files = files;
   e.device = device;
-  e.model = std::move(model);
-  e.bytes = e.model->memory_bytes();
+  impl_->AttachLocked(e, std::move(model));
   e.last_measured_bytes = e.bytes;
   e.load_ms = ms;
   e.loaded_at_unix_ms = NowUnixMs();
   e.failure = Status::Ok();
   e.consecutive_failures = 0;
+  ++impl_->counters.loads;
+  impl_->counters.load_seconds += ms / 1000.0;
   LOG_INFO("reloaded model '%s' on device %d in %.1f ms (%lld bytes)", id.c_str(), device, ms,
            static_cast<long long>(e.bytes));
   // Over the byte cap now? Make room by evicting others; never fail a good reload.
@@ -664,7 +726,7 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
 Expected<bool> ModelRegistry::Unload(const std::string& id) {
   std::vector<ModelPtr> dead;
   std::unique_lock<std::mutex> lock(impl_->mu);
-  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * found, impl_->FindLocked(id));
+  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * found, impl_->FindLocked(lock, id));
   Impl::Entry& e = *found;
   while (e.loading || e.reloading) impl_->changed.wait(lock);
   e.failure = Status::Ok();
@@ -676,6 +738,7 @@ Expected<bool> ModelRegistry::Unload(const std::string& id) {
 
 std::vector<ModelStats> ModelRegistry::List(bool include_available, int limit) const {
   std::vector<ModelStats> loaded, others;
+  std::set<std::string> known;
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     for (const auto& [id, e] : impl_->entries) {
@@ -683,12 +746,17 @@ std::vector<ModelStats> ModelRegistry::List(bool include_available, int limit) c
         loaded.push_back(impl_->StatsLocked(e));
       else if (include_available)
         others.push_back(impl_->StatsLocked(e));
+      if (include_available) known.insert(id);
     }
+  }
+  // The directory scan runs on that snapshot with the lock released.
+  {
     if (include_available && !options_.model_root.empty()) {
+      Touching(options_, options_.model_root);
       std::error_code ec;
       for (const auto& dir : fs::directory_iterator(options_.model_root, ec)) {
         std::string id = dir.path().filename().string();
-        if (impl_->entries.count(id) || !ValidateModelId(id).ok()) continue;
+        if (known.count(id) || !ValidateModelId(id).ok()) continue;
         std::string path = RootModelPath(options_.model_root, id);
         if (!IsFile(path)) continue;
         // Not offered: a tenant whose files leave model_root (it would be refused).
@@ -713,8 +781,8 @@ std::vector<ModelStats> ModelRegistry::List(bool include_available, int limit) c
 }
 
 Expected<ModelStats> ModelRegistry::Stats(const std::string& id) const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * e, impl_->FindLocked(id));
+  std::unique_lock<std::mutex> lock(impl_->mu);
+  LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * e, impl_->FindLocked(lock, id));
   return impl_->StatsLocked(*e);
 }
 
@@ -723,7 +791,7 @@ std::vector<ModelStats> ModelRegistry::AllLoadedStats() const { return List(fals
 int ModelRegistry::loaded_count() const {
   std::lock_guard<std::mutex> lock(impl_->mu);
   int n = 0;
-  for (const auto& [id, e] : impl_->entries) n += e.model ? 1 : 0;
+  for (const auto& [device, t] : impl_->totals) n += static_cast<int>(t.loaded.size());
   return n;
 }
 
@@ -738,6 +806,11 @@ int64_t ModelRegistry::loaded_bytes(int device) const {
 }
 
 int64_t ModelRegistry::load_attempts() const { return impl_->load_attempts; }
+
+ModelCounters ModelRegistry::counters() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->counters;
+}
 
 Status ModelRegistry::Preload(const std::vector<std::string>& ids) {
   for (const auto& id : ids) {
@@ -772,6 +845,9 @@ RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
     o.configured[id] = files;
   }
   o.model_root = config.model_root;
+  if (!config.model_cache_dir.empty()) {
+    o.cache = std::make_shared<ModelCache>(config.model_cache_dir, o.max_model_file_bytes);
+  }
   return o;
 }
 

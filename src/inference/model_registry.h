@@ -3,7 +3,10 @@
 // single-flight loading, capacity per device (count and bytes) with LRU/LFU
 // eviction, an idle sweeper, remembered load failures, and atomic force-reload.
 //
-// Thread-safe (one mutex for the tables; loads run outside it). A ModelHandle pins
+// Thread-safe (one mutex for the tables). Everything slow runs with it released: loads,
+// stat calls and directory scans (List snapshots the table, then scans), and the
+// destruction of evicted, unloaded or replaced sessions (freed after unlock). Device
+// totals (count, bytes) are kept running, not re-summed. A ModelHandle pins
 // its model: the model is never evicted, swept or destroyed while a handle lives.
 // Unload and force-reload drop the registry's reference at once; handles already
 // out keep the old OnnxModel alive (shared_ptr) until they are destroyed; a handle
@@ -27,6 +30,7 @@
 #include "common/status.h"
 #include "config/config.h"
 #include "inference/api.h"
+#include "inference/model_cache.h"
 #include "inference/onnx_model.h"
 
 namespace lipsync::inference {
@@ -55,6 +59,11 @@ struct RegistryOptions {
   // Loads one model (tests inject slow or throwing loaders). May throw: the registry
   // catches everything it throws. Default: OnnxModel::Load.
   std::function<Expected<std::shared_ptr<OnnxModel>>(const ModelFiles&, int device)> loader;
+  // Optimized-graph cache the default loader uses (inference.model_cache_dir); null = none.
+  std::shared_ptr<ModelCache> cache;
+  // Test hook: called with the lock released right before each stat or directory scan
+  // (tests block in it to prove the registry keeps answering meanwhile).
+  std::function<void(const std::string& path)> on_file_access;
 };
 
 // The registry's view of an inference.yaml: capacity (memory_gb_per_gpu applies to
@@ -80,7 +89,8 @@ class ModelHandle {
   // Valid while the handle lives.
   const OnnxModel& model() const { return *model_; }
   const std::string& id() const;
-  int device_id() const { return model_->device_id(); }
+  // The device the registry placed the model on (its requests run there).
+  int device_id() const { return device_; }
   // True when this Acquire loaded the model (the caller waited for the load).
   bool loaded_now() const { return loaded_now_; }
   double load_ms() const { return load_ms_; }
@@ -94,6 +104,7 @@ class ModelHandle {
   std::shared_ptr<const OnnxModel> model_;
   bool loaded_now_ = false;
   double load_ms_ = 0;
+  int device_ = -1;
 };
 
 class ModelRegistry {
@@ -136,6 +147,8 @@ class ModelRegistry {
   // Number of loader (OnnxModel::Load) calls made so far (successful or not); files
   // refused before reading (size, path) are not counted.
   int64_t load_attempts() const;
+  // Loads, failures, evictions and idle unloads since start (metrics).
+  ModelCounters counters() const;
   const RegistryOptions& options() const { return options_; }
 
   // Loads each id (stops at the first failure and returns it).

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <array>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <filesystem>
@@ -15,6 +16,7 @@
 
 #include "common/log.h"
 #include "inference/gpu_info.h"
+#include "inference/model_cache.h"
 #include "inference/ort_runtime.h"
 
 namespace lipsync::inference {
@@ -51,11 +53,18 @@ int64_t ResidentBytes() {
 }
 
 // Heap bytes the process holds (malloc'ed and not freed, mmapped chunks included).
-// Unlike RSS it is not blurred by freed memory the allocator keeps or reuses.
+// Unlike RSS it is not blurred by freed memory the allocator keeps or reuses. Under
+// AddressSanitizer malloc is ASan's (glibc's mallinfo2 then sees nothing): ask ASan's
+// allocator for the same figure, user bytes in use (no redzones, no quarantine).
+#if defined(__SANITIZE_ADDRESS__)
+extern "C" size_t __sanitizer_get_current_allocated_bytes();
+int64_t HeapBytesInUse() { return static_cast<int64_t>(__sanitizer_get_current_allocated_bytes()); }
+#else
 int64_t HeapBytesInUse() {
   struct mallinfo2 info = mallinfo2();
   return static_cast<int64_t>(info.uordblks + info.hblkhd);
 }
+#endif
 
 struct MemorySample {
   int64_t heap = 0;
@@ -201,7 +210,83 @@ Status AppendCuda(Ort::SessionOptions& options, int device_id) {
   return Status::Ok();
 }
 
-Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, int device_id) {
+// The options every session of `device_id` gets (the CUDA provider appended for a GPU).
+Expected<Ort::SessionOptions> BaseOptions(const OrtRuntime& runtime, int device_id) {
+  Ort::SessionOptions options = runtime.MakeSessionOptions();
+  if (device_id >= 0) LIPSYNC_RETURN_IF_ERROR(AppendCuda(options, device_id));
+  return options;
+}
+
+Status OrtLoadError(const Ort::Exception& e, const std::string& path, int device_id) {
+  StatusCode code = e.GetOrtErrorCode() == ORT_FAIL && device_id >= 0
+                        ? StatusCode::kUnavailable
+                        : StatusCode::kFailedPrecondition;
+  return Status(code, "cannot load ONNX model '" + path + "': " + Bounded(e.what()) +
+                          " (expected a valid ONNX file)");
+}
+
+// The provider part of a cache key: an optimized graph is only valid for it.
+std::string ProviderLabel(int device_id) {
+  if (device_id < 0) return "CPUExecutionProvider";
+  std::string label = "CUDAExecutionProvider";
+  for (const GpuStatus& gpu : QueryGpus()) {
+    if (gpu.device_id == device_id) label += " " + gpu.name;
+  }
+  return label;
+}
+
+// Through the optimized-graph cache: a verified entry is loaded with optimizations
+// off; no entry (or one ORT refuses) builds the session from the source and saves its
+// optimized graph as the entry. nullptr (no error) when the cache cannot be used at
+// all (the caller loads plainly).
+Expected<std::unique_ptr<Ort::Session>> CreateCachedSession(OrtRuntime& runtime,
+                                                            const std::string& path, int device_id,
+                                                            ModelCache& cache) {
+  auto key = cache.KeyFor(path, ProviderLabel(device_id));
+  if (!key.ok()) return key.status();  // the source itself is unreadable: same error
+  auto entry = cache.Read(*key);
+  if (entry.ok()) {
+    LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(runtime, device_id));
+    options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_DISABLE_ALL);
+    try {
+      return std::make_unique<Ort::Session>(runtime.env(), entry->data(), entry->size(), options);
+    } catch (const Ort::Exception& e) {
+      // Verified but refused (e.g. a provider change the key does not see): rebuild.
+      LOG_WARN("model cache entry '%s' for '%s' was refused by ONNX Runtime (%s); rebuilding it",
+               cache.EntryPath(*key).c_str(), path.c_str(), Bounded(e.what()).c_str());
+      cache.Discard(*key);
+    }
+  } else if (entry.status().code() != StatusCode::kNotFound) {
+    LOG_WARN("%s", entry.status().message().c_str());
+  }
+  entry = ModelCache::Entry();  // unmapped before the build
+  auto temp = cache.TempPath();
+  if (!temp.ok()) {
+    LOG_WARN("%s; loading '%s' without the model cache", temp.status().message().c_str(),
+             path.c_str());
+    return std::unique_ptr<Ort::Session>();
+  }
+  LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(runtime, device_id));
+  options.SetOptimizedModelFilePath(temp->c_str());
+  // ORT warns that an NCHWc graph is hardware specific: the key says which hardware.
+  options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_ERROR);
+  std::unique_ptr<Ort::Session> session;
+  try {
+    session = std::make_unique<Ort::Session>(runtime.env(), path.c_str(), options);
+  } catch (const Ort::Exception& e) {
+    std::error_code ec;
+    std::filesystem::remove(*temp, ec);
+    return OrtLoadError(e, path, device_id);
+  }
+  if (Status st = cache.Commit(*key, *temp); !st.ok()) {
+    LOG_WARN("model cache: %s (the model is loaded; the next load optimizes it again)",
+             st.message().c_str());
+  }
+  return session;
+}
+
+Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, int device_id,
+                                                      ModelCache* cache) {
   OrtRuntime* runtime = OrtRuntime::Get();
   if (!runtime) {
     return Status::Internal(
@@ -212,16 +297,15 @@ Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, i
   if (!std::filesystem::is_regular_file(path, ec)) {
     return Status::NotFound("model file '" + path + "' does not exist (expected an .onnx file)");
   }
+  if (cache) {
+    LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateCachedSession(*runtime, path, device_id, *cache));
+    if (session) return session;
+  }
   try {
-    Ort::SessionOptions options = runtime->MakeSessionOptions();
-    if (device_id >= 0) LIPSYNC_RETURN_IF_ERROR(AppendCuda(options, device_id));
+    LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(*runtime, device_id));
     return std::make_unique<Ort::Session>(runtime->env(), path.c_str(), options);
   } catch (const Ort::Exception& e) {
-    StatusCode code = e.GetOrtErrorCode() == ORT_FAIL && device_id >= 0
-                          ? StatusCode::kUnavailable
-                          : StatusCode::kFailedPrecondition;
-    return Status(code, "cannot load ONNX model '" + path + "': " + Bounded(e.what()) +
-                            " (expected a valid ONNX file)");
+    return OrtLoadError(e, path, device_id);
   }
 }
 
@@ -253,10 +337,11 @@ size_t OnnxModel::output_values_per_frame() const {
   return 3u * static_cast<size_t>(output_height_) * output_width_;
 }
 
-Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, int device_id) {
+Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, int device_id,
+                                                     ModelCache* cache) {
   // The library boundary: nothing ORT or an allocation throws leaves this function.
   try {
-    return LoadUnguarded(files, device_id);
+    return LoadUnguarded(files, device_id, cache);
   } catch (const Ort::Exception& e) {
     return Status::FailedPrecondition("ONNX Runtime failed loading '" + files.model_path +
                                       "': " + Bounded(e.what()) + " (expected a valid ONNX model)");
@@ -270,13 +355,14 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
 }
 
 Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& files,
-                                                              int device_id) {
+                                                              int device_id, ModelCache* cache) {
   std::shared_ptr<OnnxModel> model(new OnnxModel());
   model->files_ = files;
   model->device_id_ = device_id;
   const MemorySample memory_before = SampleMemory(device_id);
+  const auto create_start = std::chrono::steady_clock::now();
 
-  LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateSession(files.model_path, device_id));
+  LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateSession(files.model_path, device_id, cache));
   try {
     auto inputs = Inputs(*session);
     auto outputs = Outputs(*session);
@@ -331,7 +417,8 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& 
   model->sessions_->session = std::move(session);
 
   if (!files.audio_encoder_path.empty()) {
-    LIPSYNC_ASSIGN_OR_RETURN(auto encoder, CreateSession(files.audio_encoder_path, device_id));
+    LIPSYNC_ASSIGN_OR_RETURN(auto encoder,
+                             CreateSession(files.audio_encoder_path, device_id, cache));
     try {
       auto inputs = Inputs(*encoder);
       auto outputs = Outputs(*encoder);
@@ -357,6 +444,9 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& 
 
   // Warm-up: the first Run allocates the arena and plans memory, which is part of
   // what the model costs and should not be paid by the first request.
+  const auto warm_start = std::chrono::steady_clock::now();
+  model->session_create_ms_ =
+      std::chrono::duration<double, std::milli>(warm_start - create_start).count();
   {
     int warm_batch =
         model->visual_shape_.dims[0] > 0 ? static_cast<int>(model->visual_shape_.dims[0]) : 1;
@@ -370,6 +460,9 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& 
     }
   }
 
+  model->warm_up_ms_ =
+      std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - warm_start)
+          .count();
   const int64_t delta = Footprint(memory_before, SampleMemory(device_id), device_id);
   if (delta > 0) {
     model->memory_bytes_ = delta;

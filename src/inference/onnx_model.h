@@ -29,6 +29,8 @@ struct TensorShape {
   std::string ToString() const;  // "[-1,6,320,320]"
 };
 
+class ModelCache;
+
 struct ModelFiles {
   std::string model_path;
   std::string audio_encoder_path;  // "" = none
@@ -50,7 +52,13 @@ class OnnxModel {
   // not take the session), RESOURCE_EXHAUSTED (out of memory). Never throws: ORT and
   // allocation exceptions become a Status; text from the file (ORT's message, tensor
   // names) is quoted bounded.
-  static Expected<std::shared_ptr<OnnxModel>> Load(const ModelFiles& files, int device_id);
+  //
+  // With `cache` (may be null), sessions go through the optimized-graph cache
+  // (inference/model_cache.h): a hit skips graph optimization; a miss optimizes, loads
+  // and saves the entry; a corrupt entry is reported and rebuilt; a cache that cannot
+  // be written only costs the saving (the load itself succeeds).
+  static Expected<std::shared_ptr<OnnxModel>> Load(const ModelFiles& files, int device_id,
+                                                   ModelCache* cache = nullptr);
 
   ~OnnxModel();
   OnnxModel(const OnnxModel&) = delete;
@@ -76,6 +84,10 @@ class OnnxModel {
   int device_id() const { return device_id_; }
   bool has_audio_encoder() const { return encoder_ != nullptr; }
   int64_t memory_bytes() const { return memory_bytes_; }
+  // Where Load's time went: creating the sessions (encoder included; through the
+  // cache when one was given) and the warm-up Run.
+  double session_create_ms() const { return session_create_ms_; }
+  double warm_up_ms() const { return warm_up_ms_; }
   const ModelFiles& files() const { return files_; }
   // Floats per frame of each input, and values per frame of the output.
   size_t visual_floats_per_frame() const;
@@ -90,7 +102,8 @@ class OnnxModel {
   struct Sessions;
   OnnxModel() = default;
   // Load without the exception guard (Load catches what this throws).
-  static Expected<std::shared_ptr<OnnxModel>> LoadUnguarded(const ModelFiles& files, int device_id);
+  static Expected<std::shared_ptr<OnnxModel>> LoadUnguarded(const ModelFiles& files, int device_id,
+                                                            ModelCache* cache);
 
   ModelFiles files_;
   int device_id_ = -1;
@@ -100,6 +113,8 @@ class OnnxModel {
   int output_height_ = 0;
   int output_width_ = 0;
   int64_t memory_bytes_ = 0;
+  double session_create_ms_ = 0;
+  double warm_up_ms_ = 0;
   TensorShape visual_shape_, audio_shape_, output_shape_;
   std::unique_ptr<Sessions> sessions_;
   std::unique_ptr<Sessions> encoder_;

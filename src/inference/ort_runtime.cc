@@ -22,16 +22,16 @@ OrtRuntime::OrtRuntime(std::string path, std::string version, Ort::Env env)
 Expected<OrtRuntime*> OrtRuntime::Initialize(const OrtRuntimeOptions& options) {
   std::lock_guard<std::mutex> lock(g_mu);
   if (g_runtime) return g_runtime;
-  std::string path = options.library_path.empty() ? LIPSYNC_DEFAULT_ORT_LIBRARY
-                                                  : options.library_path;
+  std::string path =
+      options.library_path.empty() ? LIPSYNC_DEFAULT_ORT_LIBRARY : options.library_path;
   void* handle = dlopen(path.c_str(), RTLD_NOW | RTLD_LOCAL);
   if (!handle) {
     const char* err = dlerror();
     return Status::FailedPrecondition("cannot load ONNX Runtime library '" + path +
                                       "': " + (err ? err : "unknown error") +
                                       " (set onnx.library_path to libonnxruntime.so of "
-                                      "ONNX Runtime >= 1." + std::to_string(ORT_API_VERSION) +
-                                      ")");
+                                      "ONNX Runtime >= 1." +
+                                      std::to_string(ORT_API_VERSION) + ")");
   }
   using GetApiBaseFn = const OrtApiBase* (*)();
   auto get_api_base = reinterpret_cast<GetApiBaseFn>(dlsym(handle, "OrtGetApiBase"));
@@ -60,7 +60,14 @@ Expected<OrtRuntime*> OrtRuntime::Initialize(const OrtRuntimeOptions& options) {
     }
     Ort::Env env(threading, ORT_LOGGING_LEVEL_WARNING, options.log_id.c_str());
     api->ReleaseThreadingOptions(threading);
+    if (options.shared_cpu_arena) {
+      // ORT's default arena settings (extend by powers of two, no cap).
+      const Ort::MemoryInfo cpu("Cpu", OrtArenaAllocator, 0, OrtMemTypeDefault);
+      const Ort::ArenaCfg arena(0, -1, -1, -1);
+      env.CreateAndRegisterAllocator(cpu, arena);
+    }
     g_runtime = new OrtRuntime(path, version, std::move(env));  // lives until exit
+    g_runtime->shared_cpu_arena_ = options.shared_cpu_arena;
     return g_runtime;
   } catch (const Ort::Exception& e) {
     return Status::Internal(std::string("creating the ONNX Runtime environment failed: ") +
@@ -89,6 +96,7 @@ Ort::SessionOptions OrtRuntime::MakeSessionOptions() const {
   Ort::SessionOptions so;
   so.DisablePerSessionThreads();
   so.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
+  if (shared_cpu_arena_) so.AddConfigEntry("session.use_env_allocators", "1");
   return so;
 }
 

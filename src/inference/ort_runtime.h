@@ -1,7 +1,14 @@
 // The process-wide ONNX Runtime: the shared library (dlopen'ed at run time, so an
 // operator can point `onnx.library_path` at a GPU build without rebuilding), the C++
 // API bound to it, and one global Ort::Env with a global thread pool that every
-// session shares (per-session pools make thousands of sessions slow to create).
+// session shares (per-session pools make thousands of sessions slow to create), and
+// one CPU arena allocator registered on it that every CPU session uses
+// (session.use_env_allocators): a per-session arena keeps each model's peak
+// activations for good (~550 MB at batch 1 for the unet_328-sized bench model), so
+// with it shared a loaded-but-idle tenant holds only its weights (docs/PERFORMANCE.md,
+// "Model cold start"). The shared arena grows to the peak of the runs in flight at
+// once and is never returned; it is not counted in any one model's memory_bytes once
+// the model that first grew it is unloaded.
 //
 // Thread-safe. Initialize once; Get() afterwards. The runtime lives until exit.
 #pragma once
@@ -15,9 +22,10 @@
 namespace lipsync::inference {
 
 struct OrtRuntimeOptions {
-  std::string library_path;   // empty: the bundled library (LIPSYNC_DEFAULT_ORT_LIBRARY)
-  int intra_op_threads = 0;   // 0: ORT's default
+  std::string library_path;  // empty: the bundled library (LIPSYNC_DEFAULT_ORT_LIBRARY)
+  int intra_op_threads = 0;  // 0: ORT's default
   int inter_op_threads = 1;
+  bool shared_cpu_arena = true;  // one CPU arena for every session (see above)
   std::string log_id = "lipsync";
 };
 
@@ -37,7 +45,8 @@ class OrtRuntime {
   // Providers this library was built with, e.g. {"CUDAExecutionProvider", "CPUExecutionProvider"}.
   bool HasProvider(const std::string& name) const;
   std::string ProvidersString() const;
-  // Session options wired to the global thread pool.
+  bool shared_cpu_arena() const { return shared_cpu_arena_; }
+  // Session options wired to the global thread pool (and the shared CPU arena).
   Ort::SessionOptions MakeSessionOptions() const;
 
  private:
@@ -46,6 +55,7 @@ class OrtRuntime {
   std::string version_;
   Ort::Env env_;
   std::vector<std::string> providers_;
+  bool shared_cpu_arena_ = false;
 };
 
 }  // namespace lipsync::inference
