@@ -27,8 +27,6 @@ void ReadLogging(MapReader& r, LoggingConfig* logging) {
   }
   r.Bool("log_compositing_times", &logging->log_compositing_times);
   r.Bool("log_cache_stats", &logging->log_cache_stats);
-  r.Double("cache_stats_interval_seconds", &logging->cache_stats_interval_seconds, 0,
-           /*min_exclusive=*/true);
   r.String("audit_log_path", &logging->audit_log_path);
   r.Bool("audit_fail_closed", &logging->audit_fail_closed);
 }
@@ -232,8 +230,8 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Int("max_batch_size", &s.max_batch_size, 1, 4096);
     r.Int("compositing_threads", &s.compositing_threads, 0, 4096);
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
-    r.String("avatar_store_dir", &s.avatar_store_dir);
     r.Bool("legacy_errors", &s.legacy_errors);
+    r.String("avatar_store_dir", &s.avatar_store_dir);
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
@@ -245,7 +243,6 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     auto& i = c->inference_server;
     r.String("url", &i.url);
     RequireNonEmpty(r, "url", i.url, "the inference server's HOST:PORT");
-    r.StringList("urls", &i.urls, 256);  // checked by GrpcInferenceBackend::Create
     r.Double("timeout_seconds", &i.timeout_seconds, 0, /*min_exclusive=*/true);
     r.Int("max_retries", &i.max_retries, 0, 100);
     r.String("api_key", &i.api_key);

@@ -22,7 +22,6 @@ struct LoggingConfig {
   std::string level = "info";  // debug, info, warn, error
   bool log_compositing_times = true;
   bool log_cache_stats = false;
-  double cache_stats_interval_seconds = 60;  // how often log_cache_stats logs
   std::string audit_log_path;  // one JSON line per RPC appended here; empty = off
   // What a call does when its audit line cannot be written (disk full, I/O error):
   // false (fail-open): the call goes on, the failure is logged and counted;
@@ -159,11 +158,7 @@ struct CompositingConfig {
   } server;
   AuthConfig auth;
   struct InferenceServer {
-    // One inference server, or a load balancer in front of several (deploy/nginx).
     std::string url = "localhost:50051";
-    // Several inference servers, each model routed to one by rendezvous hashing
-    // (rpc/grpc_inference_backend.h). Set: used instead of url.
-    std::vector<std::string> urls;
     double timeout_seconds = 10;
     int max_retries = 3;
     std::string api_key;      // sent to the inference server

@@ -89,8 +89,7 @@ class ModelHandle {
   // Valid while the handle lives.
   const OnnxModel& model() const { return *model_; }
   const std::string& id() const;
-  // The device the registry placed the model on (its requests run there).
-  int device_id() const { return device_; }
+  int device_id() const { return model_->device_id(); }
   // True when this Acquire loaded the model (the caller waited for the load).
   bool loaded_now() const { return loaded_now_; }
   double load_ms() const { return load_ms_; }
@@ -104,7 +103,6 @@ class ModelHandle {
   std::shared_ptr<const OnnxModel> model_;
   bool loaded_now_ = false;
   double load_ms_ = 0;
-  int device_ = -1;
 };
 
 class ModelRegistry {
@@ -147,8 +145,6 @@ class ModelRegistry {
   // Number of loader (OnnxModel::Load) calls made so far (successful or not); files
   // refused before reading (size, path) are not counted.
   int64_t load_attempts() const;
-  // Loads, failures, evictions and idle unloads since start (metrics).
-  ModelCounters counters() const;
   const RegistryOptions& options() const { return options_; }
 
   // Loads each id (stops at the first failure and returns it).
