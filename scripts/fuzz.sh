@@ -27,7 +27,7 @@ SECONDS_PER_HARNESS=${1:-60}
 JOBS=${JOBS:-2}
 BUILD=$ROOT/build-fuzz
 OUT=$BUILD/fuzz-out
-ALL_TARGETS="crop_rects config_yaml decode_png decode_jpeg raw_audio infer_request composite_request"
+ALL_TARGETS="crop_rects prepared_file config_yaml decode_png decode_jpeg raw_audio infer_request composite_request"
 TARGETS=${FUZZ_TARGETS:-$ALL_TARGETS}
 
 if ! [[ $SECONDS_PER_HARNESS =~ ^[0-9]+$ ]] || [ "$SECONDS_PER_HARNESS" -lt 1 ]; then

@@ -393,12 +393,22 @@ Expected<FrameHandle> Avatar::Frame(int index) {
       g_cache_hits.fetch_add(1, std::memory_order_relaxed);
       return frames_[index];
     }
+    if (auto it = broken_.find(index); it != broken_.end()) return it->second;
     file = prepared_;
   }
   g_cache_misses.fetch_add(1, std::memory_order_relaxed);
   // Read or decode outside the lock; two threads may load the same frame, the first
   // insert wins.
-  LIPSYNC_ASSIGN_OR_RETURN(FrameHandle loaded, Fetch(index, file));
+  Expected<FrameHandle> fetched = Fetch(index, file);
+  if (!fetched.ok()) {
+    const StatusCode code = fetched.status().code();
+    if (code == StatusCode::kInvalidArgument || code == StatusCode::kNotFound) {
+      std::lock_guard<std::mutex> lock(mu_);
+      broken_.emplace(index, fetched.status());
+    }
+    return fetched.status();
+  }
+  FrameHandle loaded = std::move(fetched).value();
   std::vector<FrameHandle> evicted;  // freed after the lock is released
   std::lock_guard<std::mutex> lock(mu_);
   if (frames_[index]) return frames_[index];

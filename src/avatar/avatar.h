@@ -41,6 +41,7 @@
 #include <condition_variable>
 #include <cstdint>
 #include <list>
+#include <map>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -160,7 +161,9 @@ class Avatar {
   const CropRect& rect(int index) const { return rects_[index]; }
 
   // Background frame `index`; INVALID_ARGUMENT if out of range, NOT_FOUND /
-  // INVALID_ARGUMENT naming the file if it vanished or became unreadable.
+  // INVALID_ARGUMENT naming the file if it vanished or became unreadable (remembered:
+  // a broken frame is answered with the same error, without touching the disk, for as
+  // long as this Avatar lives).
   Expected<FrameHandle> Frame(int index);
 
   // Bytes held now: cached frames (pixels + JPEG) and rects.
@@ -206,6 +209,7 @@ class Avatar {
   mutable std::mutex mu_;
   mutable std::condition_variable prepared_cv_;
   std::shared_ptr<const PreparedFile> prepared_;  // null: frames from the sources
+  std::map<int, Status> broken_;                  // frames whose source is unusable
   // preload: every slot set; otherwise an LRU (front = most recent).
   std::vector<FrameHandle> frames_;
   std::list<int> lru_;

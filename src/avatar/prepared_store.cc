@@ -642,6 +642,7 @@ class Preparer {
       const AvatarOptions options = jobs_[path].options;
       lock.unlock();
       auto prepared = PrepareAvatar(options, [this] { return stopping_.load(); });
+      if (stopping_) return;  // exiting: no logging or callbacks during static destruction
       Expected<std::shared_ptr<const PreparedFile>> file =
           prepared.ok() ? PreparedFile::Open(prepared->path)
                         : Expected<std::shared_ptr<const PreparedFile>>(prepared.status());

@@ -10,6 +10,7 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 
@@ -165,6 +166,22 @@ TEST_F(PreparedStoreTest, NeverPreparedTenantDecodesOnDemandAndSwitchesToTheFile
   auto plan = Avatar::Plan(Options(true));
   ASSERT_TRUE(plan.ok());
   EXPECT_TRUE(plan->prepared != nullptr);
+}
+
+TEST_F(PreparedStoreTest, BrokenSourceFrameIsAnsweredFromMemory) {
+  // Never prepared, frame 5 unreadable: the load succeeds (frame 0 is fine), the
+  // request that needs frame 5 fails naming it, and so does the next one, even after
+  // the file is fixed (no disk access for a known-broken frame while loaded).
+  ASSERT_TRUE(image::WriteFileBytes(dir_ + "/frames/frame_0005.png", "garbage").ok());
+  auto a = MustOpen(Options(true));
+  ASSERT_TRUE(a);
+  auto first = a->Frame(5);
+  EXPECT_EQ(first.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_THAT(first.status().message(), HasSubstr("frame_0005.png"));
+  ASSERT_TRUE(image::WritePng(dir_ + "/frames/frame_0005.png", testing::MakeFrame(kW, kH, 5)).ok());
+  auto second = a->Frame(5);
+  EXPECT_EQ(second.status().message(), first.status().message());
+  EXPECT_TRUE(a->Frame(4).ok());
 }
 
 TEST_F(PreparedStoreTest, SourceChangeMakesTheFileStaleAndItIsRebuilt) {
@@ -342,6 +359,34 @@ TEST_F(PreparedStoreTest, TenantEvictedWhileItsFrameIsInUseKeepsTheFrame) {
   ASSERT_TRUE(expected.ok() && bg.jpeg);
   EXPECT_TRUE(bg.jpeg->background_jpeg() == *expected);
   EXPECT_TRUE(bg.compact());
+}
+
+// Writes the seed corpus of tests/fuzz/prepared_file_fuzz.cc when asked:
+//   LIPSYNC_WRITE_PREPARED_CORPUS=tests/fuzz/corpus/prepared_file
+//   build/tests/avatar/avatar_prepared_test --gtest_filter='*FuzzSeeds*'
+TEST_F(PreparedStoreTest, FuzzSeedsWhenAsked) {
+  const char* out = std::getenv("LIPSYNC_WRITE_PREPARED_CORPUS");
+  if (out == nullptr) GTEST_SKIP() << "LIPSYNC_WRITE_PREPARED_CORPUS not set";
+  const std::string small = testing::WriteAvatar(tmp_.path(), "s", 2, 96, 64, {40, 20, 72, 52});
+  struct Seed {
+    const char* name;
+    bool compact, region;
+  } seeds[] = {{"compact", true, true}, {"region", false, true}, {"raw", false, false}};
+  for (const Seed& seed : seeds) {
+    AvatarOptions o = Options(true, seed.compact, seed.region);
+    o.id = "s";
+    o.frames_dir = small + "/frames";
+    o.crop_rects_path = small + "/crop_rects.json";
+    o.restart_interval_mcus = 1;
+    auto r = PrepareAvatar(o);
+    ASSERT_TRUE(r.ok()) << r.status().ToString();
+    fs::copy_file(r->path, fs::path(out) / (std::string(seed.name) + ".lsavatar"),
+                  fs::copy_options::overwrite_existing);
+    fs::remove(r->path);
+  }
+  fs::copy_file(fs::path(out) / "compact.lsavatar", fs::path(out) / "truncated.lsavatar",
+                fs::copy_options::overwrite_existing);
+  fs::resize_file(fs::path(out) / "truncated.lsavatar", kPreparedHeaderBytes + 40);
 }
 
 }  // namespace
