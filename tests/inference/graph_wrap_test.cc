@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <onnxruntime_cxx_api.h>
 
+#include <algorithm>
 #include <array>
 #include <cmath>
 #include <cstring>
@@ -180,6 +181,37 @@ TEST_F(GraphWrapTest, FloatInterfaceIsUnchanged) {
   auto want = Run(*original, "input", visual, 2, kSize, "output");
   auto got = Run(*session, "input", visual, 2, kSize, "output");
   EXPECT_EQ(got, want);  // bit-identical floats
+}
+
+TEST_F(GraphWrapTest, IoBindingReusesCallerBuffersForUint8InAndOut) {
+  // The per-worker path: buffers allocated once (pinned host memory on a GPU, plain
+  // memory here), bound once, refilled and rerun; ORT writes into the bound output.
+  const std::string model = AffineModel(0.9f, 0.02f);
+  auto wrapped = WrapUint8Io(model, "affine");
+  ASSERT_TRUE(wrapped.ok()) << wrapped.status().ToString();
+  auto session = Session(*wrapped);
+  const int batch = 2;
+  std::vector<uint8_t> visual(static_cast<size_t>(batch) * 6 * kSize * kSize);
+  std::vector<float> audio(static_cast<size_t>(batch) * 32 * 16 * 16, 0.5f);
+  std::vector<uint8_t> output(static_cast<size_t>(batch) * 3 * kSize * kSize, 7);
+  Ort::MemoryInfo mem = Ort::MemoryInfo::CreateCpu(OrtArenaAllocator, OrtMemTypeDefault);
+  std::array<int64_t, 4> vdims{batch, 6, kSize, kSize}, adims{batch, 32, 16, 16},
+      odims{batch, 3, kSize, kSize};
+  Ort::IoBinding binding(*session);
+  binding.BindInput(kVisualU8Name, Ort::Value::CreateTensor<uint8_t>(
+                                       mem, visual.data(), visual.size(), vdims.data(), 4));
+  binding.BindInput(
+      "audio", Ort::Value::CreateTensor<float>(mem, audio.data(), audio.size(), adims.data(), 4));
+  binding.BindOutput(kOutputU8Name, Ort::Value::CreateTensor<uint8_t>(
+                                        mem, output.data(), output.size(), odims.data(), 4));
+  for (uint32_t round = 0; round < 3; ++round) {
+    auto fresh = RandomBytes(visual.size(), 10 + round);
+    std::copy(fresh.begin(), fresh.end(), visual.begin());
+    session->Run(Ort::RunOptions{nullptr}, binding);
+    binding.SynchronizeOutputs();
+    auto want = Run(*session, kVisualU8Name, fresh, batch, kSize, kOutputU8Name);
+    ASSERT_EQ(output, want) << "round " << round;
+  }
 }
 
 TEST_F(GraphWrapTest, DemoLipSyncModelAtFullSize) {
