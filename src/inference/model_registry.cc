@@ -207,6 +207,42 @@ struct ModelRegistry::Impl {
   bool stopping = false;
   std::thread sweeper;
 
+  // Prefetch: ids waiting for a background load, and the workers doing them.
+  std::mutex prefetch_mu;
+  std::condition_variable prefetch_cv;
+  std::deque<std::string> prefetch_waiting;   // guarded by prefetch_mu
+  std::set<std::string> prefetch_pending;     // waiting or being loaded; prefetch_mu
+  std::vector<std::thread> prefetch_threads;  // prefetch_mu
+  bool prefetch_stopping = false;             // prefetch_mu
+  std::atomic<int64_t> prefetch_queued{0}, prefetch_dropped{0};
+
+  // One background load (a worker's): as Acquire, without pinning or counting use.
+  void PrefetchLoad(const std::string& id) {
+    std::vector<ModelPtr> dead;  // destroyed after the lock is released
+    std::unique_lock<std::mutex> lock(mu);
+    auto entry = FindLocked(lock, id);
+    if (!entry.ok()) return;
+    auto loaded = EnsureLoadedLocked(lock, **entry, /*explicit_load=*/false, std::nullopt, &dead);
+    if (!loaded.ok()) {
+      LOG_INFO("prefetch of model '%s' did not load it: %s", id.c_str(),
+               loaded.status().message().c_str());
+    }
+  }
+
+  void PrefetchWorker() {
+    std::unique_lock<std::mutex> lock(prefetch_mu);
+    while (true) {
+      prefetch_cv.wait(lock, [&] { return prefetch_stopping || !prefetch_waiting.empty(); });
+      if (prefetch_stopping) return;
+      std::string id = std::move(prefetch_waiting.front());
+      prefetch_waiting.pop_front();
+      lock.unlock();
+      PrefetchLoad(id);
+      lock.lock();
+      prefetch_pending.erase(id);
+    }
+  }
+
   explicit Impl(const RegistryOptions& opts) : options(opts) {
     for (const auto& [id, files] : options.configured) {
       Entry& e = entries[id];
@@ -627,7 +663,45 @@ ModelRegistry::~ModelRegistry() {
   }
   impl_->sweeper_cv.notify_all();
   if (impl_->sweeper.joinable()) impl_->sweeper.join();
+  std::vector<std::thread> workers;
+  {
+    std::lock_guard<std::mutex> lock(impl_->prefetch_mu);
+    impl_->prefetch_stopping = true;  // waiting hints are dropped; loads under way finish
+    workers.swap(impl_->prefetch_threads);
+  }
+  impl_->prefetch_cv.notify_all();
+  for (auto& t : workers) t.join();
 }
+
+Expected<PrefetchOutcome> ModelRegistry::Prefetch(const std::string& id) {
+  LIPSYNC_RETURN_IF_ERROR(ValidateModelId(id));
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    auto it = impl_->entries.find(id);
+    if (it != impl_->entries.end()) {
+      if (it->second.model) return PrefetchOutcome::kAlreadyLoaded;
+      if (it->second.loading) return PrefetchOutcome::kLoading;
+    }
+  }
+  std::lock_guard<std::mutex> lock(impl_->prefetch_mu);
+  if (impl_->prefetch_stopping) return PrefetchOutcome::kDropped;
+  if (impl_->prefetch_pending.count(id)) return PrefetchOutcome::kLoading;
+  if (static_cast<int>(impl_->prefetch_waiting.size()) >= std::max(options_.prefetch_queue, 0)) {
+    ++impl_->prefetch_dropped;
+    return PrefetchOutcome::kDropped;
+  }
+  impl_->prefetch_waiting.push_back(id);
+  impl_->prefetch_pending.insert(id);
+  ++impl_->prefetch_queued;
+  if (static_cast<int>(impl_->prefetch_threads.size()) < std::max(options_.prefetch_workers, 1)) {
+    impl_->prefetch_threads.emplace_back([this] { impl_->PrefetchWorker(); });
+  }
+  impl_->prefetch_cv.notify_one();
+  return PrefetchOutcome::kQueued;
+}
+
+int64_t ModelRegistry::prefetches_queued() const { return impl_->prefetch_queued; }
+int64_t ModelRegistry::prefetches_dropped() const { return impl_->prefetch_dropped; }
 
 Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
                                              std::optional<Clock::time_point> deadline) {

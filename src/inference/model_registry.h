@@ -18,6 +18,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <deque>
 #include <functional>
 #include <map>
 #include <memory>
@@ -64,6 +65,10 @@ struct RegistryOptions {
   // Test hook: called with the lock released right before each stat or directory scan
   // (tests block in it to prove the registry keeps answering meanwhile).
   std::function<void(const std::string& path)> on_file_access;
+  // Background loads for Prefetch: worker threads (started on first use) and the
+  // most hints that may wait for them.
+  int prefetch_workers = 2;
+  int prefetch_queue = 16;
 };
 
 // The registry's view of an inference.yaml: capacity (memory_gb_per_gpu applies to
@@ -76,6 +81,13 @@ RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
 namespace internal {
 struct ModelSlot;
 }
+
+enum class PrefetchOutcome {
+  kQueued,         // a background load will start (or has started)
+  kAlreadyLoaded,  // nothing to do
+  kLoading,        // a load (a request's or an earlier hint's) is already under way
+  kDropped,        // the prefetch queue is full: the hint is ignored
+};
 
 class ModelHandle {
  public:
@@ -151,6 +163,18 @@ class ModelRegistry {
   Status Preload(const std::vector<std::string>& ids);
   // Unloads models unused for idle_timeout now (the sweeper does this periodically).
   void SweepIdleNow();
+
+  // A hint that a request for `id` is coming (the compositing server touched the
+  // tenant's avatar): queues a background load and returns at once, never waiting for
+  // a load, a file or a held lock. At most options.prefetch_workers loads run at once
+  // and options.prefetch_queue wait; beyond that the hint is dropped. A remembered
+  // load failure is respected as by Acquire; prefetching is not use (no LFU count).
+  // INVALID_ARGUMENT for a malformed id; an unknown id is found out (and dropped) in
+  // the background.
+  Expected<PrefetchOutcome> Prefetch(const std::string& id);
+  // Prefetch hints queued and dropped so far.
+  int64_t prefetches_queued() const;
+  int64_t prefetches_dropped() const;
 
  private:
   struct Impl;

@@ -6,7 +6,8 @@
 // shared_ptr so a model being replaced or unloaded lives until its last user is done.
 //
 // Footprint (memory_bytes), measured around session creation plus one warm-up Run at
-// batch 1: on CPU, the delta of heap bytes in use (glibc mallinfo2: what ORT holds
+// batch 1 (no warm-up for CPU sessions on the runtime's shared arena, see
+// ort_runtime.h: their activations live in that arena, not in the model): on CPU, the delta of heap bytes in use (glibc mallinfo2: what ORT holds
 // after load, not blurred by freed memory that malloc keeps or reuses, which made
 // the RSS delta vary 2-3x between loads of one model); if that is <= 0, the RSS delta
 // (/proc/self/statm). On a GPU, the NVML used-memory delta on that device. When the

@@ -5,13 +5,15 @@
 // thread call the registry: it must answer while the first call is still stopped. If
 // the lock were held, the probe could not return and the test fails at a generous
 // bound (a latch, not a timing assertion). Also: the running byte totals agree with
-// the per-model figures through loads, evictions and reloads.
+// the per-model figures through loads, evictions and reloads; Prefetch queues a
+// background load without waiting, bounded, and leaves unknown or failed ids alone.
 #include <gtest/gtest.h>
 #include <unistd.h>
 
 #include <atomic>
 #include <chrono>
 #include <filesystem>
+#include <fstream>
 #include <future>
 #include <mutex>
 #include <thread>
@@ -245,6 +247,109 @@ TEST_F(ModelRegistryLockTest, RunningTotalsMatchThePerModelFigures) {
   ASSERT_TRUE(registry.Unload("a").ok());
   check();
   EXPECT_EQ(registry.loaded_count(), 2);
+}
+
+// Prefetch: a hint queues a background load and returns at once.
+
+// Waits (bounded, polling) until `id` reaches `state`.
+bool WaitForState(ModelRegistry& registry, const std::string& id, ModelState state) {
+  for (int i = 0; i < 30000; ++i) {
+    auto stats = registry.Stats(id);
+    if (stats.ok() && stats->state == state) return true;
+    std::this_thread::sleep_for(milliseconds(1));
+  }
+  return false;
+}
+
+// A loader that stops every load until the gate opens, and tells when one is inside.
+struct GatedLoader {
+  std::promise<void> open;
+  std::shared_future<void> opened = open.get_future().share();
+  std::promise<void> inside;
+  std::atomic<bool> told{false};
+  std::function<Expected<std::shared_ptr<OnnxModel>>(const ModelFiles&, int)> Fn() {
+    return [this](const ModelFiles& files, int device) -> Expected<std::shared_ptr<OnnxModel>> {
+      if (!told.exchange(true)) inside.set_value();
+      opened.wait();
+      return OnnxModel::Load(files, device);
+    };
+  }
+};
+
+TEST_F(ModelRegistryLockTest, PrefetchLoadsInTheBackgroundAndReturnsAtOnce) {
+  AddRootModel("cold");
+  GatedLoader gate;
+  RegistryOptions o;
+  o.model_root = root_.string();
+  o.loader = gate.Fn();
+  ModelRegistry registry(o);
+  // Returns while the load it started is stopped in the loader: it never waits.
+  auto hint = registry.Prefetch("cold");
+  ASSERT_TRUE(hint.ok()) << hint.status().ToString();
+  EXPECT_EQ(*hint, PrefetchOutcome::kQueued);
+  gate.inside.get_future().wait();  // the background load has started
+  EXPECT_EQ(registry.Stats("cold")->state, ModelState::kLoading);
+  EXPECT_EQ(*registry.Prefetch("cold"), PrefetchOutcome::kLoading);
+  gate.open.set_value();
+  auto handle = registry.Acquire("cold");  // joins the prefetch's load
+  ASSERT_TRUE(handle.ok()) << handle.status().ToString();
+  EXPECT_FALSE(handle->loaded_now());
+  EXPECT_EQ(registry.load_attempts(), 1);
+  EXPECT_EQ(registry.Stats("cold")->usage_count, 1);  // the hint was not use
+  EXPECT_EQ(*registry.Prefetch("cold"), PrefetchOutcome::kAlreadyLoaded);
+  EXPECT_EQ(registry.Prefetch("../etc").status().code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(registry.prefetches_queued(), 1);
+}
+
+TEST_F(ModelRegistryLockTest, PrefetchQueueIsBoundedAndUnknownOrFailedIdsAreLeftAlone) {
+  for (const char* id : {"a", "b", "c", "d"}) AddRootModel(id);
+  fs::create_directories(root_ / "broken" / "checkpoint");
+  { std::ofstream(root_ / "broken" / "checkpoint" / "model_best.onnx") << "not onnx"; }
+  GatedLoader gate;
+  RegistryOptions o;
+  o.model_root = root_.string();
+  o.loader = gate.Fn();
+  o.prefetch_workers = 1;
+  o.prefetch_queue = 2;
+  ModelRegistry registry(o);
+  EXPECT_EQ(*registry.Prefetch("a"), PrefetchOutcome::kQueued);
+  gate.inside.get_future().wait();  // the one worker is busy with a
+  EXPECT_EQ(*registry.Prefetch("b"), PrefetchOutcome::kQueued);
+  EXPECT_EQ(*registry.Prefetch("c"), PrefetchOutcome::kQueued);
+  EXPECT_EQ(*registry.Prefetch("d"), PrefetchOutcome::kDropped);
+  EXPECT_EQ(registry.prefetches_dropped(), 1);
+  gate.open.set_value();
+  EXPECT_TRUE(WaitForState(registry, "a", ModelState::kReady));
+  EXPECT_TRUE(WaitForState(registry, "b", ModelState::kReady));
+  EXPECT_TRUE(WaitForState(registry, "c", ModelState::kReady));
+  EXPECT_EQ(registry.Stats("d")->state, ModelState::kAvailable);
+
+  // An unknown tenant is found out in the background; a remembered failure is kept.
+  EXPECT_EQ(*registry.Prefetch("nobody"), PrefetchOutcome::kQueued);
+  EXPECT_FALSE(registry.Acquire("broken").ok());
+  const int64_t attempts = registry.load_attempts();
+  EXPECT_EQ(*registry.Prefetch("broken"), PrefetchOutcome::kQueued);
+  EXPECT_EQ(*registry.Prefetch("d"), PrefetchOutcome::kQueued);  // queued after broken
+  EXPECT_TRUE(WaitForState(registry, "d", ModelState::kReady));
+  EXPECT_EQ(registry.load_attempts(), attempts + 1);  // d only: broken was not retried
+  EXPECT_EQ(registry.Stats("broken")->state, ModelState::kFailed);
+  EXPECT_EQ(registry.Stats("nobody").status().code(), StatusCode::kNotFound);
+}
+
+TEST_F(ModelRegistryLockTest, RegistryWithPendingPrefetchesShutsDown) {
+  for (const char* id : {"a", "b", "c"}) AddRootModel(id);
+  GatedLoader gate;
+  RegistryOptions o;
+  o.model_root = root_.string();
+  o.loader = gate.Fn();
+  o.prefetch_workers = 1;
+  auto registry = std::make_unique<ModelRegistry>(o);
+  for (const char* id : {"a", "b", "c"})
+    EXPECT_EQ(*registry->Prefetch(id), PrefetchOutcome::kQueued);
+  gate.inside.get_future().wait();
+  gate.open.set_value();
+  registry.reset();  // a's load finishes; b and c are dropped
+  SUCCEED();
 }
 
 }  // namespace
