@@ -4,6 +4,7 @@
 //   ort_options_bench [--ort-library PATH] [--model bench.onnx] [--batches 1,8,32]
 //                     [--seconds 2] [--cuda-library-dirs DIR:DIR] [--device 0]
 //                     [--variants exhaustive_tf32,heuristic_tf32,...] [--cpu]
+//                     [--gpu-count N]
 //
 //   exhaustive_tf32  ORT's default cuDNN algorithm search (reruns per new input shape)
 //   heuristic_tf32   cudnn_conv_algo_search HEURISTIC (the server's setting), TF32 on
@@ -179,10 +180,10 @@ class Bench {
 };
 
 int Main(int argc, char** argv) {
-  auto flags = Flags::Parse(
-      argc - 1, argv + 1,
-      {"ort-library", "model", "batches", "seconds", "cuda-library-dirs", "device", "variants"},
-      {"cpu"});
+  auto flags = Flags::Parse(argc - 1, argv + 1,
+                            {"ort-library", "model", "batches", "seconds", "cuda-library-dirs",
+                             "device", "variants", "gpu-count"},
+                            {"cpu"});
   if (!flags.ok()) {
     std::fprintf(stderr, "%s\n", flags.status().ToString().c_str());
     return 2;
@@ -190,8 +191,9 @@ int Main(int argc, char** argv) {
   const bool cpu = flags->Has("cpu");
   auto device_flag = flags->GetInt("device", 0);
   auto seconds_flag = flags->GetDouble("seconds", 2.0);
-  if (!device_flag.ok() || !seconds_flag.ok()) {
-    std::fprintf(stderr, "--device and --seconds take numbers\n");
+  auto gpu_count_flag = flags->GetInt("gpu-count", 0);
+  if (!device_flag.ok() || !seconds_flag.ok() || !gpu_count_flag.ok()) {
+    std::fprintf(stderr, "--device, --gpu-count and --seconds take numbers\n");
     return 2;
   }
   const int device = static_cast<int>(*device_flag);
@@ -210,6 +212,8 @@ int Main(int argc, char** argv) {
     inf::ExecutionConfig config;
     config.require_cuda = true;
     config.cuda_device_id = device;
+    // Set: trust it instead of NVML (the dry run reaches the library checks so).
+    config.gpu_count = static_cast<int>(*gpu_count_flag);
     config.cuda_library_dirs = Split(flags->GetString("cuda-library-dirs"), ':');
     auto plan = inf::PlanExecution(config, **runtime);
     if (!plan.ok()) {

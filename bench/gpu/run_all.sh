@@ -133,7 +133,7 @@ if [[ $DRY == 1 ]]; then
   # driver; it must stop with a message naming what is missing, not crash.
   log "dry run: the CUDA provider path up to the GPU (expected to stop cleanly)"
   if $RUNNER "$B/build/bench/gpu/ort_options_bench" --ort-library "$ORT" --batches 1 \
-    --seconds 0.1 --cuda-library-dirs "$CUDA_DIRS" >"$RESULTS/cuda_path.log" 2>&1; then
+    --seconds 0.1 --gpu-count 1 --cuda-library-dirs "$CUDA_DIRS" >"$RESULTS/cuda_path.log" 2>&1; then
     say "CUDA path: usable (unexpected on a machine without a GPU)"
   else
     rc=$?
