@@ -17,6 +17,8 @@ pkg_check_modules(LIBAVCODEC REQUIRED IMPORTED_TARGET libavcodec)  # tests: RTP 
 pkg_check_modules(LIBAVUTIL REQUIRED IMPORTED_TARGET libavutil)
 find_package(OpenSSL REQUIRED)
 find_package(nlohmann_json 3 REQUIRED)
+# Debian prometheus-cpp-dev: the metrics registry and text serializer (core only).
+find_package(prometheus-cpp CONFIG REQUIRED)
 
 find_path(LIBYUV_INCLUDE_DIR libyuv.h REQUIRED)
 find_library(LIBYUV_LIBRARY yuv REQUIRED)

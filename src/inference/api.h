@@ -84,8 +84,18 @@ struct GpuStatus {
   std::string name;
   int64_t memory_used_mb = 0;
   int64_t memory_total_mb = 0;
+  int utilization_percent = -1;  // NVML: time a kernel ran, last sample period; -1: unknown
   int loaded_models = 0;
   int active_requests = 0;
+};
+
+// The model registry's counts since start (metrics).
+struct ModelCounters {
+  int64_t loads = 0;          // successful loads and reloads
+  int64_t load_failures = 0;  // failed loads and reloads
+  int64_t evictions = 0;      // unloaded to make room (model count or memory cap)
+  int64_t idle_unloads = 0;   // unloaded after idle_timeout
+  double load_seconds = 0;    // summed over successful loads
 };
 
 struct HealthInfo {
@@ -100,6 +110,7 @@ struct HealthInfo {
   int queue_depth = 0;
   int queue_capacity = 0;
   std::string onnxruntime_version;
+  ModelCounters model_counters;  // local servers only (zero over gRPC)
 };
 
 struct LoadResult {

@@ -17,8 +17,15 @@ struct NvmlMemory {
   unsigned long long used;
 };
 
+struct NvmlUtilization {
+  unsigned int gpu;     // percent of time a kernel ran, over the last sample period
+  unsigned int memory;  // percent of time device memory was read or written
+};
+
 struct Nvml {
   bool ok = false;
+  // Optional (older drivers may lack it): null leaves utilization unknown.
+  NvmlReturn (*device_get_utilization_rates)(NvmlDevice, NvmlUtilization*) = nullptr;
   NvmlReturn (*device_get_count)(unsigned int*) = nullptr;
   NvmlReturn (*device_get_handle_by_index)(unsigned int, NvmlDevice*) = nullptr;
   NvmlReturn (*device_get_name)(NvmlDevice, char*, unsigned int) = nullptr;
@@ -46,6 +53,7 @@ const Nvml& GetNvml() {
         !Bind(lib, "nvmlDeviceGetMemoryInfo", &nvml.device_get_memory_info)) {
       return;
     }
+    (void)Bind(lib, "nvmlDeviceGetUtilizationRates", &nvml.device_get_utilization_rates);
     nvml.ok = init() == 0;
   });
   return nvml;
@@ -83,6 +91,11 @@ std::vector<GpuStatus> QueryGpus() {
     if (nvml.device_get_memory_info(handle, &mem) == 0) {
       gpu.memory_used_mb = static_cast<int64_t>(mem.used >> 20);
       gpu.memory_total_mb = static_cast<int64_t>(mem.total >> 20);
+    }
+    NvmlUtilization utilization{};
+    if (nvml.device_get_utilization_rates &&
+        nvml.device_get_utilization_rates(handle, &utilization) == 0) {
+      gpu.utilization_percent = static_cast<int>(utilization.gpu);
     }
     gpus.push_back(std::move(gpu));
   }

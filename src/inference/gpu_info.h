@@ -17,7 +17,7 @@ namespace lipsync::inference {
 bool NvmlAvailable();
 // Number of GPUs NVML sees; 0 without NVML.
 int GpuCount();
-// One entry per GPU (name, memory used/total in MB); empty without NVML. The
+// One entry per GPU (name, memory used/total in MB, utilization); empty without NVML. The
 // loaded_models/active_requests fields are left 0 for callers to fill in.
 std::vector<GpuStatus> QueryGpus();
 // Device memory in use on `device` in bytes (all processes), or nullopt when unknown.

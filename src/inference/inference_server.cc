@@ -448,6 +448,7 @@ Expected<HealthInfo> InferenceServer::Health(std::optional<Clock::time_point>) {
   info.queue_depth = scheduler_->queue_depth();
   info.queue_capacity = scheduler_->queue_capacity();
   info.onnxruntime_version = ort_version();
+  info.model_counters = registry_->counters();
   return info;
 }
 

@@ -200,6 +200,7 @@ struct ModelRegistry::Impl {
   std::condition_variable changed;  // a load or reload finished
   std::map<std::string, Entry> entries;
   std::atomic<int64_t> load_attempts{0};
+  ModelCounters counters;  // guarded by mu
   size_t next_device = 0;  // round-robin placement, guarded by mu
 
   std::mutex sweeper_mu;
@@ -361,6 +362,8 @@ struct ModelRegistry::Impl {
     e.model.reset();
     e.slot.reset();
     e.bytes = 0;
+    if (std::string_view(why).starts_with("evicted")) ++counters.evictions;
+    if (std::string_view(why).starts_with("idle")) ++counters.idle_unloads;
   }
 
   Status EvictForCountLocked(int device, const Entry* self, std::vector<ModelPtr>* dead) {
@@ -410,6 +413,7 @@ struct ModelRegistry::Impl {
   }
 
   void RecordFailureLocked(Entry& e, Status failure) {
+    ++counters.load_failures;
     e.failure = std::move(failure);
     ++e.consecutive_failures;
     const auto backoff = BackoffFor(e.consecutive_failures);
@@ -540,6 +544,8 @@ struct ModelRegistry::Impl {
     e.loaded_at_unix_ms = NowUnixMs();
     e.failure = Status::Ok();
     e.consecutive_failures = 0;
+    ++counters.loads;
+    counters.load_seconds += ms / 1000.0;
     LOG_INFO("loaded model '%s' on device %d in %.1f ms (%lld bytes%s)", e.id.c_str(), device, ms,
              static_cast<long long>(e.bytes),
              e.model->has_audio_encoder() ? ", audio encoder" : "");
@@ -758,6 +764,7 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   const double ms = MsSince(start);
   lock.lock();
   if (!loaded.ok()) {
+    ++impl_->counters.load_failures;
     Status st = loaded.status().WithContext("reloading model '" + id +
                                             "' failed; the previous version keeps serving");
     LOG_ERROR("%s", st.ToString().c_str());
@@ -777,6 +784,8 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
   e.loaded_at_unix_ms = NowUnixMs();
   e.failure = Status::Ok();
   e.consecutive_failures = 0;
+  ++impl_->counters.loads;
+  impl_->counters.load_seconds += ms / 1000.0;
   LOG_INFO("reloaded model '%s' on device %d in %.1f ms (%lld bytes)", id.c_str(), device, ms,
            static_cast<long long>(e.bytes));
   // Over the byte cap now? Make room by evicting others; never fail a good reload.
@@ -870,6 +879,11 @@ int64_t ModelRegistry::loaded_bytes(int device) const {
 }
 
 int64_t ModelRegistry::load_attempts() const { return impl_->load_attempts; }
+
+ModelCounters ModelRegistry::counters() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->counters;
+}
 
 Status ModelRegistry::Preload(const std::vector<std::string>& ids) {
   for (const auto& id : ids) {

@@ -157,6 +157,8 @@ class ModelRegistry {
   // Number of loader (OnnxModel::Load) calls made so far (successful or not); files
   // refused before reading (size, path) are not counted.
   int64_t load_attempts() const;
+  // Loads, failures, evictions and idle unloads since start (metrics).
+  ModelCounters counters() const;
   const RegistryOptions& options() const { return options_; }
 
   // Loads each id (stops at the first failure and returns it).

@@ -2,9 +2,11 @@
 
 #include <utility>
 
+#include "avatar/avatar.h"
 #include "rpc/grpc_status.h"
 #include "rpc/inference_service.h"
 #include "rpc/server_setup.h"
+#include "session/idle_loop_cache.h"
 
 namespace lipsync::rpc {
 namespace {
@@ -64,16 +66,43 @@ grpc::Status CompositingServiceImpl::StreamSession(
   return sessions_->StreamSession(ops(), context, stream);
 }
 
-// Scrape-time gauges from the compositing server's health.
+// Scrape-time values from the compositing server: avatars, caches, sessions.
 std::vector<Gauge> CompositingServiceImpl::Gauges() {
   compositing::CompositingHealth h = server_->Health();
+  const session::IdleLoopCache& idle_loops = session::IdleLoopCache::Global();
+  const avatar::FrameCacheCounts cache = avatar::BackgroundCacheCounts();
   return std::vector<Gauge>{
-      {"lipsync_loaded_models", "Avatars loaded now.", "", 1.0 * h.loaded_models},
-      {"lipsync_avatar_memory_bytes", "Memory held by loaded avatars.", "",
+      {"lipsync_background_cache_hits_total",
+       "Background frames served from the avatars' frame cache.",
+       {},
+       static_cast<double>(cache.hits),
+       Gauge::Kind::kCounter},
+      {"lipsync_background_cache_misses_total",
+       "Background frames that had to be read or decoded (not in the cache).",
+       {},
+       static_cast<double>(cache.misses),
+       Gauge::Kind::kCounter},
+      {"lipsync_loaded_models", "Avatars loaded now.", {}, 1.0 * h.loaded_models},
+      {"lipsync_max_models", "Avatars that may be loaded at once.", {}, 1.0 * h.max_models},
+      {"lipsync_cache_memory_bytes",
+       "Memory held per cache: loaded avatars' background frames, idle loops.",
+       {{"cache", "avatars"}},
        static_cast<double>(h.memory_bytes)},
-      {"lipsync_inference_server_healthy", "1 when the inference server answered its last check.",
-       "", h.inference_server_healthy ? 1.0 : 0.0},
-      {"lipsync_live_sessions", "Live sessions running now.", "",
+      {"lipsync_cache_memory_bytes",
+       "Memory held per cache: loaded avatars' background frames, idle loops.",
+       {{"cache", "idle_loops"}},
+       static_cast<double>(idle_loops.bytes())},
+      {"lipsync_cache_memory_limit_bytes",
+       "Memory cap per cache (0: none).",
+       {{"cache", "avatars"}},
+       static_cast<double>(h.memory_limit_bytes)},
+      {"lipsync_inference_server_healthy",
+       "1 when the inference server answered its last check.",
+       {},
+       h.inference_server_healthy ? 1.0 : 0.0},
+      {"lipsync_live_sessions",
+       "Live sessions running now.",
+       {},
        1.0 * sessions_->limiter().active()}};
 }
 
@@ -119,7 +148,13 @@ grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* co
     for (int index : out.background_indices) response->add_background_frame_indices(index);
     response->set_encode_time_ms(static_cast<float>(out.encode_ms));
     response->set_inference_rpc_ms(static_cast<float>(out.inference_rpc_ms));
-    call.SetTimings(out.queue_wait_ms, out.inference_ms, out.composite_ms);
+    StageTimings timings;
+    timings.queue_wait_ms = out.queue_wait_ms;
+    timings.inference_ms = out.inference_ms;
+    if (!request->raw_audio().empty()) timings.audio_ms = out.audio_processing_ms;
+    timings.composite_ms = out.composite_ms;
+    timings.encode_ms = out.encode_ms;
+    call.SetTimings(timings);
     return grpc::Status::OK;
   });
 }

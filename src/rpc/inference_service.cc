@@ -1,7 +1,9 @@
 #include "rpc/inference_service.h"
 
+#include <map>
 #include <utility>
 
+#include "inference/gpu_info.h"
 #include "rpc/grpc_status.h"
 #include "rpc/server_setup.h"
 
@@ -20,28 +22,89 @@ grpc::Status Fail(const Status& status, Response* response) {
   return ToGrpc(status);
 }
 
-// Scrape-time gauges from the backend's health: models, queue, GPU memory.
+// "cpu" for the CPU provider, else the GPU ordinal.
+std::string DeviceLabel(int device) { return device < 0 ? "cpu" : std::to_string(device); }
+
+// Scrape-time values from the backend: models (loaded, per device memory, load times,
+// the registry's counts), the scheduler queue, and GPUs from NVML when present.
 std::vector<Gauge> HealthGauges(inference::InferenceBackend* backend) {
-  {
-    std::vector<Gauge> gauges;
-    auto health = backend->Health(std::nullopt);
-    if (!health.ok()) return gauges;
-    gauges.push_back(
-        {"lipsync_loaded_models", "Models loaded now.", "", 1.0 * health->loaded_models});
-    gauges.push_back(
-        {"lipsync_queue_depth", "Requests waiting for a worker.", "", 1.0 * health->queue_depth});
-    for (const auto& gpu : health->gpus) {
-      const std::string labels = "gpu=\"" + std::to_string(gpu.device_id) + "\"";
-      gauges.push_back({"lipsync_gpu_memory_used_bytes", "GPU memory in use (NVML).", labels,
-                        1024.0 * 1024.0 * static_cast<double>(gpu.memory_used_mb)});
+  using Kind = Gauge::Kind;
+  std::vector<Gauge> gauges;
+  auto health = backend->Health(std::nullopt);
+  if (!health.ok()) return gauges;
+  gauges.push_back(
+      {"lipsync_loaded_models", "Models loaded now.", {}, 1.0 * health->loaded_models});
+  gauges.push_back({"lipsync_max_models",
+                    "Models that may be loaded at once (all devices).",
+                    {},
+                    1.0 * health->max_models});
+  gauges.push_back({"lipsync_queue_depth",
+                    "Batches waiting for an inference worker.",
+                    {},
+                    1.0 * health->queue_depth});
+  gauges.push_back({"lipsync_queue_capacity",
+                    "Batches the queue holds before refusing.",
+                    {},
+                    1.0 * health->queue_capacity});
+  const inference::ModelCounters& counts = health->model_counters;
+  gauges.push_back({"lipsync_model_loads_total",
+                    "Successful model loads and reloads.",
+                    {},
+                    static_cast<double>(counts.loads),
+                    Kind::kCounter});
+  gauges.push_back({"lipsync_model_load_failures_total",
+                    "Failed model loads and reloads.",
+                    {},
+                    static_cast<double>(counts.load_failures),
+                    Kind::kCounter});
+  gauges.push_back({"lipsync_model_evictions_total",
+                    "Models unloaded to make room (max_models_per_gpu or memory cap).",
+                    {},
+                    static_cast<double>(counts.evictions),
+                    Kind::kCounter});
+  gauges.push_back({"lipsync_model_idle_unloads_total",
+                    "Models unloaded after idle_timeout.",
+                    {},
+                    static_cast<double>(counts.idle_unloads),
+                    Kind::kCounter});
+  gauges.push_back({"lipsync_model_load_duration_seconds",
+                    "Time successful model loads took.",
+                    {},
+                    counts.load_seconds,
+                    Kind::kSummary,
+                    static_cast<uint64_t>(counts.loads)});
+  // Loaded models only: the label set is bounded by capacity.
+  std::map<int, int64_t> bytes_by_device;
+  if (auto loaded = backend->GetModelStats(""); loaded.ok()) {
+    for (const inference::ModelStats& model : *loaded) {
+      if (model.state != ModelState::kReady) continue;
+      bytes_by_device[model.device_id] += model.memory_bytes;
+      gauges.push_back({"lipsync_model_load_seconds",
+                        "Time the loaded copy of a model took to load.",
+                        {{"model", model.model_id}},
+                        model.load_time_ms / 1000.0});
     }
-    for (const auto& gpu : health->gpus) {
-      const std::string labels = "gpu=\"" + std::to_string(gpu.device_id) + "\"";
-      gauges.push_back({"lipsync_gpu_memory_total_bytes", "GPU memory in all (NVML).", labels,
-                        1024.0 * 1024.0 * static_cast<double>(gpu.memory_total_mb)});
-    }
-    return gauges;
   }
+  for (const auto& [device, bytes] : bytes_by_device) {
+    gauges.push_back({"lipsync_model_memory_bytes",
+                      "Memory held by loaded models, per device.",
+                      {{"device", DeviceLabel(device)}},
+                      static_cast<double>(bytes)});
+  }
+  // NVML, when a driver is present (no GPU: none of these series).
+  for (const inference::GpuStatus& gpu : inference::QueryGpus()) {
+    const MetricLabels labels{{"gpu", std::to_string(gpu.device_id)}};
+    gauges.push_back({"lipsync_gpu_memory_used_bytes", "GPU memory in use, all processes (NVML).",
+                      labels, 1024.0 * 1024.0 * static_cast<double>(gpu.memory_used_mb)});
+    gauges.push_back({"lipsync_gpu_memory_total_bytes", "GPU memory in all (NVML).", labels,
+                      1024.0 * 1024.0 * static_cast<double>(gpu.memory_total_mb)});
+    if (gpu.utilization_percent >= 0) {
+      gauges.push_back({"lipsync_gpu_utilization_ratio",
+                        "Share of the last sample period a kernel ran on the GPU (NVML), 0..1.",
+                        labels, gpu.utilization_percent / 100.0});
+    }
+  }
+  return gauges;
 }
 
 }  // namespace
@@ -184,7 +247,11 @@ grpc::Status InferenceServiceImpl::InferBatch(grpc::ServerContext* context,
     response->set_model_load_time_ms(static_cast<float>(out.model_load_ms));
     response->set_audio_processing_ms(static_cast<float>(out.audio_processing_ms));
     response->set_dynamic_batch_frames(out.dynamic_batch_frames);
-    call.SetTimings(out.queue_wait_ms, out.inference_ms, -1);
+    StageTimings timings;
+    timings.queue_wait_ms = out.queue_wait_ms;
+    timings.inference_ms = out.inference_ms;
+    if (!request->raw_audio().empty()) timings.audio_ms = out.audio_processing_ms;
+    call.SetTimings(timings);
     return grpc::Status::OK;
   });
 }

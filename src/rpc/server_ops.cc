@@ -28,6 +28,41 @@ std::string CertSubjectOf(const grpc::ServerContext& context) {
   return std::string(subjects.front().data(), subjects.front().size());
 }
 
+// GET /metrics: the registry's text; 404 elsewhere, 405 for other methods.
+class MetricsHandler : public http::Handler {
+ public:
+  explicit MetricsHandler(const MetricsRegistry* registry) : registry_(registry) {}
+  http::Response Handle(const http::Request& request) override {
+    namespace bhttp = boost::beast::http;
+    const std::string_view target = request.target();
+    if (target.substr(0, target.find('?')) != "/metrics") {
+      return http::TextResponse(request, bhttp::status::not_found, "not found; expected /metrics",
+                                kMetricsServerName);
+    }
+    if (request.method() != bhttp::verb::get && request.method() != bhttp::verb::head) {
+      http::Response res = http::TextResponse(request, bhttp::status::method_not_allowed,
+                                              "expected GET", kMetricsServerName);
+      res.set(bhttp::field::allow, "GET, HEAD");
+      return res;
+    }
+    http::Response res = http::TextResponse(request, bhttp::status::ok, "", kMetricsServerName);
+    res.set(bhttp::field::content_type, kMetricsContentType);
+    std::string body = registry_->Render();
+    if (request.method() == bhttp::verb::head) {
+      res.body().clear();
+      res.content_length(body.size());
+    } else {
+      res.body() = std::move(body);
+      res.prepare_payload();
+    }
+    return res;
+  }
+
+ private:
+  static constexpr const char* kMetricsServerName = "lipsync-metrics";
+  const MetricsRegistry* registry_;
+};
+
 }  // namespace
 
 Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
@@ -47,9 +82,15 @@ Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
     return gauges;
   });
   if (ops->options_.metrics_port >= 0) {
+    ops->metrics_handler_ = std::make_unique<MetricsHandler>(&ops->metrics_);
+    http::HttpServerOptions http_options;
+    http_options.name = ops->options_.server_name + " metrics";
+    http_options.host = ops->options_.metrics_host;
+    http_options.port = ops->options_.metrics_port;
+    http_options.max_connections = 16;  // scrapers, not viewers
+    http_options.request_timeout = std::chrono::seconds(10);
     LIPSYNC_ASSIGN_OR_RETURN(ops->metrics_http_,
-                             MetricsHttpServer::Start(ops->options_.metrics_host,
-                                                      ops->options_.metrics_port, &ops->metrics_));
+                             http::HttpServer::Start(http_options, ops->metrics_handler_.get()));
   }
   return ops;
 }
@@ -92,13 +133,20 @@ void ServerOps::AddGaugeSource(std::function<std::vector<Gauge>()> source) {
 
 std::vector<Gauge> ServerOps::OpsGauges() const {
   std::vector<Gauge> gauges;
-  gauges.push_back({"lipsync_request_read_timeouts",
-                    "Calls cut because their request was not fully received in time.", "",
-                    static_cast<double>(RequestReadTimeouts())});
+  gauges.push_back({"lipsync_request_read_timeouts_total",
+                    "Calls cut because their request was not fully received in time.",
+                    {},
+                    static_cast<double>(RequestReadTimeouts()),
+                    Gauge::Kind::kCounter});
   if (audit_log_) {
-    gauges.push_back({"lipsync_audit_write_failures", "Audit lines that could not be written.", "",
-                      static_cast<double>(audit_log_->write_failures())});
-    gauges.push_back({"lipsync_audit_log_healthy", "1 while the audit log can be written.", "",
+    gauges.push_back({"lipsync_audit_write_failures_total",
+                      "Audit lines that could not be written.",
+                      {},
+                      static_cast<double>(audit_log_->write_failures()),
+                      Gauge::Kind::kCounter});
+    gauges.push_back({"lipsync_audit_log_healthy",
+                      "1 while the audit log can be written.",
+                      {},
                       audit_log_->healthy() ? 1.0 : 0.0});
   }
   return gauges;
@@ -146,24 +194,17 @@ grpc::Status Call::Admit() {
   return grpc::Status::OK;
 }
 
-void Call::SetTimings(double queue_wait_ms, double inference_ms, double composite_ms) {
-  queue_wait_ms_ = queue_wait_ms;
-  inference_ms_ = inference_ms;
-  composite_ms_ = composite_ms;
-}
-
 grpc::Status Call::Finish(grpc::Status status, const google::protobuf::Message& response) {
   const double duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   const char* code = StatusCodeName(status.error_code());
   CallSample sample;
   sample.method = spec_.method;
+  sample.model = std::string(spec_.model_id);
   sample.code = code;
   sample.frames = spec_.frames;
   sample.duration_ms = duration_ms;
-  sample.queue_wait_ms = queue_wait_ms_;
-  sample.inference_ms = inference_ms_;
-  sample.composite_ms = composite_ms_;
+  sample.timings = timings_;
   ops_->metrics_.Record(sample);
   if (AuditLog* audit = ops_->audit_log_.get()) {
     AuditRecord record;
@@ -244,9 +285,11 @@ grpc::Status StreamCall::Finish(grpc::Status status) {
   const char* code = StatusCodeName(status.error_code());
   CallSample sample;
   sample.method = method_;
+  sample.model = model_id_;
   sample.code = code;
   sample.frames = frames_.load();
   sample.duration_ms = duration_ms;
+  sample.stream = true;
   ops_->metrics_.Record(sample);
   if (AuditLog* audit = ops_->audit_log_.get()) {
     AuditRecord record;

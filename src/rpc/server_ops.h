@@ -1,6 +1,7 @@
 // The plumbing around every RPC of one server, in one place: authentication and
 // authorization (auth::Authenticator: who calls, which tenants and scopes), rate limits
-// per tenant and per credential, the audit log and metrics (with their HTTP endpoint).
+// per tenant and per credential, the audit log and metrics (with their HTTP endpoint,
+// GET /metrics on the product's HTTP server, http/http_server.h).
 //
 // Services stay translation only: each derives from OpsService, and every method body
 // runs inside ServerOps::Handle, which admits the call (credential, scope, tenant,
@@ -27,10 +28,10 @@
 
 #include "auth/authenticator.h"
 #include "common/status.h"
+#include "http/http_server.h"
 #include "rpc/audit_log.h"
 #include "rpc/grpc_status.h"
 #include "rpc/metrics.h"
-#include "rpc/metrics_http_server.h"
 #include "rpc/rate_limiter.h"
 
 namespace google::protobuf {
@@ -70,7 +71,8 @@ class Call {
  public:
   // The verified caller (the anonymous principal when authentication is off).
   const auth::Principal& principal() const { return principal_; }
-  void SetTimings(double queue_wait_ms, double inference_ms, double composite_ms);
+  // The stage times this call measured (metrics histograms).
+  void SetTimings(const StageTimings& timings) { timings_ = timings; }
 
  private:
   friend class ServerOps;
@@ -86,7 +88,7 @@ class Call {
   std::chrono::steady_clock::time_point start_;
   int64_t bytes_in_ = 0;
   auth::Principal principal_;
-  double queue_wait_ms_ = -1, inference_ms_ = -1, composite_ms_ = -1;
+  StageTimings timings_;
 };
 
 // One long-lived stream (StreamSession, or the WebSocket session of the web front), as
@@ -200,7 +202,8 @@ class ServerOps {
   RateLimiter credential_rate_limiter_;  // per credential
   MetricsRegistry metrics_;
   std::unique_ptr<AuditLog> audit_log_;
-  std::unique_ptr<MetricsHttpServer> metrics_http_;
+  std::unique_ptr<http::Handler> metrics_handler_;  // GET /metrics
+  std::unique_ptr<http::HttpServer> metrics_http_;
   std::vector<std::function<std::vector<Gauge>()>> gauge_sources_;
 };
 

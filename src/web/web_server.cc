@@ -29,6 +29,7 @@
 
 #include "common/log.h"
 #include "compositing.pb.h"
+#include "http/http_server.h"
 #include "rpc/grpc_status.h"
 #include "rpc/session_bridge.h"
 
@@ -159,14 +160,7 @@ static std::string PeerSubject(SSL* ssl) {
 
 // ---------------------------------------------------------------------------------------
 
-class Conn {
- public:
-  virtual ~Conn() = default;
-  // The server stops (its I/O threads joined): end the session now.
-  virtual void Abort() = 0;
-};
-
-class WebServer::Impl {
+class WebServer::Impl : public ::lipsync::http::Handler {
  public:
   Impl(WebServerOptions o, compositing::CompositingServer* s, rpc::ServerOps* p,
        rpc::SessionService* ss)
@@ -176,53 +170,43 @@ class WebServer::Impl {
   compositing::CompositingServer* const server;
   rpc::ServerOps* const ops;
   rpc::SessionService* const sessions;
-  std::atomic<bool> stopping{false};
-  std::atomic<int> connections{0};
   fs::path root;
-  std::mutex mu;
-  std::list<std::weak_ptr<Conn>> live;  // for Stop
-  // Declared last: destroyed first (its handlers hold connections).
-  std::optional<asio::ssl::context> ssl;
-  asio::io_context ioc;
-  tcp::acceptor acceptor{ioc};
-  std::vector<std::thread> threads;
-  int port = 0;
-  bool stopped = false;
+  std::unique_ptr<::lipsync::http::HttpServer> http_server;  // set once started
 
-  void Register(const std::shared_ptr<Conn>& conn) {
-    std::lock_guard<std::mutex> lock(mu);
-    live.remove_if([](const std::weak_ptr<Conn>& w) { return w.expired(); });
-    live.push_back(conn);
+  std::atomic<bool> stopping_now{false};
+
+  bool stopping() const { return stopping_now.load(); }
+  void Stop() {
+    stopping_now = true;
+    if (http_server) http_server->Stop();
   }
-  void Accept();
-  void OnAccept(beast::error_code ec, tcp::socket socket);
-  void Stop();
+
+  ::lipsync::http::Response Handle(const ::lipsync::http::Request& req) override {
+    return HandleGet(req);
+  }
+  bool Upgrades(std::string_view path) override { return path == "/ws"; }
+  std::shared_ptr<::lipsync::http::Connection> Upgrade(::lipsync::http::Request req,
+                                                       ::lipsync::http::PlainStream stream,
+                                                       ::lipsync::http::Upgraded info) override;
+  std::shared_ptr<::lipsync::http::Connection> Upgrade(::lipsync::http::Request req,
+                                                       ::lipsync::http::TlsStream stream,
+                                                       ::lipsync::http::Upgraded info) override;
+
   http::response<http::string_body> HandleGet(const http::request<http::string_body>& req);
   http::response<http::string_body> Avatars(const http::request<http::string_body>& req);
 };
 
 namespace {
 
-// One connection's place in max_connections.
-class ConnToken {
- public:
-  explicit ConnToken(std::atomic<int>* counter) : counter_(counter) {}
-  ~ConnToken() { counter_->fetch_sub(1); }
-  ConnToken(const ConnToken&) = delete;
-  ConnToken& operator=(const ConnToken&) = delete;
-
- private:
-  std::atomic<int>* counter_;
-};
-
 template <bool kTls>
 using StreamT = std::conditional_t<kTls, beast::ssl_stream<beast::tcp_stream>, beast::tcp_stream>;
 
 // One WebSocket: one live session through a SessionBridge.
 template <bool kTls>
-class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
+class WsConn : public ::lipsync::http::Connection,
+               public std::enable_shared_from_this<WsConn<kTls>> {
  public:
-  WsConn(WebServer::Impl* impl, StreamT<kTls>&& stream, std::shared_ptr<ConnToken> token,
+  WsConn(WebServer::Impl* impl, StreamT<kTls>&& stream, ::lipsync::http::ConnectionSlot token,
          std::string peer)
       : impl_(impl),
         ws_(std::move(stream)),
@@ -276,7 +260,7 @@ class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
     std::weak_ptr<WsConn> weak = this->shared_from_this();
     auto executor = ws_.get_executor();
     bridge_->SetWakeup([weak, executor, impl] {
-      if (impl->stopping.load()) return;
+      if (impl->stopping()) return;
       asio::post(executor, [weak] {
         if (auto self = weak.lock()) self->DoWrite();
       });
@@ -411,7 +395,7 @@ class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
   WebServer::Impl* impl_;
   websocket::stream<StreamT<kTls>> ws_;
   http::request<http::string_body> req_;
-  std::shared_ptr<ConnToken> token_;
+  ::lipsync::http::ConnectionSlot token_;
   std::string peer_;
   std::string cert_subject_;  // the verified client certificate's subject (mTLS), or empty
   asio::steady_timer open_timer_;
@@ -429,166 +413,24 @@ class WsConn : public Conn, public std::enable_shared_from_this<WsConn<kTls>> {
   bool attempted_ = false;  // the open message reached the admission (audit it)
 };
 
-// One HTTP connection: static files, /api/avatars, and the upgrade to /ws.
-template <bool kTls>
-class HttpConn : public Conn, public std::enable_shared_from_this<HttpConn<kTls>> {
- public:
-  template <typename... Args>
-  HttpConn(WebServer::Impl* impl, std::shared_ptr<ConnToken> token, std::string peer,
-           Args&&... args)
-      : impl_(impl),
-        stream_(std::forward<Args>(args)...),
-        token_(std::move(token)),
-        peer_(std::move(peer)) {}
-
-  void Start() {
-    if constexpr (kTls) {
-      beast::get_lowest_layer(stream_).expires_after(impl_->options.request_timeout);
-      stream_.async_handshake(
-          asio::ssl::stream_base::server,
-          beast::bind_front_handler(&HttpConn::OnHandshake, this->shared_from_this()));
-    } else {
-      DoReadRequest();
-    }
-  }
-
-  void Abort() override { beast::get_lowest_layer(stream_).close(); }
-
- private:
-  void OnHandshake(beast::error_code ec) {
-    if (ec) return;
-    DoReadRequest();
-  }
-
-  void DoReadRequest() {
-    parser_.emplace();
-    parser_->header_limit(static_cast<uint32_t>(impl_->options.max_request_bytes));
-    parser_->body_limit(impl_->options.max_request_bytes);
-    beast::get_lowest_layer(stream_).expires_after(impl_->options.request_timeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     beast::bind_front_handler(&HttpConn::OnRequest, this->shared_from_this()));
-  }
-
-  void OnRequest(beast::error_code ec, size_t) {
-    if (ec == http::error::end_of_stream) {
-      Shutdown();
-      return;
-    }
-    if (ec) {
-      if (ec == http::error::header_limit || ec == http::error::body_limit) {
-        Respond(Simple(http::status::payload_too_large, "request too large", 11, false));
-      }
-      return;
-    }
-    http::request<http::string_body> req = parser_->release();
-    const std::string target(req.target().data(), req.target().size());
-    const std::string path = target.substr(0, target.find('?'));
-    if (websocket::is_upgrade(req)) {
-      if (path != "/ws") {
-        Respond(
-            Simple(http::status::not_found, "WebSocket sessions are at /ws", req.version(), false));
-        return;
-      }
-      auto ws = std::make_shared<WsConn<kTls>>(impl_, std::move(stream_), std::move(token_),
-                                               std::move(peer_));
-      impl_->Register(ws);
-      ws->Start(std::move(req));
-      return;
-    }
-    Respond(impl_->HandleGet(req));
-  }
-
-  static http::response<http::string_body> Simple(http::status status, std::string body,
-                                                  unsigned version, bool keep_alive) {
-    http::response<http::string_body> res{status, version};
-    res.set(http::field::server, kServerName);
-    res.set(http::field::content_type, "text/plain; charset=utf-8");
-    res.keep_alive(keep_alive);
-    res.body() = std::move(body) + "\n";
-    res.prepare_payload();
-    return res;
-  }
-
-  void Respond(http::response<http::string_body> res) {
-    res_ = std::make_shared<http::response<http::string_body>>(std::move(res));
-    beast::get_lowest_layer(stream_).expires_after(impl_->options.request_timeout);
-    http::async_write(stream_, *res_,
-                      beast::bind_front_handler(&HttpConn::OnWrite, this->shared_from_this()));
-  }
-
-  void OnWrite(beast::error_code ec, size_t) {
-    if (ec) return;
-    const bool keep = res_->keep_alive();
-    res_.reset();
-    if (keep) {
-      DoReadRequest();
-    } else {
-      Shutdown();
-    }
-  }
-
-  void Shutdown() {
-    if constexpr (kTls) {
-      beast::get_lowest_layer(stream_).expires_after(2s);
-      stream_.async_shutdown([self = this->shared_from_this()](beast::error_code) {});
-    } else {
-      beast::error_code ignored;
-      stream_.socket().shutdown(tcp::socket::shutdown_send, ignored);
-    }
-  }
-
-  WebServer::Impl* impl_;
-  StreamT<kTls> stream_;
-  std::shared_ptr<ConnToken> token_;
-  std::string peer_;
-  beast::flat_buffer buffer_;
-  std::optional<http::request_parser<http::string_body>> parser_;
-  std::shared_ptr<http::response<http::string_body>> res_;
-};
-
 }  // namespace
 
-void WebServer::Impl::Accept() {
-  acceptor.async_accept(asio::make_strand(ioc), [this](beast::error_code ec, tcp::socket socket) {
-    OnAccept(ec, std::move(socket));
-  });
+std::shared_ptr<::lipsync::http::Connection> WebServer::Impl::Upgrade(
+    ::lipsync::http::Request req, ::lipsync::http::PlainStream stream,
+    ::lipsync::http::Upgraded info) {
+  auto ws = std::make_shared<WsConn<false>>(this, std::move(stream), std::move(info.slot),
+                                            std::move(info.peer));
+  ws->Start(std::move(req));
+  return ws;
 }
 
-void WebServer::Impl::OnAccept(beast::error_code ec, tcp::socket socket) {
-  if (ec == asio::error::operation_aborted || stopping.load()) return;
-  if (!ec) {
-    beast::error_code peer_ec;
-    const auto remote = socket.remote_endpoint(peer_ec);
-    std::string peer =
-        peer_ec ? "unknown"
-                : "ipv4:" + remote.address().to_string() + ":" + std::to_string(remote.port());
-    if (connections.fetch_add(1) >= options.max_connections) {
-      connections.fetch_sub(1);
-      if (!ssl) {
-        static const std::string kBusy =
-            "HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nContent-Length: "
-            "21\r\nConnection: close\r\n\r\ntoo many connections\n";
-        beast::error_code ignored;
-        asio::write(socket, asio::buffer(kBusy), ignored);
-      }
-      beast::error_code ignored;
-      socket.close(ignored);
-      LOG_WARN("web: refused a connection from %s: %d connections open (web.max_connections)",
-               peer.c_str(), options.max_connections);
-    } else {
-      auto token = std::make_shared<ConnToken>(&connections);
-      if (ssl) {
-        auto conn = std::make_shared<HttpConn<true>>(this, token, peer, std::move(socket), *ssl);
-        Register(conn);
-        conn->Start();
-      } else {
-        auto conn = std::make_shared<HttpConn<false>>(this, token, peer, std::move(socket));
-        Register(conn);
-        conn->Start();
-      }
-    }
-  }
-  Accept();
+std::shared_ptr<::lipsync::http::Connection> WebServer::Impl::Upgrade(
+    ::lipsync::http::Request req, ::lipsync::http::TlsStream stream,
+    ::lipsync::http::Upgraded info) {
+  auto ws = std::make_shared<WsConn<true>>(this, std::move(stream), std::move(info.slot),
+                                           std::move(info.peer));
+  ws->Start(std::move(req));
+  return ws;
 }
 
 http::response<http::string_body> WebServer::Impl::HandleGet(
@@ -646,7 +488,7 @@ http::response<http::string_body> WebServer::Impl::Avatars(
   nlohmann::json body;
   auth::Authenticator& authenticator = ops->authenticator();
   body["auth_required"] = authenticator.enabled();
-  body["tls"] = ssl.has_value();
+  body["tls"] = !options.tls.cert_path.empty();
   std::vector<std::string> ids = server->avatars().KnownIds();
   std::sort(ids.begin(), ids.end());
   nlohmann::json list = nlohmann::json::array();
@@ -679,34 +521,6 @@ http::response<http::string_body> WebServer::Impl::Avatars(
   res.body() = body.dump();
   res.prepare_payload();
   return res;
-}
-
-void WebServer::Impl::Stop() {
-  if (stopped) return;
-  stopped = true;
-  stopping = true;
-  asio::post(ioc, [this] {
-    beast::error_code ignored;
-    acceptor.close(ignored);
-  });
-  ioc.stop();
-  for (auto& t : threads) t.join();
-  threads.clear();
-  std::list<std::weak_ptr<Conn>> conns;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    conns.swap(live);
-  }
-  {
-    beast::error_code ignored;
-    acceptor.close(ignored);
-  }
-  for (auto& weak : conns) {
-    if (auto conn = weak.lock()) conn->Abort();
-  }
-  // Let the aborted connections' handlers finish (they fail at once) and free them.
-  ioc.restart();
-  ioc.run_for(std::chrono::seconds(2));
 }
 
 // ---------------------------------------------------------------------------------------
@@ -749,51 +563,17 @@ Expected<std::unique_ptr<WebServer>> WebServer::Start(const WebServerOptions& op
     return Status::InvalidArgument("web.root '" + Bounded(impl->root.string(), 200) +
                                    "' holds no index.html (expected the page's folder, web/)");
   }
-  if (!options.tls.cert_path.empty()) {
-    try {
-      impl->ssl.emplace(asio::ssl::context::tls_server);
-      impl->ssl->set_options(asio::ssl::context::default_workarounds |
-                             asio::ssl::context::no_sslv2 | asio::ssl::context::no_sslv3 |
-                             asio::ssl::context::no_tlsv1 | asio::ssl::context::no_tlsv1_1);
-      impl->ssl->use_certificate_chain_file(options.tls.cert_path);
-      impl->ssl->use_private_key_file(options.tls.key_path, asio::ssl::context::pem);
-      if (!options.tls.client_ca_path.empty()) {
-        impl->ssl->load_verify_file(options.tls.client_ca_path);
-        impl->ssl->set_verify_mode(asio::ssl::verify_peer | asio::ssl::verify_fail_if_no_peer_cert);
-      }
-    } catch (const std::exception& e) {
-      return Status::InvalidArgument("web TLS: cannot load server.tls cert_path/key_path ('" +
-                                     Bounded(options.tls.cert_path, 200) +
-                                     "'): " + Bounded(e.what(), 200));
-    }
-  }
-  beast::error_code ec;
-  auto address =
-      asio::ip::make_address(options.host == "localhost" ? "127.0.0.1" : options.host, ec);
-  if (ec) {
-    return Status::InvalidArgument("web.host '" + Bounded(options.host) +
-                                   "' is not an IP address (expected e.g. 127.0.0.1 or 0.0.0.0)");
-  }
-  const tcp::endpoint endpoint(address, static_cast<unsigned short>(options.port));
-  impl->acceptor.open(endpoint.protocol(), ec);
-  if (!ec) impl->acceptor.set_option(asio::socket_base::reuse_address(true), ec);
-  if (!ec) impl->acceptor.bind(endpoint, ec);
-  if (!ec) impl->acceptor.listen(asio::socket_base::max_listen_connections, ec);
-  if (ec) {
-    return Status(StatusCode::kUnavailable, "web: cannot listen on " + Bounded(options.host) + ":" +
-                                                std::to_string(options.port) + ": " + ec.message());
-  }
-  impl->port = impl->acceptor.local_endpoint().port();
-  impl->Accept();
-  for (int i = 0; i < std::max(1, options.io_threads); ++i) {
-    impl->threads.emplace_back([ioc = &impl->ioc] {
-      try {
-        ioc->run();
-      } catch (const std::exception& e) {
-        LOG_ERROR("web: I/O thread stopped: %s", e.what());
-      }
-    });
-  }
+  ::lipsync::http::HttpServerOptions http_options;
+  http_options.name = kServerName;
+  http_options.host = options.host;
+  http_options.port = options.port;
+  http_options.max_connections = options.max_connections;
+  http_options.tls = options.tls;
+  http_options.max_request_bytes = options.max_request_bytes;
+  http_options.request_timeout = options.request_timeout;
+  http_options.io_threads = options.io_threads;
+  LIPSYNC_ASSIGN_OR_RETURN(impl->http_server,
+                           ::lipsync::http::HttpServer::Start(http_options, impl.get()));
   return std::unique_ptr<WebServer>(new WebServer(std::move(impl)));
 }
 
@@ -814,9 +594,9 @@ std::unique_ptr<WebServer> StartForCommand(const config::CompositingConfig& conf
   return std::move(*web);
 }
 
-int WebServer::port() const { return impl_->port; }
-bool WebServer::tls() const { return impl_->ssl.has_value(); }
-int WebServer::connections() const { return impl_->connections.load(); }
+int WebServer::port() const { return impl_->http_server->port(); }
+bool WebServer::tls() const { return impl_->http_server->tls(); }
+int WebServer::connections() const { return impl_->http_server->connections(); }
 void WebServer::Stop() { impl_->Stop(); }
 
 }  // namespace lipsync::web

@@ -1,6 +1,6 @@
-// The browser front of live sessions (issue 10; docs/STREAMING.md "Browser"): an HTTP
-// server (Boost.Beast) that serves the demo page's static files and carries one live
-// session per WebSocket.
+// The browser front of live sessions (issue 10; docs/STREAMING.md "Browser"): the page's
+// handlers on the product's HTTP server (http/http_server.h, Boost.Beast): the demo
+// page's static files and one live session per WebSocket.
 //
 //  - GET /, /index.html, /app.js, ... : files from `root` (only plain names of letters,
 //    digits, '.', '-', '_' and '/'; no "..", no dot files; at most 4 MiB each).
@@ -16,10 +16,10 @@
 //    rpc::StreamCall). The session shares the gRPC service's SessionLimiter.
 //
 // Bounds: max_connections at once (beyond it a new connection gets 503 and is closed),
-// a request header/body limit, one WebSocket message at most max_message_bytes, a
-// request read timeout, the open message within open_timeout, an idle WebSocket pinged
-// and closed after idle_timeout. A slow viewer never blocks its session (the bridge's
-// queue drops frames for it). Optional TLS (server.tls: the same certificate as gRPC).
+// a request header/body limit and a request read timeout (http::HttpServer), one
+// WebSocket message at most max_message_bytes, the open message within open_timeout, an idle
+// WebSocket pinged and closed after idle_timeout. A slow viewer never blocks its session (the
+// bridge's queue drops frames for it). Optional TLS (server.tls: the same certificate as gRPC).
 //
 // Thread-safe: Start/Stop from one thread; the server runs its own I/O threads.
 #pragma once

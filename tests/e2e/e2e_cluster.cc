@@ -101,6 +101,8 @@ Cluster::Cluster(Mode mode, const config::CompositingConfig& compositing_config,
     inference_service_ = std::make_unique<rpc::InferenceServiceImpl>(inference_.get());
     rpc::ServerOptions io;
     io.listen_address = "127.0.0.1:0";
+    io.ops.server_name = "inference";
+    io.ops.metrics_port = 0;  // /metrics on a free port
     auto started = rpc::GrpcServer::Start(io, {inference_service_.get()});
     EXPECT_TRUE(started.ok()) << started.status().ToString();
     if (!started.ok()) return;
@@ -126,6 +128,8 @@ Cluster::Cluster(Mode mode, const config::CompositingConfig& compositing_config,
   service_ = std::make_unique<rpc::CompositingServiceImpl>(server_.get());
   rpc::ServerOptions co;
   co.listen_address = "127.0.0.1:0";
+  co.ops.server_name = "compositing";
+  co.ops.metrics_port = 0;
   auto started = rpc::GrpcServer::Start(co, {service_.get()});
   EXPECT_TRUE(started.ok()) << started.status().ToString();
   if (!started.ok()) return;

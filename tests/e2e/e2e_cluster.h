@@ -62,6 +62,12 @@ class Cluster {
   ::inference::InferenceService::Stub* inference_stub() { return inference_stub_.get(); }
   compositing::CompositingServer& server() { return *server_; }
   int compositing_port() const { return compositing_grpc_->port(); }
+  // Each server's /metrics endpoint (a free port); the inference one is -1 in single-process
+  // mode (no inference gRPC server).
+  int compositing_metrics_port() const { return compositing_grpc_->ops().metrics_port(); }
+  int inference_metrics_port() const {
+    return inference_grpc_ ? inference_grpc_->ops().metrics_port() : -1;
+  }
   bool ok() const { return ok_; }
 
  private:

@@ -329,13 +329,25 @@ TEST(OpsServerTest, RateLimitAuditLogAndMetricsFromConfig) {
   EXPECT_EQ(call("other", 1, "k").error_code(), grpc::StatusCode::NOT_FOUND);
 
   const std::string metrics = HttpGetMetrics(server.grpc->ops().metrics_port());
-  EXPECT_THAT(metrics, HasSubstr("lipsync_requests_total{server=\"inference\",method="
-                                 "\"InferBatch\",code=\"OK\"} 2"));
-  EXPECT_THAT(metrics, HasSubstr("code=\"RESOURCE_EXHAUSTED\"} 1"));
-  EXPECT_THAT(metrics, HasSubstr("code=\"UNAUTHENTICATED\"} 1"));
-  EXPECT_THAT(metrics, HasSubstr("lipsync_frames_total{server=\"inference\"} 3"));
-  EXPECT_THAT(metrics, HasSubstr("lipsync_inference_seconds_count{server=\"inference\"} 2"));
-  EXPECT_THAT(metrics, HasSubstr("lipsync_loaded_models{server=\"inference\"} 1"));
+  // prometheus-cpp writes the constant label (server) first, then the others by name.
+  EXPECT_THAT(metrics, HasSubstr("lipsync_requests_total{server=\"inference\",code=\"OK\","
+                                 "method=\"InferBatch\",model=\"identity\"} 2\n"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("lipsync_requests_total{server=\"inference\",code=\"RESOURCE_EXHAUSTED\",method="
+                "\"InferBatch\",model=\"identity\"} 1\n"));
+  EXPECT_THAT(
+      metrics,
+      HasSubstr("lipsync_requests_total{server=\"inference\",code=\"UNAUTHENTICATED\",method="
+                "\"InferBatch\",model=\"identity\"} 1\n"));
+  // An unknown tenant is counted under model="_other" (bounded labels).
+  EXPECT_THAT(metrics,
+              HasSubstr("lipsync_requests_total{server=\"inference\",code=\"NOT_FOUND\",method="
+                        "\"InferBatch\",model=\"_other\"} 1\n"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_frames_total{server=\"inference\",code=\"OK\","
+                                 "method=\"InferBatch\",model=\"identity\"} 3\n"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_inference_seconds_count{server=\"inference\"} 2\n"));
+  EXPECT_THAT(metrics, HasSubstr("lipsync_loaded_models{server=\"inference\"} 1\n"));
 
   server.grpc.reset();  // flushes nothing: every line is written when its call ends
   std::ifstream in(audit);

@@ -11,15 +11,17 @@
 #include <thread>
 #include <vector>
 
+#include "common/loopback_http.h"
 #include "rpc/audit_log.h"
 #include "rpc/metrics.h"
-#include "rpc/metrics_http_server.h"
 #include "rpc/rate_limiter.h"
+#include "rpc/server_ops.h"
 
 namespace lipsync::rpc {
 namespace {
 
 using ::testing::HasSubstr;
+using ::testing::Not;
 using namespace std::chrono_literals;
 
 struct FakeTime {
@@ -138,62 +140,107 @@ TEST(AuditLogTest, UnwritablePathIsAnError) {
 }
 
 std::string HttpGet(int port, const std::string& request) {
-  const int fd = ::socket(AF_INET, SOCK_STREAM, 0);
-  sockaddr_in address{};
-  address.sin_family = AF_INET;
-  address.sin_port = htons(static_cast<uint16_t>(port));
-  ::inet_pton(AF_INET, "127.0.0.1", &address.sin_addr);
-  if (::connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof(address)) != 0) {
-    ::close(fd);
-    return "";
-  }
-  ::send(fd, request.data(), request.size(), 0);
-  std::string answer;
-  char buffer[4096];
-  ssize_t n;
-  while ((n = ::recv(fd, buffer, sizeof(buffer), 0)) > 0) answer.append(buffer, n);
-  ::close(fd);
-  return answer;
+  return lipsync::testing::LoopbackHttp(port, request);
 }
 
-TEST(MetricsTest, RendersCountersSummariesAndGaugesOverHttp) {
+TEST(MetricsTest, CountersHistogramsAndScrapeTimeValues) {
   MetricsRegistry registry("inference");
-  registry.Record({"InferBatch", "OK", 24, 500, 10, 400, -1});
-  registry.Record({"InferBatch", "OK", 8, 100, 30, 60, -1});
-  registry.Record({"InferBatch", "RESOURCE_EXHAUSTED", 24, 1, -1, -1, -1});
+  StageTimings timed;
+  timed.queue_wait_ms = 10;
+  timed.inference_ms = 400;
+  registry.Record({"InferBatch", "m1", "OK", 24, 500, false, timed});
+  timed.queue_wait_ms = 30;
+  timed.inference_ms = 60;
+  registry.Record({"InferBatch", "m1", "OK", 8, 100, false, timed});
+  registry.Record({"InferBatch", "m1", "RESOURCE_EXHAUSTED", 24, 1, false, {}});
+  registry.Record({"StreamSession", "m1", "OK", 250, 10000, true, {}});
   registry.SetGaugeSource([] {
-    return std::vector<Gauge>{{"lipsync_loaded_models", "Models.", "", 3},
-                              {"lipsync_gpu_memory_used_bytes", "GPU.", "gpu=\"0\"", 1024}};
+    return std::vector<Gauge>{
+        {"lipsync_loaded_models", "Models.", {}, 3},
+        {"lipsync_gpu_memory_used_bytes", "GPU.", {{"gpu", "0"}}, 1024},
+        {"lipsync_model_loads_total", "Loads.", {}, 5, Gauge::Kind::kCounter},
+        {"lipsync_model_load_duration_seconds", "Load time.", {}, 2.5, Gauge::Kind::kSummary, 5}};
   });
   const std::string text = registry.Render();
-  EXPECT_THAT(text, HasSubstr("lipsync_requests_total{server=\"inference\",method=\"InferBatch\","
-                              "code=\"OK\"} 2\n"));
-  EXPECT_THAT(text, HasSubstr("code=\"RESOURCE_EXHAUSTED\"} 1\n"));
-  EXPECT_THAT(text, HasSubstr("lipsync_frames_total{server=\"inference\"} 32\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_requests_total{server=\"inference\",code=\"OK\","
+                              "method=\"InferBatch\",model=\"m1\"} 2\n"));
+  EXPECT_THAT(
+      text,
+      HasSubstr("lipsync_requests_total{server=\"inference\",code=\"RESOURCE_EXHAUSTED\",method="
+                "\"InferBatch\",model=\"m1\"} 1\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_frames_total{server=\"inference\",code=\"OK\","
+                              "method=\"InferBatch\",model=\"m1\"} 32\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_frames_total{server=\"inference\",code=\"OK\","
+                              "method=\"StreamSession\",model=\"m1\"} 250\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE lipsync_queue_wait_seconds histogram\n"));
   EXPECT_THAT(text, HasSubstr("lipsync_queue_wait_seconds_sum{server=\"inference\"} 0.04\n"));
   EXPECT_THAT(text, HasSubstr("lipsync_queue_wait_seconds_count{server=\"inference\"} 2\n"));
+  EXPECT_THAT(text,
+              HasSubstr("lipsync_queue_wait_seconds_bucket{server=\"inference\",le=\"0.01\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("lipsync_inference_seconds_sum{server=\"inference\"} 0.46\n"));
-  EXPECT_THAT(text, HasSubstr("lipsync_composite_seconds_count{server=\"inference\"} 0\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_compositing_seconds_count{server=\"inference\"} 0\n"));
+  // Unary calls and live sessions have their own duration histograms.
+  EXPECT_THAT(text, HasSubstr("lipsync_request_duration_seconds_count{server=\"inference\","
+                              "method=\"InferBatch\"} 3\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_session_duration_seconds_count{server=\"inference\","
+                              "method=\"StreamSession\"} 1\n"));
   EXPECT_THAT(text, HasSubstr("# TYPE lipsync_loaded_models gauge\n"));
   EXPECT_THAT(text,
-              HasSubstr("lipsync_gpu_memory_used_bytes{server=\"inference\",gpu=\"0\"} 1024"));
+              HasSubstr("lipsync_gpu_memory_used_bytes{server=\"inference\",gpu=\"0\"} 1024\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE lipsync_model_loads_total counter\n"));
+  EXPECT_THAT(text, HasSubstr("lipsync_model_loads_total{server=\"inference\"} 5\n"));
+  EXPECT_THAT(text, HasSubstr("# TYPE lipsync_model_load_duration_seconds summary\n"));
+  EXPECT_THAT(text,
+              HasSubstr("lipsync_model_load_duration_seconds_count{server=\"inference\"} 5\n"));
+}
 
-  auto http = MetricsHttpServer::Start("127.0.0.1", 0, &registry);
-  ASSERT_TRUE(http.ok()) << http.status().ToString();
-  const int port = (*http)->port();
+TEST(MetricsTest, ModelLabelsAreBounded) {
+  MetricsRegistry registry("inference", /*max_model_labels=*/2);
+  // A failed call for a model never seen succeeding: "_other" (may not exist at all).
+  registry.Record({"InferBatch", "ghost", "NOT_FOUND", 1, 1, false, {}});
+  registry.Record({"InferBatch", "a", "OK", 1, 1, false, {}});
+  registry.Record({"InferBatch", "a", "INTERNAL", 1, 1, false, {}});  // keeps its label
+  registry.Record({"InferBatch", "b", "OK", 1, 1, false, {}});
+  registry.Record({"InferBatch", "c", "OK", 1, 1, false, {}});  // over the bound
+  registry.Record({"Health", "", "OK", 0, 1, false, {}});
+  const std::string text = registry.Render();
+  EXPECT_THAT(text, HasSubstr("code=\"NOT_FOUND\",method=\"InferBatch\",model=\"_other\""));
+  EXPECT_THAT(text, HasSubstr("code=\"INTERNAL\",method=\"InferBatch\",model=\"a\""));
+  EXPECT_THAT(text, HasSubstr("code=\"OK\",method=\"InferBatch\",model=\"b\""));
+  EXPECT_THAT(text, HasSubstr("code=\"OK\",method=\"InferBatch\",model=\"_other\""));
+  EXPECT_THAT(text, HasSubstr("code=\"OK\",method=\"Health\",model=\"\""));
+  EXPECT_THAT(text, Not(HasSubstr("model=\"c\"")));
+  EXPECT_THAT(text, Not(HasSubstr("model=\"ghost\"")));
+}
+
+TEST(MetricsTest, ServerOpsServesMetricsOverHttp) {
+  OpsOptions options;
+  options.server_name = "inference";
+  options.metrics_port = 0;  // any free port
+  auto ops = ServerOps::Create(options);
+  ASSERT_TRUE(ops.ok()) << ops.status().ToString();
+  const int port = (*ops)->metrics_port();
   ASSERT_GT(port, 0);
-  const std::string ok = HttpGet(port, "GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+  (*ops)->metrics().Record({"InferBatch", "m", "OK", 32, 5, false, {}});
+  const std::string ok = HttpGet(port, "GET /metrics HTTP/1.0\r\n\r\n");
   EXPECT_THAT(ok, ::testing::StartsWith("HTTP/1.0 200 OK\r\n"));
   EXPECT_THAT(ok, HasSubstr("text/plain; version=0.0.4"));
-  EXPECT_THAT(ok, HasSubstr("lipsync_frames_total{server=\"inference\"} 32\n"));
+  EXPECT_THAT(
+      ok, HasSubstr("lipsync_frames_total{server=\"inference\",code=\"OK\",method=\"InferBatch\","
+                    "model=\"m\"} 32\n"));
+  EXPECT_THAT(ok, HasSubstr("lipsync_request_read_timeouts_total{server=\"inference\"} "));
   EXPECT_THAT(HttpGet(port, "GET / HTTP/1.0\r\n\r\n"), HasSubstr("404 Not Found"));
   EXPECT_THAT(HttpGet(port, "POST /metrics HTTP/1.0\r\n\r\n"), HasSubstr("405"));
-  EXPECT_THAT(HttpGet(port, std::string(20000, 'x')), HasSubstr("405"));  // garbage: no crash
-  // The port is taken now: a second server on it fails with a message.
-  auto second = MetricsHttpServer::Start("127.0.0.1", port, &registry);
+  (void)HttpGet(port, std::string(20000, 'x'));  // garbage: no crash, still serving
+  EXPECT_THAT(HttpGet(port, "GET /metrics HTTP/1.0\r\n\r\n"), HasSubstr("200 OK"));
+  // The port is taken now: a second endpoint on it fails with a message.
+  options.metrics_port = port;
+  auto second = ServerOps::Create(options);
   ASSERT_FALSE(second.ok());
   EXPECT_EQ(second.status().code(), StatusCode::kUnavailable);
-  EXPECT_FALSE(MetricsHttpServer::Start("not-an-ip", 0, &registry).ok());
+  options.metrics_port = 0;
+  options.metrics_host = "not-an-ip";
+  EXPECT_FALSE(ServerOps::Create(options).ok());
 }
 
 }  // namespace
