@@ -114,15 +114,15 @@ Expected<std::vector<float>> FeaturesFromRawAudio(const InferRequest& request,
   return audio::AssembleFrameFeatures(windows, vectors, spec);
 }
 
+// Workers for each device the registry places models on. gpus.assignment_strategy
+// is applied by the registry when it places a model (RegistryOptions::placement); each
+// request then runs on its model's device, so the scheduler never picks one itself.
 SchedulerOptions MakeSchedulerOptions(const config::InferenceConfig& config,
-                                      const ExecutionPlan& plan) {
+                                      const std::vector<int>& devices) {
   SchedulerOptions options;
-  options.devices = plan.devices;
+  options.devices = devices;
   options.workers_per_device = config.server.worker_count_per_gpu;
   options.queue_size = config.server.queue_size;
-  options.assignment = config.gpus.assignment_strategy == config::AssignmentStrategy::kLeastLoaded
-                           ? DeviceAssignment::kLeastLoaded
-                           : DeviceAssignment::kRoundRobin;
   options.max_queue_delay_us = config.server.max_queue_delay_us;
   options.max_batch_frames = config.server.max_batch_size;
   options.max_queue_share = config.server.max_queue_share_per_model;
@@ -177,9 +177,10 @@ InferenceServer::InferenceServer(config::InferenceConfig config, ExecutionPlan p
     : config_(std::move(config)), plan_(std::move(plan)) {
   RegistryOptions registry_options = RegistryOptionsFromConfig(config_, plan_.devices);
   if (adjust_registry) adjust_registry(registry_options);
+  const std::vector<int> devices = registry_options.devices;
   registry_ = std::make_unique<ModelRegistry>(std::move(registry_options));
   scheduler_ = std::make_unique<Scheduler>(
-      MakeSchedulerOptions(config_, plan_),
+      MakeSchedulerOptions(config_, devices),
       [this](std::span<Task* const> group, const WorkerInfo& worker) { RunGroup(group, worker); });
 }
 

@@ -47,7 +47,9 @@ class InferenceServer : public InferenceBackend {
   // FAILED_PRECONDITION for an unusable runtime library or require_cuda without CUDA,
   // INVALID_ARGUMENT for inconsistent settings.
   // `adjust_registry` (tests, fault injection) may change the registry options made
-  // from the config before the registry is built: a loader, a clock.
+  // from the config before the registry is built: a loader, a clock, the devices (the
+  // scheduler runs a worker pool for each of the registry's devices, so a test can
+  // place models on fake GPUs served by CPU sessions).
   static Expected<std::unique_ptr<InferenceServer>> Create(
       const config::InferenceConfig& config,
       const std::function<void(RegistryOptions&)>& adjust_registry = {});

@@ -620,7 +620,8 @@ ModelHandle::ModelHandle(ModelHandle&& other) noexcept
     : slot_(std::move(other.slot_)),
       model_(std::move(other.model_)),
       loaded_now_(other.loaded_now_),
-      load_ms_(other.load_ms_) {}
+      load_ms_(other.load_ms_),
+      device_(other.device_) {}
 
 ModelHandle& ModelHandle::operator=(ModelHandle&& other) noexcept {
   if (this != &other) {
@@ -629,6 +630,7 @@ ModelHandle& ModelHandle::operator=(ModelHandle&& other) noexcept {
     model_ = std::move(other.model_);
     loaded_now_ = other.loaded_now_;
     load_ms_ = other.load_ms_;
+    device_ = other.device_;
   }
   return *this;
 }
@@ -720,6 +722,7 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
   ModelHandle handle;
   handle.slot_ = entry->slot;
   handle.model_ = entry->model;
+  handle.device_ = entry->device;
   handle.loaded_now_ = loaded_now;
   handle.load_ms_ = loaded_now ? entry->load_ms : 0;
   entry->slot->pins.fetch_add(1);

@@ -101,7 +101,8 @@ class ModelHandle {
   // Valid while the handle lives.
   const OnnxModel& model() const { return *model_; }
   const std::string& id() const;
-  int device_id() const { return model_->device_id(); }
+  // The device the registry placed the model on (its requests run there).
+  int device_id() const { return device_; }
   // True when this Acquire loaded the model (the caller waited for the load).
   bool loaded_now() const { return loaded_now_; }
   double load_ms() const { return load_ms_; }
@@ -115,6 +116,7 @@ class ModelHandle {
   std::shared_ptr<const OnnxModel> model_;
   bool loaded_now_ = false;
   double load_ms_ = 0;
+  int device_ = -1;
 };
 
 class ModelRegistry {
