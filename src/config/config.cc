@@ -27,6 +27,8 @@ void ReadLogging(MapReader& r, LoggingConfig* logging) {
   }
   r.Bool("log_compositing_times", &logging->log_compositing_times);
   r.Bool("log_cache_stats", &logging->log_cache_stats);
+  r.Double("cache_stats_interval_seconds", &logging->cache_stats_interval_seconds, 0,
+           /*min_exclusive=*/true);
   r.String("audit_log_path", &logging->audit_log_path);
   r.Bool("audit_fail_closed", &logging->audit_fail_closed);
 }

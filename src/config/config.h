@@ -22,6 +22,7 @@ struct LoggingConfig {
   std::string level = "info";  // debug, info, warn, error
   bool log_compositing_times = true;
   bool log_cache_stats = false;
+  double cache_stats_interval_seconds = 60;  // how often log_cache_stats logs
   std::string audit_log_path;  // one JSON line per RPC appended here; empty = off
   // What a call does when its audit line cannot be written (disk full, I/O error):
   // false (fail-open): the call goes on, the failure is logged and counted;

@@ -72,7 +72,7 @@ Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
     LIPSYNC_ASSIGN_OR_RETURN(ops->audit_log_, AuditLog::Open(ops->options_.audit_log_path));
   }
   ServerOps* raw = ops.get();
-  ops->metrics_.SetGaugeSource([raw] {
+  auto all_gauges = [raw] {
     std::vector<Gauge> gauges = raw->OpsGauges();
     for (const auto& source : raw->gauge_sources_) {
       std::vector<Gauge> more = source();
@@ -80,7 +80,12 @@ Expected<std::unique_ptr<ServerOps>> ServerOps::Create(OpsOptions options) {
                     std::make_move_iterator(more.end()));
     }
     return gauges;
-  });
+  };
+  ops->metrics_.SetGaugeSource(all_gauges);
+  if (ops->options_.log_cache_stats) {
+    ops->cache_stats_log_ = std::make_unique<CacheStatsLogger>(
+        ops->options_.server_name, all_gauges, ops->options_.cache_stats_interval);
+  }
   if (ops->options_.metrics_port >= 0) {
     ops->metrics_handler_ = std::make_unique<MetricsHandler>(&ops->metrics_);
     http::HttpServerOptions http_options;
@@ -103,8 +108,13 @@ ServerOps::ServerOps(OpsOptions options)
       metrics_(options_.server_name) {}
 
 ServerOps::~ServerOps() {
-  // Stop scrapes before the registry they read goes away.
+  // Stop scrapes and cache-stats lines before the registry and sources they read go away.
+  cache_stats_log_.reset();
   metrics_http_.reset();
+}
+
+void ServerOps::StartCacheStatsLog() {
+  if (cache_stats_log_) cache_stats_log_->Start();
 }
 
 void ServerOps::Reopen() {

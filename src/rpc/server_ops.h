@@ -30,6 +30,7 @@
 #include "common/status.h"
 #include "http/http_server.h"
 #include "rpc/audit_log.h"
+#include "rpc/cache_stats_log.h"
 #include "rpc/grpc_status.h"
 #include "rpc/metrics.h"
 #include "rpc/rate_limiter.h"
@@ -53,6 +54,9 @@ struct OpsOptions {
   // a failed call whose response has success/error fields is answered status OK with
   // success=false and error "<CODE>: <message>" (audit and metrics keep the real code).
   bool legacy_errors = false;
+  // logging.log_cache_stats: one INFO line of cache statistics per interval.
+  bool log_cache_stats = false;
+  std::chrono::milliseconds cache_stats_interval{60000};
 };
 
 class ServerOps;
@@ -148,6 +152,9 @@ class ServerOps {
   void Reopen();
   // Adds a scrape-time gauge source (a service's own gauges). Call before serving.
   void AddGaugeSource(std::function<std::vector<Gauge>()> source);
+  // Starts the log_cache_stats thread (when on); GrpcServer::Start calls it once every
+  // gauge source is added.
+  void StartCacheStatsLog();
 
   // Runs one RPC: admits it (UNAUTHENTICATED, PERMISSION_DENIED, RESOURCE_EXHAUSTED or,
   // with audit_fail_closed, UNAVAILABLE), then `body(call)` (returning the call's
@@ -205,6 +212,7 @@ class ServerOps {
   std::unique_ptr<http::Handler> metrics_handler_;  // GET /metrics
   std::unique_ptr<http::HttpServer> metrics_http_;
   std::vector<std::function<std::vector<Gauge>()>> gauge_sources_;
+  std::unique_ptr<CacheStatsLogger> cache_stats_log_;  // log_cache_stats; null when off
 };
 
 // A gRPC service whose calls run through a ServerOps. GrpcServer::Start attaches the

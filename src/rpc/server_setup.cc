@@ -60,6 +60,9 @@ OpsOptions OpsFromConfig(const char* server_name, const Config& config) {
   ops.metrics_host = metrics.host;
   ops.metrics_port = metrics.port == 0 ? -1 : metrics.port;  // config 0 means off
   ops.legacy_errors = config.server.legacy_errors;
+  ops.log_cache_stats = logging.log_cache_stats;
+  ops.cache_stats_interval = std::chrono::milliseconds(
+      static_cast<int64_t>(logging.cache_stats_interval_seconds * 1000.0));
   return ops;
 }
 
@@ -115,6 +118,7 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(const ServerOptions& opt
     service->AttachOps(ops.get());
     ops->AddGaugeSource([service] { return service->Gauges(); });
   }
+  ops->StartCacheStatsLog();  // every gauge source is in
   std::unique_ptr<grpc::Server> server = builder.BuildAndStart();
   if (!server || port == 0) {
     return Status::Unavailable("cannot listen on '" + options.listen_address +
