@@ -55,8 +55,11 @@ CompositingServer::CompositingServer(const config::CompositingConfig& config,
     : config_(config),
       backend_(backend),
       options_(std::move(options)),
-      avatars_(std::make_unique<avatar::AvatarRegistry>(
-          avatar::AvatarRegistryOptions::FromConfig(config))),
+      avatars_(std::make_unique<avatar::AvatarRegistry>([&] {
+        auto avatar_options = avatar::AvatarRegistryOptions::FromConfig(config);
+        if (options_.adjust_avatars) options_.adjust_avatars(avatar_options);
+        return avatar_options;
+      }())),
       compositor_(size_t(std::max(0, config.server.compositing_threads))) {}
 
 CompositingServer::~CompositingServer() { Shutdown(std::chrono::milliseconds::max()); }

@@ -22,6 +22,7 @@
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -125,6 +126,9 @@ struct CompositingServerOptions {
   std::chrono::milliseconds health_cache{1000};
   // The longest Health waits for the inference server's answer.
   std::chrono::milliseconds health_probe_timeout{1000};
+  // Tests, fault injection: may change the avatar registry's options made from the
+  // config before the registry is built (a clock, a slow-decode hook).
+  std::function<void(avatar::AvatarRegistryOptions&)> adjust_avatars;
 };
 
 class CompositingServer {

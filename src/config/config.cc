@@ -231,9 +231,10 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Int("max_message_size_mb", &s.max_message_size_mb, 1, kMaxMessageSizeMb);
     r.Int("max_batch_size", &s.max_batch_size, 1, 4096);
     r.Int("compositing_threads", &s.compositing_threads, 0, 4096);
+    r.Int("max_inflight_requests", &s.max_inflight_requests, 0, 1000000);
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
-    r.Bool("legacy_errors", &s.legacy_errors);
     r.String("avatar_store_dir", &s.avatar_store_dir);
+    r.Bool("legacy_errors", &s.legacy_errors);
     r.String("api_key", &s.api_key);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });

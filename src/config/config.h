@@ -148,6 +148,7 @@ struct CompositingConfig {
     int max_batch_size = 64;
     int compositing_threads = 0;  // 0 = one per core
     int shutdown_grace_seconds = 30;
+    int max_inflight_requests = 64;  // admission control; 0 = no bound
     // Prepared avatar files (avatar/prepared_store.h), one per avatar, owned by this
     // server. "": $XDG_CACHE_HOME/lipsync/avatars (else ~/.cache/...); "off": none.
     std::string avatar_store_dir;

@@ -188,6 +188,18 @@ grpc::Status Call::Admit() {
   if (!spec_.model_id.empty()) {
     if (Status s = principal_.RequireTenant(spec_.model_id); !s.ok()) return ToGrpc(s);
   }
+  // Admission control, after authentication (strangers take no slot) and before the
+  // rate limits (a refused call spends no tokens). Finish releases the slot.
+  if (const int max = ops_->options_.max_inflight_requests; max > 0 && spec_.scope.has_value()) {
+    if (ops_->inflight_.fetch_add(1) >= max) {
+      ops_->inflight_.fetch_sub(1);
+      return grpc::Status(grpc::StatusCode::RESOURCE_EXHAUSTED,
+                          ops_->server_name() + " server has " + std::to_string(max) +
+                              " requests in flight (server.max_inflight_requests); expected "
+                              "fewer concurrent requests: retry later with backoff");
+    }
+    holds_inflight_slot_ = true;
+  }
   // After authentication, so strangers cannot drain a tenant's or a caller's bucket.
   if (spec_.frames > 0) {
     if (Status s = ops_->credential_rate_limiter_.Admit(principal_.id, spec_.frames); !s.ok()) {
@@ -205,6 +217,10 @@ grpc::Status Call::Admit() {
 }
 
 grpc::Status Call::Finish(grpc::Status status, const google::protobuf::Message& response) {
+  if (holds_inflight_slot_) {
+    ops_->inflight_.fetch_sub(1);
+    holds_inflight_slot_ = false;
+  }
   const double duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();
   const char* code = StatusCodeName(status.error_code());

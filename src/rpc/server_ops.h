@@ -54,6 +54,10 @@ struct OpsOptions {
   // a failed call whose response has success/error fields is answered status OK with
   // success=false and error "<CODE>: <message>" (audit and metrics keep the real code).
   bool legacy_errors = false;
+  // Admission control: calls that do work (those needing a scope: infer, admin) in
+  // flight at once at most; more are refused RESOURCE_EXHAUSTED at once. Health,
+  // ListModels and GetModelStats are always admitted. 0: no bound.
+  int max_inflight_requests = 0;
   // logging.log_cache_stats: one INFO line of cache statistics per interval.
   bool log_cache_stats = false;
   std::chrono::milliseconds cache_stats_interval{60000};
@@ -93,6 +97,7 @@ class Call {
   int64_t bytes_in_ = 0;
   auth::Principal principal_;
   StageTimings timings_;
+  bool holds_inflight_slot_ = false;  // released by Finish
 };
 
 // One long-lived stream (StreamSession, or the WebSocket session of the web front), as
@@ -204,6 +209,7 @@ class ServerOps {
   std::vector<Gauge> OpsGauges() const;
 
   const OpsOptions options_;
+  std::atomic<int> inflight_{0};  // admitted calls holding a slot (max_inflight_requests)
   std::unique_ptr<auth::Authenticator> authenticator_;
   RateLimiter rate_limiter_;             // per tenant
   RateLimiter credential_rate_limiter_;  // per credential

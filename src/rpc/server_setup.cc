@@ -88,6 +88,7 @@ Expected<ServerOptions> ServerOptionsFromConfig(const config::InferenceConfig& c
 Expected<ServerOptions> ServerOptionsFromConfig(const config::CompositingConfig& config) {
   LIPSYNC_ASSIGN_OR_RETURN(ServerOptions options, CommonOptions(config));
   options.ops = OpsFromConfig("compositing", config);
+  options.ops.max_inflight_requests = config.server.max_inflight_requests;
   options.health_service_names = {"compositing.CompositingService"};
   return options;
 }
