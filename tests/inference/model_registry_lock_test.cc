@@ -18,6 +18,7 @@
 #include <mutex>
 #include <thread>
 
+#include "inference/fake_clock.h"
 #include "inference/model_registry.h"
 #include "inference/ort_runtime.h"
 #include "inference/test_models.h"
@@ -60,19 +61,7 @@ class Prober {
   std::atomic<int> probes_{0}, answered_{0};
 };
 
-// A steady clock the test moves by hand (RegistryOptions::now).
-class FakeClock {
- public:
-  std::function<Clock::time_point()> Fn() const {
-    auto t = t_;
-    return [t] { return Clock::time_point(std::chrono::nanoseconds(t->load())); };
-  }
-  void Advance(Clock::duration d) { *t_ += std::chrono::nanoseconds(d).count(); }
-
- private:
-  std::shared_ptr<std::atomic<int64_t>> t_ = std::make_shared<std::atomic<int64_t>>(
-      std::chrono::nanoseconds(std::chrono::hours(1000)).count());
-};
+using testing::FakeClock;
 
 class ModelRegistryLockTest : public ::testing::Test {
  protected:
@@ -324,15 +313,16 @@ TEST_F(ModelRegistryLockTest, PrefetchQueueIsBoundedAndUnknownOrFailedIdsAreLeft
   EXPECT_TRUE(WaitForState(registry, "c", ModelState::kReady));
   EXPECT_EQ(registry.Stats("d")->state, ModelState::kAvailable);
 
-  // An unknown tenant is found out in the background; a remembered failure is kept.
-  EXPECT_EQ(*registry.Prefetch("nobody"), PrefetchOutcome::kQueued);
+  // A remembered failure is kept; an unknown tenant is found out in the background.
   EXPECT_FALSE(registry.Acquire("broken").ok());
   const int64_t attempts = registry.load_attempts();
   EXPECT_EQ(*registry.Prefetch("broken"), PrefetchOutcome::kQueued);
-  EXPECT_EQ(*registry.Prefetch("d"), PrefetchOutcome::kQueued);  // queued after broken
+  EXPECT_EQ(*registry.Prefetch("d"), PrefetchOutcome::kQueued);  // one worker: after broken
   EXPECT_TRUE(WaitForState(registry, "d", ModelState::kReady));
   EXPECT_EQ(registry.load_attempts(), attempts + 1);  // d only: broken was not retried
   EXPECT_EQ(registry.Stats("broken")->state, ModelState::kFailed);
+  EXPECT_EQ(*registry.Prefetch("nobody"), PrefetchOutcome::kQueued);
+  EXPECT_EQ(*registry.Prefetch("a"), PrefetchOutcome::kAlreadyLoaded);
   EXPECT_EQ(registry.Stats("nobody").status().code(), StatusCode::kNotFound);
 }
 

@@ -13,6 +13,7 @@
 #include <new>
 #include <thread>
 
+#include "inference/fake_clock.h"
 #include "inference/ort_runtime.h"
 #include "inference/test_models.h"
 
@@ -25,19 +26,7 @@ using std::chrono::milliseconds;
 constexpr int kSize = 16;
 constexpr size_t kPlane = kSize * kSize;
 
-// A steady clock the test moves by hand (RegistryOptions::now).
-class FakeClock {
- public:
-  std::function<Clock::time_point()> Fn() const {
-    auto t = t_;
-    return [t] { return Clock::time_point(std::chrono::nanoseconds(t->load())); };
-  }
-  void Advance(Clock::duration d) { *t_ += std::chrono::nanoseconds(d).count(); }
-
- private:
-  std::shared_ptr<std::atomic<int64_t>> t_ = std::make_shared<std::atomic<int64_t>>(
-      std::chrono::nanoseconds(std::chrono::hours(1000)).count());
-};
+using testing::FakeClock;
 
 // Blocks loads until opened; tells when a load is inside.
 class LoadGate {
@@ -610,13 +599,16 @@ TEST_F(ModelRegistryTest, ForceReloadUnderConcurrentUseLosesNothing) {
       }
     });
   }
-  std::this_thread::sleep_for(milliseconds(50));
+  // The clients are serving v1 (waited for, bounded) when the reload starts.
+  for (int i = 0; i < 30000 && v1.load() == 0; ++i) std::this_thread::sleep_for(milliseconds(1));
   AddRootModel("live", 1.f);  // v2: identity
   auto reload = registry.Load("live", true);
   ASSERT_TRUE(reload.ok()) << reload.status().ToString();
   EXPECT_FALSE(reload->already_loaded);
   const int v2_before = v2.load();
-  std::this_thread::sleep_for(milliseconds(50));
+  // ... and serve v2 after it (waited for, bounded; never timed).
+  for (int i = 0; i < 30000 && v2.load() == v2_before; ++i)
+    std::this_thread::sleep_for(milliseconds(1));
   stop = true;
   for (auto& t : clients) t.join();
   EXPECT_EQ(failures.load(), 0);
