@@ -1,5 +1,8 @@
 # Third-party libraries, all from Debian 12 packages (scripts/setup.sh installs them).
 pkg_check_modules(GRPCPP REQUIRED IMPORTED_TARGET grpc++)
+# gRPC server reflection (libgrpc++-dev ships it without a pkg-config file).
+find_library(GRPCPP_REFLECTION_LIBRARY grpc++_reflection REQUIRED)
+find_path(GRPCPP_REFLECTION_INCLUDE_DIR grpcpp/ext/proto_server_reflection_plugin.h REQUIRED)
 pkg_check_modules(PROTOBUF REQUIRED IMPORTED_TARGET protobuf)
 pkg_check_modules(YAMLCPP REQUIRED IMPORTED_TARGET yaml-cpp)
 pkg_check_modules(LIBPNG REQUIRED IMPORTED_TARGET libpng)

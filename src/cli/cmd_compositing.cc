@@ -113,6 +113,7 @@ int RunCompositing(int argc, char** argv) {
     std::fprintf(stderr, "lipsync compositing: %s\n", options.status().message().c_str());
     return 1;
   }
+  options->serving_at_start = false;  // grpc.health.v1: SERVING once ready below
   auto grpc_server = rpc::GrpcServer::Start(*options, {&service});
   if (!grpc_server.ok()) {
     std::fprintf(stderr, "lipsync compositing: %s\n", grpc_server.status().message().c_str());
@@ -141,6 +142,7 @@ int RunCompositing(int argc, char** argv) {
       config->session.max_sessions);
   auto page_server =
       web::StartForCommand(*config, server->get(), &(*grpc_server)->ops(), &service.sessions());
+  (*grpc_server)->SetServing(true);
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
@@ -148,12 +150,13 @@ int RunCompositing(int argc, char** argv) {
   LOG_INFO("compositing: received %s, shutting down (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
   if (page_server) page_server->Stop();
-  const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
-  (*grpc_server)->SetServing(false);
-  service.sessions().Shutdown();  // live sessions never end on their own
-  (*grpc_server)->Shutdown(grace);
-  (*grpc_server)->Wait();
-  (*server)->Shutdown(grace);
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::seconds(config->server.shutdown_grace_seconds);
+  (*grpc_server)->SetServing(false);  // health checks turn away new traffic first
+  service.sessions().Shutdown();      // live sessions never end on their own
+  const bool drained = (*server)->Shutdown(rpc::Remaining(end));  // new calls: UNAVAILABLE
+  (*grpc_server)->Close(end, drained);
+  if (!drained) LOG_WARN("grace period ended with requests still running; they were cancelled");
   LOG_INFO("compositing: stopped");
   return 0;
 }

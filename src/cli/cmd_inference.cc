@@ -110,23 +110,25 @@ int RunInference(int argc, char** argv) {
   rpc::InferenceServiceImpl service(server->get());
   auto options = rpc::ServerOptionsFromConfig(*config);
   if (!options.ok()) return Fail(options.status());
+  options->serving_at_start = false;  // grpc.health.v1: SERVING once ready below
   auto grpc_server = rpc::GrpcServer::Start(*options, {&service});
   if (!grpc_server.ok()) return Fail(grpc_server.status());
   if (int port = (*grpc_server)->ops().metrics_port(); port > 0) {
     LOG_INFO("Prometheus metrics on http://%s:%d/metrics", config->metrics.host.c_str(), port);
   }
   const std::string host = address->substr(0, address->rfind(':'));
+  (*grpc_server)->SetServing(true);
   PrintBanner(*config, **server, host + ":" + std::to_string((*grpc_server)->port()));
 
   const int signal_number = rpc::WaitForStopSignal(&signals, {&(*grpc_server)->ops()});
-  const auto grace = std::chrono::seconds(config->server.shutdown_grace_seconds);
+  const auto end = std::chrono::steady_clock::now() +
+                   std::chrono::seconds(config->server.shutdown_grace_seconds);
   LOG_INFO("received %s: finishing requests in flight (grace %d s)",
            signal_number == SIGINT ? "SIGINT" : "SIGTERM", config->server.shutdown_grace_seconds);
   (*grpc_server)->SetServing(false);  // health checks turn away new traffic first
-  const bool drained = (*server)->Shutdown(grace);
-  // The service answers UNAVAILABLE from here on; give gRPC a moment to send replies.
-  (*grpc_server)->Shutdown(std::chrono::milliseconds(drained ? 200 : 0));
-  (*grpc_server)->Wait();
+  // The service answers UNAVAILABLE from here on.
+  const bool drained = (*server)->Shutdown(rpc::Remaining(end));
+  (*grpc_server)->Close(end, drained);
   if (!drained) LOG_WARN("grace period ended with requests still running; they were cancelled");
   LOG_INFO("inference server stopped");
   return 0;

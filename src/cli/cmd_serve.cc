@@ -4,9 +4,11 @@
 // and tools see the same APIs as in the split deployment.
 #include <signal.h>
 
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
+#include <thread>
 
 #include "cli/command.h"
 #include "common/flags.h"
@@ -95,12 +97,14 @@ int RunServe(int argc, char** argv) {
   rpc::InferenceServiceImpl inference_service(inference_server->get());
   auto inference_options = rpc::ServerOptionsFromConfig(*inference_config);
   if (!inference_options.ok()) return Fail(inference_options.status());
+  inference_options->serving_at_start = false;  // grpc.health.v1: SERVING once ready
   auto inference_grpc = rpc::GrpcServer::Start(*inference_options, {&inference_service});
   if (!inference_grpc.ok()) return Fail(inference_grpc.status());
 
   rpc::CompositingServiceImpl compositing_service(compositing_server->get());
   auto compositing_options = rpc::ServerOptionsFromConfig(*compositing_config);
   if (!compositing_options.ok()) return Fail(compositing_options.status());
+  compositing_options->serving_at_start = false;  // grpc.health.v1: SERVING once ready
   auto compositing_grpc = rpc::GrpcServer::Start(*compositing_options, {&compositing_service});
   if (!compositing_grpc.ok()) return Fail(compositing_grpc.status());
 
@@ -113,6 +117,8 @@ int RunServe(int argc, char** argv) {
   auto page_server =
       web::StartForCommand(*compositing_config, compositing_server->get(),
                            &(*compositing_grpc)->ops(), &compositing_service.sessions());
+  (*inference_grpc)->SetServing(true);
+  (*compositing_grpc)->SetServing(true);
   std::printf("\n✅ Ready to accept connections!\n%s\n", rule);
   std::fflush(stdout);
 
@@ -120,21 +126,25 @@ int RunServe(int argc, char** argv) {
       &stop_signals, {&(*inference_grpc)->ops(), &(*compositing_grpc)->ops()});
   LOG_INFO("serve: received %s, shutting down", signal_number == SIGINT ? "SIGINT" : "SIGTERM");
   if (page_server) page_server->Stop();
-  // Outside in: stop taking calls, drain compositing (which drains its inference
-  // calls), then inference.
-  const auto compositing_grace =
-      std::chrono::seconds(compositing_config->server.shutdown_grace_seconds);
-  const auto inference_grace =
-      std::chrono::seconds(inference_config->server.shutdown_grace_seconds);
+  // One grace period (the longer of the two configs) for both services, drained
+  // together: health checks turn away new traffic, both cores refuse new requests
+  // (UNAVAILABLE) and finish those in flight (compositing first: its requests still call
+  // inference), then each gRPC server sends the last replies and closes.
+  const int grace_seconds = std::max(compositing_config->server.shutdown_grace_seconds,
+                                     inference_config->server.shutdown_grace_seconds);
+  const auto end = std::chrono::steady_clock::now() + std::chrono::seconds(grace_seconds);
   (*compositing_grpc)->SetServing(false);
   (*inference_grpc)->SetServing(false);
   compositing_service.sessions().Shutdown();  // live sessions never end on their own
-  (*compositing_grpc)->Shutdown(compositing_grace);
-  (*compositing_grpc)->Wait();
-  (*compositing_server)->Shutdown(compositing_grace);
-  (*inference_grpc)->Shutdown(inference_grace);
-  (*inference_grpc)->Wait();
-  (*inference_server)->Shutdown(inference_grace);
+  const bool compositing_drained = (*compositing_server)->Shutdown(rpc::Remaining(end));
+  const bool inference_drained = (*inference_server)->Shutdown(rpc::Remaining(end));
+  std::thread inference_close([&] { (*inference_grpc)->Close(end, inference_drained); });
+  (*compositing_grpc)->Close(end, compositing_drained);
+  inference_close.join();
+  if (!compositing_drained || !inference_drained) {
+    LOG_WARN("serve: grace period (%d s) ended with requests still running; they were cancelled",
+             grace_seconds);
+  }
   LOG_INFO("serve: stopped");
   return 0;
 }

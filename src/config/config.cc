@@ -246,6 +246,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     auto& i = c->inference_server;
     r.String("url", &i.url);
     RequireNonEmpty(r, "url", i.url, "the inference server's HOST:PORT");
+    r.StringList("urls", &i.urls, 256);  // checked by GrpcInferenceBackend::Create
     r.Double("timeout_seconds", &i.timeout_seconds, 0, /*min_exclusive=*/true);
     r.Int("max_retries", &i.max_retries, 0, 100);
     r.String("api_key", &i.api_key);

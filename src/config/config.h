@@ -160,7 +160,11 @@ struct CompositingConfig {
   } server;
   AuthConfig auth;
   struct InferenceServer {
+    // One inference server, or a load balancer in front of several (deploy/nginx).
     std::string url = "localhost:50051";
+    // Several inference servers, each model routed to one by rendezvous hashing
+    // (rpc/grpc_inference_backend.h). Set: used instead of url.
+    std::vector<std::string> urls;
     double timeout_seconds = 10;
     int max_retries = 3;
     std::string api_key;      // sent to the inference server

@@ -162,6 +162,31 @@ void MapReader::String(const char* key, std::string* out) {
   if (value != nullptr) *out = value->Scalar();
 }
 
+void MapReader::StringList(const char* key, std::vector<std::string>* out, size_t max_items) {
+  known_.emplace_back(key);
+  if (!valid_) return;
+  const YAML::Node list = node_[key];
+  if (!list.IsDefined() || list.IsNull()) return;
+  if (!list.IsSequence()) {
+    Fail(key, "expected a list of strings, got " + Describe(list));
+    return;
+  }
+  if (list.size() > max_items) {
+    Fail(key, "expected at most " + std::to_string(max_items) + " entries, got " +
+                  std::to_string(list.size()));
+    return;
+  }
+  std::vector<std::string> items;
+  for (size_t i = 0; i < list.size(); ++i) {
+    if (!list[i].IsScalar()) {
+      Fail(key, "entry " + std::to_string(i + 1) + ": expected a string, got " + Describe(list[i]));
+      return;
+    }
+    items.push_back(list[i].Scalar());
+  }
+  *out = std::move(items);
+}
+
 void MapReader::Section(const char* key, const std::function<void(MapReader&)>& fn) {
   known_.emplace_back(key);
   if (!valid_) return;

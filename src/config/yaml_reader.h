@@ -37,6 +37,8 @@ class MapReader {
   void Double(const char* key, double* out, double min, bool min_exclusive = false);
   void Bool(const char* key, bool* out);
   void String(const char* key, std::string* out);
+  // A list of scalars, e.g. [a, b]; at most `max_items` entries (each a string).
+  void StringList(const char* key, std::vector<std::string>* out, size_t max_items);
   // One of the listed spellings, e.g. {{"lru", kLru}, {"lfu", kLfu}}.
   template <typename E>
   void Enum(const char* key, E* out, std::initializer_list<std::pair<const char*, E>> choices);

@@ -1,7 +1,9 @@
 #include "rpc/server_setup.h"
 
+#include <grpcpp/ext/proto_server_reflection_plugin.h>
 #include <grpcpp/health_check_service_interface.h>
 
+#include <algorithm>
 #include <fstream>
 #include <sstream>
 
@@ -104,6 +106,8 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(const ServerOptions& opt
   LIPSYNC_ASSIGN_OR_RETURN(std::unique_ptr<ServerOps> ops, ServerOps::Create(options.ops));
   // Process-wide switch, read when a server is built: every server gets grpc.health.v1.
   grpc::EnableDefaultHealthCheckService(true);
+  // Likewise process-wide: every server gets grpc.reflection.v1alpha.ServerReflection.
+  grpc::reflection::InitProtoReflectionServerBuilderPlugin();
   grpc::ServerBuilder builder;
   ApplyConnectionLimits(&builder, options.connection);
   int port = 0;
@@ -127,7 +131,7 @@ Expected<std::unique_ptr<GrpcServer>> GrpcServer::Start(const ServerOptions& opt
   }
   auto grpc_server = std::unique_ptr<GrpcServer>(
       new GrpcServer(std::move(server), port, std::move(ops), options.health_service_names));
-  grpc_server->SetServing(true);
+  grpc_server->SetServing(options.serving_at_start);
   return grpc_server;
 }
 
@@ -161,6 +165,18 @@ void GrpcServer::Shutdown(std::chrono::milliseconds grace) {
 }
 
 void GrpcServer::Wait() { server_->Wait(); }
+
+void GrpcServer::Close(std::chrono::steady_clock::time_point end, bool drained) {
+  Shutdown(drained ? std::min(Remaining(end), std::chrono::milliseconds(200))
+                   : std::chrono::milliseconds(0));
+  Wait();
+}
+
+std::chrono::milliseconds Remaining(std::chrono::steady_clock::time_point end) {
+  const auto left =
+      std::chrono::duration_cast<std::chrono::milliseconds>(end - std::chrono::steady_clock::now());
+  return std::max(left, std::chrono::milliseconds(0));
+}
 
 int WaitForStopSignal(const sigset_t* signals, const std::vector<ServerOps*>& ops) {
   while (true) {

@@ -2,8 +2,10 @@
 // message size limit, optional TLS (config::TlsConfig), and graceful shutdown with a
 // grace period. The services stay translation only.
 // Also the operations every server gets (rpc/server_ops.h): credentials, rate limits,
-// audit log, metrics endpoint, and the standard grpc.health.v1 service (SERVING while
-// accepting calls, NOT_SERVING from SetServing(false) or Shutdown on).
+// audit log, metrics endpoint, the standard grpc.health.v1 service (NOT_SERVING until
+// the server is ready, SERVING while accepting calls, NOT_SERVING from SetServing(false)
+// or Shutdown on), and server reflection (grpc.reflection.v1alpha, so grpcurl-style
+// tools list and call the services without the .proto files).
 //
 // GrpcServer is thread-safe for Shutdown/Wait from any thread. It does not own the
 // services it serves: they must outlive it.
@@ -34,6 +36,9 @@ struct ServerOptions {
   // "inference.InferenceService".
   std::vector<std::string> health_service_names;
   config::ConnectionConfig connection;  // transport limits (rpc/connection_limits.h)
+  // false: grpc.health.v1 says NOT_SERVING until SetServing(true) (a command calls it
+  // once everything it serves is ready).
+  bool serving_at_start = true;
 };
 
 // A server's options from its config file: listen address (server.port), message
@@ -59,6 +64,11 @@ class GrpcServer {
   void Shutdown(std::chrono::milliseconds grace);
   // Blocks until Shutdown has completed.
   void Wait();
+  // The last step of a drain, once the core behind the services has finished its
+  // requests (`drained`) or the grace period ending at `end` ran out: replies still
+  // being written get up to 200 ms (never past `end`, none when not drained), calls
+  // still open (e.g. health Watch streams) are cancelled, then Wait.
+  void Close(std::chrono::steady_clock::time_point end, bool drained);
   // What grpc.health.v1 answers for every name. Call SetServing(false) when draining
   // starts so load balancers stop sending new work before Shutdown.
   void SetServing(bool serving);
@@ -78,6 +88,9 @@ class GrpcServer {
 // Waits (sigwait) for SIGINT or SIGTERM among `signals` and returns it. Each SIGHUP on
 // the way reopens the audit logs and re-reads the credentials files of `ops` (logged).
 int WaitForStopSignal(const sigset_t* signals, const std::vector<ServerOps*>& ops);
+
+// Time left until `end`; zero once it has passed.
+std::chrono::milliseconds Remaining(std::chrono::steady_clock::time_point end);
 
 // The caller's gRPC deadline as a steady-clock time, or nullopt when it has none.
 std::optional<std::chrono::steady_clock::time_point> SteadyDeadline(
