@@ -67,7 +67,7 @@ log "building in $BUILD (-j2)"
 if [ ! -f "$BUILD/CMakeCache.txt" ]; then
   cmake -S "$ROOT" -B "$BUILD" -DCMAKE_BUILD_TYPE=Release >"$OUT/cmake.log" 2>&1
 fi
-TARGETS=(compositing_bench avatar_memory_bench jpeg_bench audio_bench)
+TARGETS=(compositing_bench avatar_memory_bench prepared_store_bench jpeg_bench audio_bench)
 [ "$SKIP_E2E" = 0 ] && TARGETS+=(lipsync inference_bench)
 cmake --build "$BUILD" -j2 --target "${TARGETS[@]}" >"$OUT/build.log" 2>&1 ||
   { echo "build failed; see $OUT/build.log" >&2; tail -20 "$OUT/build.log" >&2; exit 1; }
@@ -111,6 +111,11 @@ if [ "$SKIP_MEMORY" = 0 ]; then
     >"$OUT/memory.txt" 2>&1
   echo "## Memory per tenant ($MEMORY_FRAMES frames 1280x720, preloaded)" >>"$SUMMARY"
   grep -E "^(raw|memory)" "$OUT/memory.txt" | sed 's/^/  /' >>"$SUMMARY"
+  log "cold first batch: today vs the prepared avatar store, $MEMORY_FRAMES frames 1280x720"
+  "$BUILD/bench/compositing/prepared_store_bench" --frames "$MEMORY_FRAMES" --rounds 3 \
+    >"$OUT/prepared_store.txt" 2>&1
+  echo "## Prepared avatar store ($MEMORY_FRAMES frames 1280x720, cold first batch of 8)" >>"$SUMMARY"
+  sed -n '/^median/,$p' "$OUT/prepared_store.txt" | sed 's/^/  /' >>"$SUMMARY"
 fi
 
 # ---------------------------------------------------------------------------- end to end

@@ -150,6 +150,7 @@ int Run(int argc, char** argv) {
         return 1;
       }
       const auto t1 = std::chrono::steady_clock::now();
+      const double idle_bytes = double((*a)->memory_bytes());
       auto r =
           compositor.Compose(**a, {output.data(), compositing::OutputType::kFloat32, int(*batch)},
                              0, avatar::LoopMode::kPingPong, jpeg);
@@ -163,9 +164,9 @@ int Run(int argc, char** argv) {
       memory[mode] = double((*a)->memory_bytes());
       std::printf(
           "round %d %-10s: first batch of %d in %7.1f ms (open %7.1f, compose %6.1f), "
-          "avatar holds %.1f MB\n",
+          "avatar holds %.1f KB after open, %.1f MB after the batch\n",
           round + 1, mode.c_str(), int(*batch), total, Ms(t1 - t0).count(), Ms(t2 - t1).count(),
-          memory[mode] / 1e6);
+          idle_bytes / 1e3, memory[mode] / 1e6);
       std::fflush(stdout);
       if (mode == "unprepared") {
         if (!(*a)->WaitPrepared(std::chrono::minutes(10))) {

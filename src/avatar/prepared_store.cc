@@ -222,6 +222,16 @@ PreparedFile::~PreparedFile() {
 }
 
 Expected<std::shared_ptr<const PreparedFile>> PreparedFile::Open(const std::string& path) {
+  // One descriptor per loaded avatar (max_models may be 11,000): the soft limit is
+  // raised to the hard one once, as Go's runtime does at start.
+  static std::once_flag raise_nofile;
+  std::call_once(raise_nofile, [] {
+    rlimit limit;
+    if (::getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+      limit.rlim_cur = limit.rlim_max;
+      ::setrlimit(RLIMIT_NOFILE, &limit);
+    }
+  });
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW);
   if (fd < 0) {
     if (errno == ENOENT) return Status::NotFound("no prepared avatar file " + path);

@@ -93,7 +93,8 @@ class PreparedFile {
   // Opens and validates `path` (see the file comment). NOT_FOUND when absent,
   // FAILED_PRECONDITION for another format version (stale: rebuild), INTERNAL naming
   // the path for a truncated, extended or corrupt file. Holds the fd, the rects and the
-  // frame table (about 56 bytes per frame).
+  // frame table (about 56 bytes per frame). One descriptor per open file: the first
+  // Open raises the process's soft RLIMIT_NOFILE to its hard limit.
   static Expected<std::shared_ptr<const PreparedFile>> Open(const std::string& path);
   // Same on an open descriptor (taken over; closed on error too); `path` names it in
   // messages. For the fuzz harness.
