@@ -25,6 +25,7 @@
 #include "rpc/grpc_inference_backend.h"
 #include "rpc/inference_service.h"
 #include "rpc/server_setup.h"
+#include "sanitizers/deadline_scale.h"
 
 namespace lipsync::rpc {
 namespace {
@@ -75,7 +76,8 @@ const Pki& TestPki() {
         key +
         " -keyout client.key -out client.csr -subj /CN=client && "
         "openssl x509 -req -in client.csr -CA ca.crt -CAkey ca.key -CAcreateserial "
-        "-out client.crt -days 1) > '" + d + "/openssl.log' 2>&1";
+        "-out client.crt -days 1) > '" +
+        d + "/openssl.log' 2>&1";
     p.ok = std::system(("(" + script).c_str()) == 0;
     return p;
   }();
@@ -145,7 +147,7 @@ grpc::Status CallHealth(const std::shared_ptr<grpc::Channel>& channel,
                         pb::HealthResponse* response = nullptr) {
   auto stub = pb::InferenceService::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(5s));
   pb::HealthResponse ignored;
   return stub->Health(&context, pb::HealthRequest(), response ? response : &ignored);
 }
@@ -164,7 +166,7 @@ health::HealthCheckResponse::ServingStatus Check(const std::shared_ptr<grpc::Cha
                                                  grpc::Status* status = nullptr) {
   auto stub = health::Health::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 5s);
+  context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(5s));
   health::HealthCheckRequest request;
   request.set_service(service);
   health::HealthCheckResponse response;
@@ -219,6 +221,7 @@ TEST(OpsServerTest, CompositingReachesInferenceOverTlsThroughTheBackend) {
   backend_options.tls_ca_path = pki.ca();
   backend_options.api_key = "k";
   backend_options.max_retries = 0;
+  backend_options.timeout = lipsync::testing::Scaled(backend_options.timeout);
   auto backend = GrpcInferenceBackend::Create(backend_options);
   ASSERT_TRUE(backend.ok()) << backend.status().ToString();
   inference::InferRequest request;
@@ -257,7 +260,7 @@ TEST(OpsServerTest, StandardHealthCheckIsServingUntilShutdown) {
   // Watch sees NOT_SERVING as soon as shutdown starts.
   auto stub = health::Health::NewStub(channel);
   grpc::ClientContext watch_context;
-  watch_context.set_deadline(std::chrono::system_clock::now() + 10s);
+  watch_context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(10s));
   health::HealthCheckRequest request;
   auto reader = stub->Watch(&watch_context, request);
   health::HealthCheckResponse update;
@@ -311,7 +314,7 @@ TEST(OpsServerTest, RateLimitAuditLogAndMetricsFromConfig) {
   auto call = [&](const std::string& model, int batch, const char* key) {
     auto stub = pb::InferenceService::NewStub(channel);
     grpc::ClientContext context;
-    context.set_deadline(std::chrono::system_clock::now() + 30s);
+    context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(30s));
     if (key) context.AddMetadata("authorization", std::string("Bearer ") + key);
     pb::InferBatchResponse response;
     return stub->InferBatch(&context, Frames(model, batch), &response);
@@ -404,7 +407,7 @@ grpc::Status InferAs(const std::shared_ptr<grpc::Channel>& channel, const std::s
                      int batch, const std::string& key) {
   auto stub = pb::InferenceService::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(30s));
   if (!key.empty()) context.AddMetadata("authorization", "Bearer " + key);
   pb::InferBatchResponse response;
   return stub->InferBatch(&context, Frames(model, batch), &response);
@@ -414,7 +417,7 @@ std::vector<std::string> ListAs(const std::shared_ptr<grpc::Channel>& channel,
                                 const std::string& key, grpc::Status* status) {
   auto stub = pb::InferenceService::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(30s));
   context.AddMetadata("authorization", "Bearer " + key);
   lipsync::admin::ListModelsRequest request;
   request.set_include_available(true);
@@ -429,7 +432,7 @@ grpc::Status AdminAs(const std::shared_ptr<grpc::Channel>& channel, const std::s
                      const std::string& model, bool load) {
   auto stub = pb::InferenceService::NewStub(channel);
   grpc::ClientContext context;
-  context.set_deadline(std::chrono::system_clock::now() + 30s);
+  context.set_deadline(std::chrono::system_clock::now() + lipsync::testing::Scaled(30s));
   context.AddMetadata("authorization", "Bearer " + key);
   if (load) {
     lipsync::admin::LoadModelRequest request;
@@ -556,6 +559,7 @@ TEST(CredentialsServerTest, CompositingHopUsesItsOwnServiceCredential) {
     backend_options.target = server.target();
     backend_options.api_key = key;
     backend_options.max_retries = 0;
+    backend_options.timeout = lipsync::testing::Scaled(backend_options.timeout);
     auto backend = GrpcInferenceBackend::Create(backend_options);
     ASSERT_TRUE(backend.ok()) << backend.status().ToString();
     inference::InferRequest request;
