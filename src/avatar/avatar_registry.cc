@@ -265,6 +265,7 @@ bool AvatarRegistry::MakeRoomLocked(Released& released, int extra_models, int64_
     LOG_INFO("avatar registry: evicting '%s' (%s, uses %lld)", victim->id.c_str(),
              over_count ? "model cap" : "memory cap", static_cast<long long>(victim->usage_count));
     victim->state = AvatarState::kUnloaded;
+    ++evictions_;
     SetAvatarLocked(*victim, nullptr, 0, released);  // freed once the mutex is unlocked
   }
 }
@@ -648,6 +649,11 @@ std::vector<AvatarStats> AvatarRegistry::LoadedStats() const {
     if (s.ok()) out.push_back(*s);
   }
   return out;
+}
+
+int64_t AvatarRegistry::evictions() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  return evictions_;
 }
 
 int AvatarRegistry::loaded_count() const {

@@ -165,6 +165,8 @@ class AvatarRegistry {
   std::vector<AvatarStats> LoadedStats() const;
 
   int loaded_count() const;
+  // Avatars evicted (model cap or memory cap) since start.
+  int64_t evictions() const;
   // Loaded avatars' bytes (as last measured: at load, Acquire and sweep) plus the
   // estimates reserved by loads in flight. A running total.
   int64_t memory_bytes() const;
@@ -213,6 +215,7 @@ class AvatarRegistry {
   // Running totals over entries_ (see AccountLocked).
   int slots_used_ = 0;        // avatars held or loading (the max_models count)
   int avatars_held_ = 0;      // avatars held
+  int64_t evictions_ = 0;     // evicted to make room, since start
   int64_t bytes_held_ = 0;    // measured avatar bytes plus reservations of loads in flight
   int background_loads_ = 0;  // load threads still running (the destructor waits)
   std::condition_variable background_done_;

@@ -156,6 +156,24 @@ void CheckBatchFitsMessage(MapReader& r, int max_batch_size, int max_message_siz
   }
 }
 
+// api_key, or api_key_file (read by the Load functions), never both.
+void ReadApiKey(MapReader& r, std::string* key, std::string* file) {
+  r.String("api_key", key);
+  r.String("api_key_file", file);
+  if (!key->empty() && !file->empty()) {
+    r.Fail("api_key_file",
+           "api_key and api_key_file are both set; expected one of them (the file for a "
+           "mounted Secret)");
+  }
+}
+
+// Replaces `key` with the contents of `file` when one is named.
+Status ResolveKeyFile(const std::string& name, const std::string& file, std::string* key) {
+  if (file.empty()) return Status::Ok();
+  LIPSYNC_ASSIGN_OR_RETURN(*key, ReadKeyFile(name, file));
+  return Status::Ok();
+}
+
 void ReadInference(MapReader& root, InferenceConfig* c) {
   root.Section("server", [&](MapReader& r) {
     auto& s = c->server;
@@ -167,7 +185,7 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
     r.Int("max_queue_delay_us", &s.max_queue_delay_us, 0, 10'000'000);
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
     r.Bool("legacy_errors", &s.legacy_errors);
-    r.String("api_key", &s.api_key);
+    ReadApiKey(r, &s.api_key, &s.api_key_file);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
     r.Section("connection", [&](MapReader& l) { ReadConnection(l, &s.connection); });
@@ -235,7 +253,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Int("shutdown_grace_seconds", &s.shutdown_grace_seconds, 0, 86400);
     r.String("avatar_store_dir", &s.avatar_store_dir);
     r.Bool("legacy_errors", &s.legacy_errors);
-    r.String("api_key", &s.api_key);
+    ReadApiKey(r, &s.api_key, &s.api_key_file);
     r.Section("tls", [&](MapReader& t) { ReadTls(t, &s.tls); });
     r.Section("rate_limit", [&](MapReader& l) { ReadRateLimit(l, &s.rate_limit); });
     r.Section("connection", [&](MapReader& l) { ReadConnection(l, &s.connection); });
@@ -249,7 +267,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.StringList("urls", &i.urls, 256);  // checked by GrpcInferenceBackend::Create
     r.Double("timeout_seconds", &i.timeout_seconds, 0, /*min_exclusive=*/true);
     r.Int("max_retries", &i.max_retries, 0, 100);
-    r.String("api_key", &i.api_key);
+    ReadApiKey(r, &i.api_key, &i.api_key_file);
     r.String("tls_ca_path", &i.tls_ca_path);
   });
   root.Section("capacity", [&](MapReader& r) {
@@ -362,6 +380,8 @@ Expected<InferenceConfig> LoadInferenceConfig(const std::string& path) {
   LIPSYNC_ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
   LIPSYNC_ASSIGN_OR_RETURN(InferenceConfig config, ParseInferenceConfig(text, path));
   config.source_path = path;
+  LIPSYNC_RETURN_IF_ERROR(
+      ResolveKeyFile("server.api_key_file", config.server.api_key_file, &config.server.api_key));
   return config;
 }
 
@@ -369,7 +389,37 @@ Expected<CompositingConfig> LoadCompositingConfig(const std::string& path) {
   LIPSYNC_ASSIGN_OR_RETURN(std::string text, ReadConfigFile(path));
   LIPSYNC_ASSIGN_OR_RETURN(CompositingConfig config, ParseCompositingConfig(text, path));
   config.source_path = path;
+  LIPSYNC_RETURN_IF_ERROR(
+      ResolveKeyFile("server.api_key_file", config.server.api_key_file, &config.server.api_key));
+  LIPSYNC_RETURN_IF_ERROR(ResolveKeyFile("inference_server.api_key_file",
+                                         config.inference_server.api_key_file,
+                                         &config.inference_server.api_key));
   return config;
+}
+
+Expected<std::string> ReadKeyFile(const std::string& key, const std::string& path) {
+  const std::string where = key + " '" + path.substr(0, 256) + "'";
+  std::error_code ec;
+  const auto status = std::filesystem::status(path, ec);
+  if (ec || !std::filesystem::exists(status)) {
+    return Status::NotFound(where + " does not exist (expected a file holding the key, e.g. a "
+                                    "mounted Kubernetes Secret)");
+  }
+  if (!std::filesystem::is_regular_file(status)) {
+    return Status::InvalidArgument(where + " is not a regular file (expected the key's file)");
+  }
+  std::ifstream in(path, std::ios::binary);
+  if (!in) return Status::NotFound("cannot open " + where + " for reading");
+  std::string text(kMaxKeyFileBytes + 1, '\0');
+  in.read(text.data(), static_cast<std::streamsize>(text.size()));
+  text.resize(static_cast<size_t>(in.gcount()));
+  if (text.size() > kMaxKeyFileBytes) {
+    return Status::InvalidArgument(where + " is over " + std::to_string(kMaxKeyFileBytes) +
+                                   " bytes (expected one key)");
+  }
+  while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
+  if (text.empty()) return Status::InvalidArgument(where + " is empty (expected one key)");
+  return text;
 }
 
 Expected<std::string> ListenAddress(const std::string& port) {

@@ -87,6 +87,7 @@ struct InferenceConfig {
     int max_queue_delay_us = 0;  // dynamic batching window; 0 = off
     int shutdown_grace_seconds = 30;
     std::string api_key;  // non-empty: requests need "authorization: Bearer <key>"
+    std::string api_key_file;  // instead of api_key: read at load (a mounted Secret)
     TlsConfig tls;
     RateLimitConfig rate_limit;
     ConnectionConfig connection;
@@ -153,6 +154,7 @@ struct CompositingConfig {
     // server. "": $XDG_CACHE_HOME/lipsync/avatars (else ~/.cache/...); "off": none.
     std::string avatar_store_dir;
     std::string api_key;
+    std::string api_key_file;  // instead of api_key: read at load (a mounted Secret)
     TlsConfig tls;
     RateLimitConfig rate_limit;
     ConnectionConfig connection;
@@ -168,6 +170,7 @@ struct CompositingConfig {
     double timeout_seconds = 10;
     int max_retries = 3;
     std::string api_key;      // sent to the inference server
+    std::string api_key_file;  // instead of api_key: read at load (a mounted Secret)
     std::string tls_ca_path;  // set: connect with TLS, verifying with this CA
   } inference_server;
   struct Capacity {
@@ -229,10 +232,18 @@ struct CompositingConfig {
 // for syntax errors, unknown keys, wrong types and out-of-range values.
 Expected<InferenceConfig> LoadInferenceConfig(const std::string& path);
 Expected<CompositingConfig> LoadCompositingConfig(const std::string& path);
+// The Load functions also read every *.api_key_file into its api_key (see
+// ReadKeyFile); the Parse functions only check that a key and its file are not both set.
 // Same, from YAML text; `name` stands for the file in messages.
 Expected<InferenceConfig> ParseInferenceConfig(const std::string& yaml, const std::string& name);
 Expected<CompositingConfig> ParseCompositingConfig(const std::string& yaml,
                                                    const std::string& name);
+
+// A credential from a file (a Kubernetes Secret's mount): at most kMaxKeyFileBytes,
+// trailing newlines (\n, \r\n) stripped. NOT_FOUND when missing, INVALID_ARGUMENT
+// when empty, too big or not a regular file; every message names `key` and the file.
+inline constexpr size_t kMaxKeyFileBytes = 4096;
+Expected<std::string> ReadKeyFile(const std::string& key, const std::string& path);
 
 // ":50051" -> "0.0.0.0:50051"; "host:port" unchanged. INVALID_ARGUMENT if malformed.
 Expected<std::string> ListenAddress(const std::string& port);

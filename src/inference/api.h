@@ -96,6 +96,8 @@ struct ModelCounters {
   int64_t evictions = 0;      // unloaded to make room (model count or memory cap)
   int64_t idle_unloads = 0;   // unloaded after idle_timeout
   double load_seconds = 0;    // summed over successful loads
+  int64_t cache_hits = 0;     // requests (Acquire) that found their model loaded
+  int64_t cache_misses = 0;   // requests that had to load it (or wait for its load)
 };
 
 struct HealthInfo {

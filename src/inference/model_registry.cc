@@ -725,6 +725,7 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
   handle.device_ = entry->device;
   handle.loaded_now_ = loaded_now;
   handle.load_ms_ = loaded_now ? entry->load_ms : 0;
+  ++(loaded_now ? impl_->counters.cache_misses : impl_->counters.cache_hits);
   entry->slot->pins.fetch_add(1);
   entry->slot->usage_count.fetch_add(1);
   entry->slot->Touch();

@@ -62,6 +62,16 @@ std::vector<Gauge> HealthGauges(inference::InferenceBackend* backend) {
                     {},
                     static_cast<double>(counts.evictions),
                     Kind::kCounter});
+  gauges.push_back({"lipsync_model_cache_hits_total",
+                    "Requests that found their model loaded.",
+                    {},
+                    static_cast<double>(counts.cache_hits),
+                    Kind::kCounter});
+  gauges.push_back({"lipsync_model_cache_misses_total",
+                    "Requests that had to load their model (or wait for its load).",
+                    {},
+                    static_cast<double>(counts.cache_misses),
+                    Kind::kCounter});
   gauges.push_back({"lipsync_model_idle_unloads_total",
                     "Models unloaded after idle_timeout.",
                     {},

@@ -103,14 +103,18 @@ void MetricsRegistry::Record(const CallSample& sample) {
   } else {
     duration_->Add({{"method", sample.method}}, kCallBuckets).Observe(seconds);
   }
+  RecordStages(sample.timings);
+}
+
+void MetricsRegistry::RecordStages(const StageTimings& timings) {
   auto observe = [](prometheus::Histogram* histogram, double ms) {
     if (ms >= 0) histogram->Observe(ms / 1000.0);
   };
-  observe(queue_wait_, sample.timings.queue_wait_ms);
-  observe(inference_, sample.timings.inference_ms);
-  observe(audio_, sample.timings.audio_ms);
-  observe(composite_, sample.timings.composite_ms);
-  observe(encode_, sample.timings.encode_ms);
+  observe(queue_wait_, timings.queue_wait_ms);
+  observe(inference_, timings.inference_ms);
+  observe(audio_, timings.audio_ms);
+  observe(composite_, timings.composite_ms);
+  observe(encode_, timings.encode_ms);
 }
 
 void MetricsRegistry::SetGaugeSource(std::function<std::vector<Gauge>()> source) {

@@ -7,7 +7,8 @@
 // Recorded per call (ServerOps' call wrapper, the one place): requests and frames by
 // method, model and gRPC status code; the call's duration (histogram by method; live
 // sessions in their own histogram); the stage times a call reports (queue wait,
-// inference, audio, compositing, encode). Values only the server's owner knows (loaded
+// inference, audio, compositing, encode); a live session reports each batch's stages and
+// each frame it encodes as they happen (RecordStages). Values only the server's owner knows (loaded
 // models, memory, caches, GPUs) come from gauge sources run at scrape time.
 //
 // Label cardinality is bounded: the model label is the model id once a call for it
@@ -83,6 +84,8 @@ class MetricsRegistry {
   MetricsRegistry& operator=(const MetricsRegistry&) = delete;
 
   void Record(const CallSample& sample);
+  // Stage times outside a call's own sample (a live session's batches and frames).
+  void RecordStages(const StageTimings& timings);
   // Replaces the scrape-time gauge source (may be empty).
   void SetGaugeSource(std::function<std::vector<Gauge>()> source);
   // The whole exposition text (Prometheus text format 0.0.4).

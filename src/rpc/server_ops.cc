@@ -305,6 +305,8 @@ grpc::Status StreamCall::Open(std::string_view model_id, auth::Scope scope, int6
   return grpc::Status::OK;
 }
 
+void StreamCall::AddStages(const StageTimings& timings) { ops_->metrics_.RecordStages(timings); }
+
 grpc::Status StreamCall::Finish(grpc::Status status) {
   const double duration_ms =
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start_).count();

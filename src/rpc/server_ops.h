@@ -123,6 +123,9 @@ class StreamCall {
     bytes_in_.fetch_add(in, std::memory_order_relaxed);
     bytes_out_.fetch_add(out, std::memory_order_relaxed);
   }
+  // A live session's stage times (each batch, each frame it encodes) into the server's
+  // stage histograms, as they happen; from any thread.
+  void AddStages(const StageTimings& timings);
   // Records the audit line and the metrics sample; returns `status`.
   grpc::Status Finish(grpc::Status status);
 

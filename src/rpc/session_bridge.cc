@@ -217,6 +217,17 @@ SessionBridge::Feed SessionBridge::Open(const pb::SessionOpen& open) {
   return Feed::kTaken;
 }
 
+void SessionBridge::OnStages(const session::StageTimes& times) {
+  if (stages_call_ == nullptr) return;
+  StageTimings timings;
+  timings.queue_wait_ms = times.queue_wait_ms;
+  timings.inference_ms = times.inference_ms;
+  timings.audio_ms = times.audio_ms;
+  timings.composite_ms = times.composite_ms;
+  timings.encode_ms = times.encode_ms;
+  stages_call_->AddStages(timings);
+}
+
 SessionBridge::Feed SessionBridge::FlushPending() {
   session::LiveSession* session = session_.get();  // set before any flush; reader thread
   const session::SessionInfo& info = session->info();

@@ -42,6 +42,7 @@
 #include "common/status.h"
 #include "compositing.pb.h"
 #include "compositing/compositing_server.h"
+#include "rpc/server_ops.h"
 #include "session/espeak_tts.h"
 #include "session/live_session.h"
 
@@ -82,6 +83,10 @@ class SessionBridge final : private session::SessionSink {
   // Called (no lock held; from the session's threads or the caller's) whenever a
   // message is queued or the stream ends. Set before the first Push.
   void SetWakeup(std::function<void()> wakeup);
+  // The stream's call wrapper: each inference batch's stage times and each frame the
+  // session encodes go to its server's stage histograms (StreamCall::AddStages). Set
+  // before the first Push; `call` must outlive the bridge. Null: not reported.
+  void ReportStagesTo(StreamCall* call) { stages_call_ = call; }
 
   // True once the stream has ended and every queued message was taken.
   bool ended() const;
@@ -102,6 +107,7 @@ class SessionBridge final : private session::SessionSink {
  private:
   bool OnFrame(session::OutputFrame frame) override;
   void OnEvent(const session::SessionEvent& event) override;
+  void OnStages(const session::StageTimes& times) override;
   Feed Open(const ::compositing::SessionOpen& open);
   Feed FlushPending();
   void Error(StatusCode code, const std::string& message);
@@ -114,6 +120,7 @@ class SessionBridge final : private session::SessionSink {
   session::SessionLimiter* const limiter_;
   const SessionBridgeOptions options_;
   const AdmitFn admit_;
+  StreamCall* stages_call_ = nullptr;  // set before the session starts; then read only
 
   // Reader side (one thread).
   std::string pending_pcm_;  // speech of a SpeakText not yet accepted by the session

@@ -56,6 +56,7 @@ grpc::Status SessionService::StreamSession(
       const int fps = open.fps() > 0 ? open.fps() : 25;
       return FromGrpc(call.Open(open.model_id(), auth::Scope::kStream, fps));
     });
+    bridge.ReportStagesTo(&call);
     // Writer: the viewer's queue to the stream. Write blocks while the client is slow;
     // the bridge then drops frames for this viewer only.
     std::atomic<bool> client_gone{false};

@@ -746,6 +746,9 @@ Expected<media::EncodedFrame> LiveSession::Impl::EncodeRgb(const image::Image& r
   const auto t0 = Clock::now();
   auto encoded = encoder_->Encode(rgb.pixels.data(), rgb.stride(), force_key);
   const double ms = MsBetween(t0, Clock::now());
+  StageTimes times;
+  times.encode_ms = ms;
+  sink_->OnStages(times);
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.encoded_frames;
   stats_.encode_ms += ms;
@@ -1059,6 +1062,16 @@ void LiveSession::Impl::RunBatch(Batch& batch) {
   const auto t0 = Clock::now();
   auto response = server_.InferBatchComposite(request);
   const double ms = MsBetween(t0, Clock::now());
+  if (response.ok()) {
+    StageTimes times;
+    times.queue_wait_ms = response->queue_wait_ms;
+    times.inference_ms = response->inference_ms;
+    times.audio_ms = response->audio_processing_ms;
+    times.composite_ms = response->composite_ms;
+    // Raw RGB out (H264 sessions): the session encodes; OnStages per frame above.
+    if (!response->raw_rgb) times.encode_ms = response->encode_ms;
+    sink_->OnStages(times);
+  }
 
   std::lock_guard<std::mutex> lock(mu_);
   ++stats_.inference_batches;

@@ -164,12 +164,26 @@ struct SessionStats {
   double encode_ms = 0;            // wall time spent in the encoder
 };
 
+// Stage times of one inference batch (queue wait, inference, audio, compositing, the
+// server's encode) or of one frame the session encoded itself (encode only), in ms;
+// negative: not measured.
+struct StageTimes {
+  double queue_wait_ms = -1;
+  double inference_ms = -1;
+  double audio_ms = -1;
+  double composite_ms = -1;
+  double encode_ms = -1;
+};
+
 class SessionSink {
  public:
   virtual ~SessionSink() = default;
   // A frame is due. false: the viewer's queue is full; the frame is dropped (counted).
   virtual bool OnFrame(OutputFrame frame) = 0;
   virtual void OnEvent(const SessionEvent& event) = 0;
+  // After each successful inference call and each frame encoded live, on the session's
+  // threads, outside every session lock (for metrics: must not block). Default: nothing.
+  virtual void OnStages(const StageTimes& times) { (void)times; }
 };
 
 // Test and tuning hooks; all optional.

@@ -259,6 +259,7 @@ class WsConn : public ::lipsync::http::Connection,
         });
     std::weak_ptr<WsConn> weak = this->shared_from_this();
     auto executor = ws_.get_executor();
+    bridge_->ReportStagesTo(&call_);
     bridge_->SetWakeup([weak, executor, impl] {
       if (impl->stopping()) return;
       asio::post(executor, [weak] {
