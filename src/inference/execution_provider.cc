@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <string_view>
 
+#include "common/bounded_text.h"
 #include "common/log.h"
 
 namespace lipsync::inference {
@@ -42,16 +43,6 @@ constexpr std::array<CudaLibrary, 15> kCudaLibraries{{
     {"libcudnn.so.9", "cuDNN 9", true},
     {"libnvidia-ml.so.1", "NVML (GPU discovery)", false},
 }};
-
-std::string Bounded(std::string_view text, size_t max = 240) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < max; ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
-  }
-  if (text.size() > max) out += "...";
-  return out;
-}
 
 std::string Join(const std::vector<std::string>& items, const char* sep) {
   std::string s;

@@ -25,8 +25,9 @@ struct InferTask : Task {
   const OnnxModel* model = nullptr;
   ModelHandle* handle = nullptr;
   int batch = 0;
-  const float* visual = nullptr;  // batch frames
-  const float* audio = nullptr;   // batch frames; null until raw audio is encoded
+  const float* visual = nullptr;       // batch frames (VISUAL_FLOAT32)
+  const uint8_t* visual_u8 = nullptr;  // or (VISUAL_UINT8): the model converts it
+  const float* audio = nullptr;        // batch frames; null until raw audio is encoded
   // raw_audio requests: the worker turns it into `audio` (mel -> encoder -> features)
   // so the encoder Run is bounded by the queue and workers like the main Run.
   const InferRequest* raw_audio_request = nullptr;
@@ -48,19 +49,6 @@ const float* AsFloats(std::string_view bytes, std::vector<float>& storage) {
   }
   storage.resize(bytes.size() / sizeof(float));
   std::memcpy(storage.data(), bytes.data(), storage.size() * sizeof(float));
-  return storage.data();
-}
-
-// uint8 visual input -> v / 255.0f, bit-identical to the float form of a pixel.
-const float* Uint8ToUnitFloats(std::string_view bytes, std::vector<float>& storage) {
-  static const auto kTable = [] {
-    std::array<float, 256> t{};
-    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
-    return t;
-  }();
-  storage.resize(bytes.size());
-  const auto* in = reinterpret_cast<const uint8_t*>(bytes.data());
-  for (size_t i = 0; i < bytes.size(); ++i) storage[i] = kTable[in[i]];
   return storage.data();
 }
 
@@ -312,9 +300,10 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
     LIPSYNC_RETURN_IF_ERROR(
         CheckFinite(request.visual_frames, model.visual_floats_per_frame(), "visual_frames"));
   }
-  const float* visual = request.visual_format == VisualFormat::kUint8
-                            ? Uint8ToUnitFloats(request.visual_frames, visual_storage)
-                            : AsFloats(request.visual_frames, visual_storage);
+  // uint8 frames go to the model as they are (OnnxModel converts them, on the GPU for
+  // a wrapped graph).
+  const bool visual_u8 = request.visual_format == VisualFormat::kUint8;
+  const float* visual = visual_u8 ? nullptr : AsFloats(request.visual_frames, visual_storage);
 
   InferResult result;
   InferTask task;
@@ -323,7 +312,8 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   // Run; a model with a fixed batch dimension never does.
   if (model.visual_shape().dims.empty() || model.visual_shape().dims[0] <= 0) {
     task.batch_key = request.model_id + '@' + std::to_string(reinterpret_cast<uintptr_t>(&model)) +
-                     '#' + std::to_string(static_cast<int>(request.output_format));
+                     '#' + std::to_string(static_cast<int>(request.output_format)) + '/' +
+                     std::to_string(static_cast<int>(request.visual_format));
   }
   task.frames = request.batch_size;
   task.tenant = request.model_id;
@@ -332,6 +322,7 @@ Expected<InferResult> InferenceServer::Infer(const InferRequest& request) {
   task.handle = &handle;
   task.batch = request.batch_size;
   task.visual = visual;
+  if (visual_u8) task.visual_u8 = reinterpret_cast<const uint8_t*>(request.visual_frames.data());
   task.audio = audio;
   if (raw_audio) task.raw_audio_request = &request;
   task.format = request.output_format;
@@ -383,25 +374,35 @@ void InferenceServer::RunGroup(std::span<Task* const> all, const WorkerInfo& wor
   const Clock::time_point start = Clock::now();
   if (group.size() == 1) {
     first->status =
-        model.Run(first->batch, first->visual, first->audio, first->format, first->output);
+        first->visual_u8
+            ? model.Run(first->batch, first->visual_u8, first->audio, first->format, first->output)
+            : model.Run(first->batch, first->visual, first->audio, first->format, first->output);
   } else {
-    // Requests grouped by the scheduler: one Run over all their frames, then split.
-    const size_t visual_per_frame = model.visual_floats_per_frame();
+    // Requests grouped by the scheduler (one visual format: the batch key says which):
+    // one Run over all their frames, then split.
+    const bool u8 = first->visual_u8 != nullptr;
+    const size_t visual_bytes_per_frame =
+        model.visual_floats_per_frame() * (u8 ? sizeof(uint8_t) : sizeof(float));
     int frames = 0;
     for (Task* task : group) frames += static_cast<InferTask*>(task)->batch;
-    std::vector<float> visual(static_cast<size_t>(frames) * visual_per_frame);
+    const size_t visual_bytes = static_cast<size_t>(frames) * visual_bytes_per_frame;
+    std::vector<float> visual((visual_bytes + sizeof(float) - 1) / sizeof(float));
     std::vector<float> audio(static_cast<size_t>(frames) * kAudioFeatureFloats);
     size_t offset = 0;
     for (Task* task : group) {
       const auto* t = static_cast<InferTask*>(task);
-      std::memcpy(visual.data() + offset * visual_per_frame, t->visual,
-                  t->batch * visual_per_frame * sizeof(float));
+      const void* frames_in = u8 ? static_cast<const void*>(t->visual_u8) : t->visual;
+      std::memcpy(reinterpret_cast<char*>(visual.data()) + offset * visual_bytes_per_frame,
+                  frames_in, t->batch * visual_bytes_per_frame);
       std::memcpy(audio.data() + offset * kAudioFeatureFloats, t->audio,
                   t->batch * kAudioFeatureFloats * sizeof(float));
       offset += t->batch;
     }
     std::string output;
-    const Status status = model.Run(frames, visual.data(), audio.data(), first->format, &output);
+    const Status status =
+        u8 ? model.Run(frames, reinterpret_cast<const uint8_t*>(visual.data()), audio.data(),
+                       first->format, &output)
+           : model.Run(frames, visual.data(), audio.data(), first->format, &output);
     const size_t bytes_per_frame = output.size() / static_cast<size_t>(frames);
     offset = 0;
     for (Task* task : group) {

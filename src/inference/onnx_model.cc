@@ -12,10 +12,14 @@
 #include <filesystem>
 #include <fstream>
 #include <new>
+#include <optional>
 #include <string_view>
 
+#include "common/bounded_text.h"
 #include "common/log.h"
+#include "inference/execution_provider.h"
 #include "inference/gpu_info.h"
+#include "inference/graph_wrap.h"
 #include "inference/model_cache.h"
 #include "inference/ort_runtime.h"
 
@@ -32,18 +36,6 @@ constexpr int64_t kMaxDim = 8192;                         // C, H, W, OH, OW
 constexpr int64_t kMaxFixedBatch = 1024;                  // a fixed batch dimension
 constexpr int64_t kMaxFloatsPerFrame = int64_t{1} << 24;  // 64 MiB of float32 per frame
 constexpr int64_t kMaxWarmUpFloats = int64_t{1} << 26;    // 256 MiB for the warm-up inputs
-
-// Untrusted text (ORT's message, tensor names from the file) quoted for a message: at
-// most `max` bytes, control characters replaced, marked when cut.
-std::string Bounded(std::string_view text, size_t max = 300) {
-  std::string out;
-  for (size_t i = 0; i < text.size() && i < max; ++i) {
-    const unsigned char c = static_cast<unsigned char>(text[i]);
-    out += (c < 0x20 || c == 0x7f) ? '?' : static_cast<char>(c);
-  }
-  if (text.size() > max) out += "... (" + std::to_string(text.size() - max) + " more bytes cut)";
-  return out;
-}
 
 int64_t ResidentBytes() {
   std::ifstream statm("/proc/self/statm");
@@ -129,12 +121,18 @@ TensorInfo Describe(Ort::TypeInfo type_info, std::string name) {
   return info;
 }
 
-std::vector<TensorInfo> Inputs(Ort::Session& session) {
+// With `overridable`, the inputs that have a default (ORT lists them apart): the
+// wrapped graph's `input` and `input_u8` (graph_wrap.h).
+std::vector<TensorInfo> Inputs(Ort::Session& session, bool overridable = false) {
   Ort::AllocatorWithDefaultOptions alloc;
   std::vector<TensorInfo> out;
   for (size_t i = 0; i < session.GetInputCount(); ++i) {
     out.push_back(
         Describe(session.GetInputTypeInfo(i), session.GetInputNameAllocated(i, alloc).get()));
+  }
+  for (size_t i = 0; overridable && i < session.GetOverridableInitializerCount(); ++i) {
+    out.push_back(Describe(session.GetOverridableInitializerTypeInfo(i),
+                           session.GetOverridableInitializerNameAllocated(i, alloc).get()));
   }
   return out;
 }
@@ -188,32 +186,10 @@ Status CheckDeclaredSizes(const std::string& path, const TensorShape& visual,
       " (refused before allocating anything for it)");
 }
 
-Status AppendCuda(Ort::SessionOptions& options, int device_id) {
-  const OrtApi& api = Ort::GetApi();
-  OrtCUDAProviderOptionsV2* cuda = nullptr;
-  if (OrtStatus* st = api.CreateCUDAProviderOptions(&cuda)) {
-    std::string msg = api.GetErrorMessage(st);
-    api.ReleaseStatus(st);
-    return Status::Unavailable("this ONNX Runtime cannot create CUDA provider options: " + msg);
-  }
-  std::string device = std::to_string(device_id);
-  const char* keys[] = {"device_id"};
-  const char* values[] = {device.c_str()};
-  OrtStatus* st = api.UpdateCUDAProviderOptions(cuda, keys, values, 1);
-  if (!st) st = api.SessionOptionsAppendExecutionProvider_CUDA_V2(options, cuda);
-  api.ReleaseCUDAProviderOptions(cuda);
-  if (st) {
-    std::string msg = api.GetErrorMessage(st);
-    api.ReleaseStatus(st);
-    return Status::Unavailable("cannot use CUDA device " + device + ": " + msg);
-  }
-  return Status::Ok();
-}
-
 // The options every session of `device_id` gets (the CUDA provider appended for a GPU).
 Expected<Ort::SessionOptions> BaseOptions(const OrtRuntime& runtime, int device_id) {
   Ort::SessionOptions options = runtime.MakeSessionOptions();
-  if (device_id >= 0) LIPSYNC_RETURN_IF_ERROR(AppendCuda(options, device_id));
+  if (device_id >= 0) LIPSYNC_RETURN_IF_ERROR(AppendCudaProvider(options, device_id));
   return options;
 }
 
@@ -225,29 +201,67 @@ Status OrtLoadError(const Ort::Exception& e, const std::string& path, int device
                           " (expected a valid ONNX file)");
 }
 
-// The provider part of a cache key: an optimized graph is only valid for it.
-std::string ProviderLabel(int device_id) {
-  if (device_id < 0) return "CPUExecutionProvider";
-  std::string label = "CUDAExecutionProvider";
-  for (const GpuStatus& gpu : QueryGpus()) {
-    if (gpu.device_id == device_id) label += " " + gpu.name;
+// The file's bytes wrapped for uint8 I/O (graph_wrap.h), or why not. The file is
+// read whole (bounded by protobuf's 2 GiB message limit, which a model beyond needs
+// external data, which WrapUint8Io refuses anyway).
+Expected<std::string> WrappedModel(const std::string& path) {
+  constexpr int64_t kMaxWrapBytes = (int64_t{1} << 31) - 1;
+  const int64_t size = FileSize(path);
+  if (size <= 0 || size >= kMaxWrapBytes) {
+    return Status::FailedPrecondition("model '" + path + "' is " + std::to_string(size) +
+                                      " bytes; wrapping for uint8 I/O needs 1 byte to 2 GiB");
   }
-  return label;
+  std::string bytes(static_cast<size_t>(size), '\0');
+  std::ifstream in(path, std::ios::binary);
+  if (!in.read(bytes.data(), size)) {
+    return Status::FailedPrecondition("cannot read model '" + path + "' to wrap it");
+  }
+  return WrapUint8Io(bytes, path);
 }
 
+// A session from the file, or from `wrapped` (its uint8-I/O bytes) when not null.
+std::unique_ptr<Ort::Session> NewSession(Ort::Env& env, const std::string& path,
+                                         const std::string* wrapped,
+                                         const Ort::SessionOptions& options) {
+  if (wrapped)
+    return std::make_unique<Ort::Session>(env, wrapped->data(), wrapped->size(), options);
+  return std::make_unique<Ort::Session>(env, path.c_str(), options);
+}
+
+// The provider part of a cache key (an optimized graph is only valid for it), plus
+// the form of the graph: wrapped for uint8 I/O or not.
+std::string CacheLabel(int device_id, bool uint8_io) {
+  std::string label = device_id < 0 ? "CPUExecutionProvider" : "CUDAExecutionProvider";
+  if (device_id >= 0) {
+    for (const GpuStatus& gpu : QueryGpus()) {
+      if (gpu.device_id == device_id) label += " " + gpu.name;
+    }
+  }
+  return uint8_io ? label + " uint8-io" : label;
+}
+
+struct CreatedSession {
+  std::unique_ptr<Ort::Session> session;  // null: the cache could not be used
+  bool uint8_io = false;                  // the graph has input_u8 / output_u8
+};
+
 // Through the optimized-graph cache: a verified entry is loaded with optimizations
-// off; no entry (or one ORT refuses) builds the session from the source and saves its
-// optimized graph as the entry. nullptr (no error) when the cache cannot be used at
-// all (the caller loads plainly).
+// off; no entry (or one ORT refuses) builds the session from the source (the file, or
+// `wrapped`) and saves its optimized graph as the entry, unless `lookup_only`. A null
+// session (no error) when there is no usable entry and lookup_only, or the cache cannot
+// be used at all (the caller loads plainly).
 Expected<std::unique_ptr<Ort::Session>> CreateCachedSession(OrtRuntime& runtime,
-                                                            const std::string& path, int device_id,
-                                                            ModelCache& cache) {
-  auto key = cache.KeyFor(path, ProviderLabel(device_id));
+                                                            const std::string& path,
+                                                            const std::string* wrapped,
+                                                            bool uint8_io, bool lookup_only,
+                                                            int device_id, ModelCache& cache) {
+  auto key = cache.KeyFor(path, CacheLabel(device_id, uint8_io));
   if (!key.ok()) return key.status();  // the source itself is unreadable: same error
   auto entry = cache.Read(*key);
   if (entry.ok()) {
     LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(runtime, device_id));
     options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_DISABLE_ALL);
+    if (uint8_io) options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_ERROR);
     try {
       return std::make_unique<Ort::Session>(runtime.env(), entry->data(), entry->size(), options);
     } catch (const Ort::Exception& e) {
@@ -259,6 +273,7 @@ Expected<std::unique_ptr<Ort::Session>> CreateCachedSession(OrtRuntime& runtime,
   } else if (entry.status().code() != StatusCode::kNotFound) {
     LOG_WARN("%s", entry.status().message().c_str());
   }
+  if (lookup_only) return std::unique_ptr<Ort::Session>();
   entry = ModelCache::Entry();  // unmapped before the build
   auto temp = cache.TempPath();
   if (!temp.ok()) {
@@ -268,11 +283,12 @@ Expected<std::unique_ptr<Ort::Session>> CreateCachedSession(OrtRuntime& runtime,
   }
   LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(runtime, device_id));
   options.SetOptimizedModelFilePath(temp->c_str());
-  // ORT warns that an NCHWc graph is hardware specific: the key says which hardware.
+  // ORT warns that an NCHWc graph is hardware specific (the key says which hardware)
+  // and that the wrapped graph's two defaults are not constant (intended).
   options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_ERROR);
   std::unique_ptr<Ort::Session> session;
   try {
-    session = std::make_unique<Ort::Session>(runtime.env(), path.c_str(), options);
+    session = NewSession(runtime.env(), path, wrapped, options);
   } catch (const Ort::Exception& e) {
     std::error_code ec;
     std::filesystem::remove(*temp, ec);
@@ -285,8 +301,11 @@ Expected<std::unique_ptr<Ort::Session>> CreateCachedSession(OrtRuntime& runtime,
   return session;
 }
 
-Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, int device_id,
-                                                      ModelCache* cache) {
+// One session of `path`: wrapped for uint8 I/O when `want_uint8_io` and WrapUint8Io
+// takes the model (a refusal is logged and the plain graph loaded: the uint8 forms are
+// then converted on the CPU), through `cache` when given.
+Expected<CreatedSession> CreateSession(const std::string& path, int device_id, ModelCache* cache,
+                                       bool want_uint8_io) {
   OrtRuntime* runtime = OrtRuntime::Get();
   if (!runtime) {
     return Status::Internal(
@@ -297,15 +316,42 @@ Expected<std::unique_ptr<Ort::Session>> CreateSession(const std::string& path, i
   if (!std::filesystem::is_regular_file(path, ec)) {
     return Status::NotFound("model file '" + path + "' does not exist (expected an .onnx file)");
   }
+  if (cache && want_uint8_io) {
+    // A cached wrapped graph needs no wrapping (nor the file's bytes).
+    LIPSYNC_ASSIGN_OR_RETURN(
+        auto hit, CreateCachedSession(*runtime, path, nullptr, true, true, device_id, *cache));
+    if (hit) return CreatedSession{std::move(hit), true};
+  }
+  std::optional<std::string> wrapped;
+  if (want_uint8_io) {
+    auto bytes = WrappedModel(path);
+    if (bytes.ok()) {
+      wrapped = std::move(*bytes);
+    } else {
+      LOG_INFO("%s; its uint8 requests are converted on the CPU", bytes.status().message().c_str());
+    }
+  }
   if (cache) {
-    LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateCachedSession(*runtime, path, device_id, *cache));
-    if (session) return session;
+    auto session = CreateCachedSession(*runtime, path, wrapped ? &*wrapped : nullptr,
+                                       wrapped.has_value(), false, device_id, *cache);
+    if (session.ok() && *session) return CreatedSession{std::move(*session), wrapped.has_value()};
+    if (!session.ok() && !wrapped) return session.status();
+    if (!session.ok()) {
+      LOG_WARN("the uint8-I/O graph of '%s' did not load (%s); loading it unwrapped", path.c_str(),
+               session.status().message().c_str());
+      return CreateSession(path, device_id, cache, false);
+    }
   }
   try {
     LIPSYNC_ASSIGN_OR_RETURN(Ort::SessionOptions options, BaseOptions(*runtime, device_id));
-    return std::make_unique<Ort::Session>(runtime->env(), path.c_str(), options);
+    if (wrapped) options.SetLogSeverityLevel(ORT_LOGGING_LEVEL_ERROR);
+    return CreatedSession{NewSession(runtime->env(), path, wrapped ? &*wrapped : nullptr, options),
+                          wrapped.has_value()};
   } catch (const Ort::Exception& e) {
-    return OrtLoadError(e, path, device_id);
+    if (!wrapped) return OrtLoadError(e, path, device_id);
+    LOG_WARN("the uint8-I/O graph of '%s' did not load (%s); loading it unwrapped", path.c_str(),
+             Bounded(e.what()).c_str());
+    return CreateSession(path, device_id, cache, false);
   }
 }
 
@@ -338,10 +384,10 @@ size_t OnnxModel::output_values_per_frame() const {
 }
 
 Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, int device_id,
-                                                     ModelCache* cache) {
+                                                     ModelCache* cache, bool uint8_io) {
   // The library boundary: nothing ORT or an allocation throws leaves this function.
   try {
-    return LoadUnguarded(files, device_id, cache);
+    return LoadUnguarded(files, device_id, cache, uint8_io);
   } catch (const Ort::Exception& e) {
     return Status::FailedPrecondition("ONNX Runtime failed loading '" + files.model_path +
                                       "': " + Bounded(e.what()) + " (expected a valid ONNX model)");
@@ -355,17 +401,26 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::Load(const ModelFiles& files, in
 }
 
 Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& files,
-                                                              int device_id, ModelCache* cache) {
+                                                              int device_id, ModelCache* cache,
+                                                              bool uint8_io) {
   std::shared_ptr<OnnxModel> model(new OnnxModel());
   model->files_ = files;
   model->device_id_ = device_id;
   const MemorySample memory_before = SampleMemory(device_id);
   const auto create_start = std::chrono::steady_clock::now();
 
-  LIPSYNC_ASSIGN_OR_RETURN(auto session, CreateSession(files.model_path, device_id, cache));
+  LIPSYNC_ASSIGN_OR_RETURN(CreatedSession created,
+                           CreateSession(files.model_path, device_id, cache, uint8_io));
+  std::unique_ptr<Ort::Session> session = std::move(created.session);
+  model->uint8_io_ = created.uint8_io;
   try {
-    auto inputs = Inputs(*session);
+    auto inputs = Inputs(*session, model->uint8_io_);
     auto outputs = Outputs(*session);
+    if (model->uint8_io_) {
+      // The wrapper's own tensors (graph_wrap.h) are not part of the model's signature.
+      std::erase_if(inputs, [](const TensorInfo& t) { return t.name == kVisualU8Name; });
+      std::erase_if(outputs, [](const TensorInfo& t) { return t.name == kOutputU8Name; });
+    }
     const std::string expected =
         " (expected inputs input [B,C,H,W] and audio [B,32,16,16], output output [B,3,OH,OW], "
         "all float32)";
@@ -417,8 +472,9 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& 
   model->sessions_->session = std::move(session);
 
   if (!files.audio_encoder_path.empty()) {
-    LIPSYNC_ASSIGN_OR_RETURN(auto encoder,
-                             CreateSession(files.audio_encoder_path, device_id, cache));
+    LIPSYNC_ASSIGN_OR_RETURN(CreatedSession created_encoder,
+                             CreateSession(files.audio_encoder_path, device_id, cache, false));
+    std::unique_ptr<Ort::Session> encoder = std::move(created_encoder.session);
     try {
       auto inputs = Inputs(*encoder);
       auto outputs = Outputs(*encoder);
@@ -454,10 +510,15 @@ Expected<std::shared_ptr<OnnxModel>> OnnxModel::LoadUnguarded(const ModelFiles& 
   if (device_id >= 0 || !runtime || !runtime->shared_cpu_arena()) {
     int warm_batch =
         model->visual_shape_.dims[0] > 0 ? static_cast<int>(model->visual_shape_.dims[0]) : 1;
-    std::vector<float> visual(model->visual_floats_per_frame() * warm_batch, 0.f);
+    // The form requests will use: uint8 both ways on a wrapped graph.
+    const size_t visual_values = model->visual_floats_per_frame() * warm_batch;
     std::vector<float> audio(kAudioFeatureFloats * static_cast<size_t>(warm_batch), 0.f);
     std::string out;
-    Status st = model->Run(warm_batch, visual.data(), audio.data(), OutputFormat::kFloat32, &out);
+    Status st = model->uint8_io_
+                    ? model->Run(warm_batch, std::vector<uint8_t>(visual_values, 0).data(),
+                                 audio.data(), OutputFormat::kUint8, &out)
+                    : model->Run(warm_batch, std::vector<float>(visual_values, 0.f).data(),
+                                 audio.data(), OutputFormat::kFloat32, &out);
     if (!st.ok()) {
       return Status(device_id >= 0 ? StatusCode::kUnavailable : StatusCode::kFailedPrecondition,
                     "warm-up run of '" + files.model_path + "' failed: " + st.message());
@@ -509,7 +570,30 @@ Status OnnxModel::CheckInputSizes(int batch, size_t visual_bytes, size_t audio_b
 
 Status OnnxModel::Run(int batch, const float* visual, const float* audio, OutputFormat format,
                       std::string* out) const {
-  if (!visual || !audio || !out) {
+  if (!visual) return Status::InvalidArgument("OnnxModel::Run needs visual (got a null)");
+  return RunVisual(batch, visual, nullptr, audio, format, out);
+}
+
+Status OnnxModel::Run(int batch, const uint8_t* visual, const float* audio, OutputFormat format,
+                      std::string* out) const {
+  if (!visual) return Status::InvalidArgument("OnnxModel::Run needs visual (got a null)");
+  if (uint8_io_) return RunVisual(batch, nullptr, visual, audio, format, out);
+  // Not wrapped (WrapUint8Io refused the model): v / 255.0f here, bit-identical to
+  // the graph's Cast and Div.
+  if (batch < 1) return CheckInputSizes(batch, 0, 0);
+  static const auto kTable = [] {
+    std::array<float, 256> t{};
+    for (int i = 0; i < 256; ++i) t[i] = static_cast<float>(i) / 255.0f;
+    return t;
+  }();
+  std::vector<float> floats(visual_floats_per_frame() * static_cast<size_t>(batch));
+  for (size_t i = 0; i < floats.size(); ++i) floats[i] = kTable[visual[i]];
+  return RunVisual(batch, floats.data(), nullptr, audio, format, out);
+}
+
+Status OnnxModel::RunVisual(int batch, const float* visual, const uint8_t* visual_u8,
+                            const float* audio, OutputFormat format, std::string* out) const {
+  if (!audio || !out) {
     return Status::InvalidArgument("OnnxModel::Run needs visual, audio and out (got a null)");
   }
   LIPSYNC_RETURN_IF_ERROR(CheckInputSizes(batch, visual_floats_per_frame() * batch * sizeof(float),
@@ -518,29 +602,37 @@ Status OnnxModel::Run(int batch, const float* visual, const float* audio, Output
   const std::array<int64_t, 4> visual_dims{b, visual_channels_, input_height_, input_width_};
   const std::array<int64_t, 4> audio_dims{b, 32, 16, 16};
   const std::array<int64_t, 4> output_dims{b, 3, output_height_, output_width_};
+  const size_t visual_values = visual_floats_per_frame() * static_cast<size_t>(batch);
   const size_t out_values = output_values_per_frame() * static_cast<size_t>(batch);
   try {
     const Ort::MemoryInfo& mem = sessions_->cpu_memory;
     // ORT never writes to inputs; the API just lacks a const overload.
     std::array<Ort::Value, 2> inputs{
-        Ort::Value::CreateTensor<float>(mem, const_cast<float*>(visual),
-                                        visual_floats_per_frame() * batch, visual_dims.data(),
-                                        visual_dims.size()),
+        visual_u8
+            ? Ort::Value::CreateTensor<uint8_t>(mem, const_cast<uint8_t*>(visual_u8), visual_values,
+                                                visual_dims.data(), visual_dims.size())
+            : Ort::Value::CreateTensor<float>(mem, const_cast<float*>(visual), visual_values,
+                                              visual_dims.data(), visual_dims.size()),
         Ort::Value::CreateTensor<float>(mem, const_cast<float*>(audio),
                                         audio_floats_per_frame() * batch, audio_dims.data(),
                                         audio_dims.size())};
-    const char* input_names[] = {kVisualName, kAudioName};
-    const char* output_names[] = {kOutputName};
-    if (format == OutputFormat::kFloat32) {
-      // Run straight into the caller's buffer: no copy of the output.
-      out->resize(out_values * sizeof(float));
+    const char* input_names[] = {visual_u8 ? kVisualU8Name : kVisualName, kAudioName};
+    if (format == OutputFormat::kFloat32 || uint8_io_) {
+      // Run straight into the caller's buffer: no copy of the output (on a wrapped graph
+      // the uint8 output comes out of the graph already converted).
+      const bool u8 = format == OutputFormat::kUint8;
+      const char* output_names[] = {u8 ? kOutputU8Name : kOutputName};
+      out->resize(out_values * (u8 ? 1 : sizeof(float)));
       Ort::Value output =
-          Ort::Value::CreateTensor<float>(mem, reinterpret_cast<float*>(out->data()), out_values,
-                                          output_dims.data(), output_dims.size());
+          u8 ? Ort::Value::CreateTensor<uint8_t>(mem, reinterpret_cast<uint8_t*>(out->data()),
+                                                 out_values, output_dims.data(), output_dims.size())
+             : Ort::Value::CreateTensor<float>(mem, reinterpret_cast<float*>(out->data()),
+                                               out_values, output_dims.data(), output_dims.size());
       sessions_->session->Run(Ort::RunOptions{nullptr}, input_names, inputs.data(), inputs.size(),
                               output_names, &output, 1);
       return Status::Ok();
     }
+    const char* output_names[] = {kOutputName};
     auto outputs = sessions_->session->Run(Ort::RunOptions{nullptr}, input_names, inputs.data(),
                                            inputs.size(), output_names, 1);
     auto info = outputs[0].GetTensorTypeAndShapeInfo();

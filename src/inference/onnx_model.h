@@ -7,9 +7,10 @@
 //
 // Footprint (memory_bytes), measured around session creation plus one warm-up Run at
 // batch 1 (no warm-up for CPU sessions on the runtime's shared arena, see
-// ort_runtime.h: their activations live in that arena, not in the model): on CPU, the delta of heap bytes in use (glibc mallinfo2: what ORT holds
-// after load, not blurred by freed memory that malloc keeps or reuses, which made
-// the RSS delta vary 2-3x between loads of one model); if that is <= 0, the RSS delta
+// ort_runtime.h: their activations live in that arena, not in the model): on CPU, the delta of heap
+// bytes in use (glibc mallinfo2: what ORT holds after load, not blurred by freed memory that malloc
+// keeps or reuses, which made the RSS delta vary 2-3x between loads of one model); if that is <= 0,
+// the RSS delta
 // (/proc/self/statm). On a GPU, the NVML used-memory delta on that device. When the
 // delta is still <= 0, the ONNX file sizes x 1.2. Loads or frees running concurrently
 // in one process blur each other's deltas.
@@ -58,8 +59,15 @@ class OnnxModel {
   // (inference/model_cache.h): a hit skips graph optimization; a miss optimizes, loads
   // and saves the entry; a corrupt entry is reported and rebuilt; a cache that cannot
   // be written only costs the saving (the load itself succeeds).
+  //
+  // With `uint8_io` (the default) the network is wrapped at load time
+  // (inference/graph_wrap.h) so that the uint8 visual input and the uint8 output are
+  // converted by ONNX Runtime on the session's device: on a GPU only uint8 crosses
+  // PCIe. A model WrapUint8Io refuses (logged at INFO) loads as it is and its uint8
+  // forms are converted on the CPU (uint8_io() false). false: never wrapped (benches).
   static Expected<std::shared_ptr<OnnxModel>> Load(const ModelFiles& files, int device_id,
-                                                   ModelCache* cache = nullptr);
+                                                   ModelCache* cache = nullptr,
+                                                   bool uint8_io = true);
 
   ~OnnxModel();
   OnnxModel(const OnnxModel&) = delete;
@@ -71,6 +79,11 @@ class OnnxModel {
   // INVALID_ARGUMENT for batch < 1 or a null pointer; INTERNAL with ORT's message if
   // Run fails.
   Status Run(int batch, const float* visual, const float* audio, OutputFormat format,
+             std::string* out) const;
+  // The same with batch*C*H*W uint8 visual values (VISUAL_UINT8: the model sees
+  // v / 255.0f). On a wrapped model the graph converts both ways; otherwise the
+  // conversion runs here.
+  Status Run(int batch, const uint8_t* visual, const float* audio, OutputFormat format,
              std::string* out) const;
   // Byte-count check for a request (INVALID_ARGUMENT naming expected vs. got bytes).
   Status CheckInputSizes(int batch, size_t visual_bytes, size_t audio_bytes) const;
@@ -84,6 +97,8 @@ class OnnxModel {
   int output_width() const { return output_width_; }
   int device_id() const { return device_id_; }
   bool has_audio_encoder() const { return encoder_ != nullptr; }
+  // The session runs the wrapped graph (uint8 converted by ONNX Runtime).
+  bool uint8_io() const { return uint8_io_; }
   int64_t memory_bytes() const { return memory_bytes_; }
   // Where Load's time went: creating the sessions (encoder included; through the
   // cache when one was given) and the warm-up Run.
@@ -104,10 +119,14 @@ class OnnxModel {
   OnnxModel() = default;
   // Load without the exception guard (Load catches what this throws).
   static Expected<std::shared_ptr<OnnxModel>> LoadUnguarded(const ModelFiles& files, int device_id,
-                                                            ModelCache* cache);
+                                                            ModelCache* cache, bool uint8_io);
+  // One Run with exactly one of visual / visual_u8.
+  Status RunVisual(int batch, const float* visual, const uint8_t* visual_u8, const float* audio,
+                   OutputFormat format, std::string* out) const;
 
   ModelFiles files_;
   int device_id_ = -1;
+  bool uint8_io_ = false;
   int visual_channels_ = 0;
   int input_height_ = 0;
   int input_width_ = 0;

@@ -215,6 +215,72 @@ TEST_F(InferenceServerTest, ReportsTimingsAndDevice) {
   EXPECT_FALSE(second->loaded_on_demand);
 }
 
+// VISUAL_UINT8 frames go to the model as uint8 (the wrapped graph converts them):
+// the same output as the float form of those pixels, within one level for UINT8
+// output and exactly for FLOAT32; concurrent requests of both visual forms (grouped
+// by the scheduler per form) each get their own answer.
+TEST_F(InferenceServerTest, Uint8VisualRequestsMatchTheFloatPath) {
+  config::InferenceConfig config = Config();
+  config.models["m"] = {WriteModel("m", 1.6f), true, ""};
+  auto server = Make(config);
+  ASSERT_TRUE(server);
+  constexpr int kBatch = 2;
+  constexpr int kRequests = 6;
+  std::vector<std::vector<uint8_t>> pixels(kRequests);
+  std::vector<std::vector<float>> floats(kRequests);
+  const std::vector<float> audio(kBatch * kAudioFeatureFloats, 0.f);
+  for (int r = 0; r < kRequests; ++r) {
+    for (size_t i = 0; i < kBatch * 6 * kPlane; ++i) {
+      pixels[r].push_back(static_cast<uint8_t>((i * 7 + r * 31) % 256));
+      floats[r].push_back(pixels[r].back() / 255.0f);
+    }
+  }
+  auto request = [&](int r, bool u8_in, OutputFormat out) {
+    InferRequest req;
+    req.model_id = "m";
+    req.batch_size = kBatch;
+    req.visual_format = u8_in ? VisualFormat::kUint8 : VisualFormat::kFloat32;
+    req.visual_frames =
+        u8_in ? std::string_view(reinterpret_cast<const char*>(pixels[r].data()), pixels[r].size())
+              : std::string_view(reinterpret_cast<const char*>(floats[r].data()),
+                                 floats[r].size() * sizeof(float));
+    req.audio_features = {reinterpret_cast<const char*>(audio.data()),
+                          audio.size() * sizeof(float)};
+    req.output_format = out;
+    return server->Infer(req);
+  };
+  for (OutputFormat out : {OutputFormat::kUint8, OutputFormat::kFloat32}) {
+    std::vector<std::future<Expected<InferResult>>> from_u8, from_float;
+    for (int r = 0; r < kRequests; ++r) {
+      from_u8.push_back(std::async(std::launch::async, request, r, true, out));
+      from_float.push_back(std::async(std::launch::async, request, r, false, out));
+    }
+    for (int r = 0; r < kRequests; ++r) {
+      auto a = from_u8[r].get();
+      auto b = from_float[r].get();
+      ASSERT_TRUE(a.ok()) << a.status().ToString();
+      ASSERT_TRUE(b.ok()) << b.status().ToString();
+      ASSERT_EQ(a->output.size(), b->output.size());
+      if (out == OutputFormat::kFloat32) {
+        EXPECT_EQ(a->output, b->output) << "request " << r;
+        continue;
+      }
+      ASSERT_EQ(a->output.size(), kBatch * 3 * kPlane);
+      int clipped = 0;
+      for (size_t i = 0; i < a->output.size(); ++i) {
+        const int x = static_cast<uint8_t>(a->output[i]);
+        const int y = static_cast<uint8_t>(b->output[i]);
+        ASSERT_LE(std::abs(x - y), 1) << "request " << r << " value " << i;
+        const size_t frame = i / (3 * kPlane), k = i % (3 * kPlane);
+        const float want = std::min(1.f, floats[r][frame * 6 * kPlane + k] * 1.6f) * 255.f;
+        ASSERT_LE(std::abs(x - want), 1.f) << "request " << r << " value " << i;
+        clipped += x == 255;
+      }
+      EXPECT_GT(clipped, 0);
+    }
+  }
+}
+
 // NaN/Inf in float32 client tensors never reach a model: INVALID_ARGUMENT naming the
 // tensor and the frame; the same model and other models keep serving.
 TEST_F(InferenceServerTest, NanAndInfInClientTensorsAreRejectedNamingTheFrame) {

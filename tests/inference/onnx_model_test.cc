@@ -88,7 +88,9 @@ TEST_F(OnnxModelTest, WrongSizesAreInvalidArgumentWithExpectedBytes) {
   std::vector<float> v(6 * 16 * 16), a(8192);
   EXPECT_EQ((*model)->Run(0, v.data(), a.data(), OutputFormat::kFloat32, &out).code(),
             StatusCode::kInvalidArgument);
-  EXPECT_EQ((*model)->Run(1, nullptr, a.data(), OutputFormat::kFloat32, &out).code(),
+  EXPECT_EQ((*model)
+                ->Run(1, static_cast<const float*>(nullptr), a.data(), OutputFormat::kFloat32, &out)
+                .code(),
             StatusCode::kInvalidArgument);
 }
 
@@ -139,6 +141,56 @@ TEST_F(OnnxModelTest, Uint8OutputIsTheRoundedClampedFloatOutput) {
   }
   EXPECT_GT(clamped_low, 0);  // the input really exercised the clamp on both sides
   EXPECT_GT(clamped_high, 0);
+}
+
+// The uint8 forms both ways: on the wrapped graph (ONNX Runtime converts) and on the
+// plain one (OnnxModel converts on the CPU), against the float path of the same model:
+// within one level (ONNX Round is half to even), out-of-range outputs clipped.
+TEST_F(OnnxModelTest, Uint8VisualInputMatchesTheFloatPathWrappedOrNot) {
+  ASSERT_TRUE(testing::WriteScaledModel(Path("u8.onnx"), 16, 1.6f).ok());
+  const int batch = 3;
+  std::mt19937 rng(11);
+  std::vector<uint8_t> pixels(batch * 6 * 256);
+  for (auto& p : pixels) p = static_cast<uint8_t>(rng() % 256);
+  std::vector<float> as_floats(pixels.size());
+  for (size_t i = 0; i < pixels.size(); ++i) as_floats[i] = pixels[i] / 255.0f;
+  std::vector<float> audio(batch * 8192, 0.f);
+  for (bool wrap : {true, false}) {
+    SCOPED_TRACE(wrap ? "wrapped" : "plain");
+    auto model = OnnxModel::Load({Path("u8.onnx"), ""}, -1, nullptr, wrap);
+    ASSERT_TRUE(model.ok()) << model.status().ToString();
+    EXPECT_EQ((*model)->uint8_io(), wrap);
+    std::string from_floats, from_u8, float_from_u8;
+    ASSERT_TRUE((*model)
+                    ->Run(batch, as_floats.data(), audio.data(), OutputFormat::kUint8, &from_floats)
+                    .ok());
+    ASSERT_TRUE(
+        (*model)->Run(batch, pixels.data(), audio.data(), OutputFormat::kUint8, &from_u8).ok());
+    ASSERT_TRUE(
+        (*model)
+            ->Run(batch, pixels.data(), audio.data(), OutputFormat::kFloat32, &float_from_u8)
+            .ok());
+    ASSERT_EQ(from_u8.size(), static_cast<size_t>(batch * 3 * 256));
+    ASSERT_EQ(from_floats.size(), from_u8.size());
+    ASSERT_EQ(float_from_u8.size(), from_u8.size() * 4);
+    int clipped = 0;
+    for (size_t i = 0; i < from_u8.size(); ++i) {
+      const int a = static_cast<uint8_t>(from_u8[i]);
+      const int b = static_cast<uint8_t>(from_floats[i]);
+      ASSERT_LE(std::abs(a - b), 1) << "value " << i;
+      float x;
+      std::memcpy(&x, float_from_u8.data() + i * 4, 4);
+      const size_t frame = i / (3 * 256), k = i % (3 * 256);
+      ASSERT_EQ(x, as_floats[frame * 6 * 256 + k] * 1.6f) << "value " << i;  // v/255 exactly
+      clipped += x > 1.f && a == 255;
+    }
+    EXPECT_GT(clipped, 0);  // the scale pushed values past 1: clipped to 255, not wrapped
+    EXPECT_EQ((*model)
+                  ->Run(batch, static_cast<const uint8_t*>(nullptr), audio.data(),
+                        OutputFormat::kUint8, &from_u8)
+                  .code(),
+              StatusCode::kInvalidArgument);
+  }
 }
 
 TEST_F(OnnxModelTest, ConcurrentRunsGiveTheSameAnswer) {
@@ -266,8 +318,15 @@ TEST(ExecutionProviderTest, PlansCpuWithAReasonWhenCudaIsOffOrMissing) {
     EXPECT_NE(auto_plan->reason.find((*rt)->library_path()), std::string::npos);
     EXPECT_EQ(required_plan.status().code(), StatusCode::kFailedPrecondition);
   } else if (GpuCount() > 0) {
-    EXPECT_TRUE(auto_plan->cuda);
-    EXPECT_TRUE(required_plan.ok());
+    // A GPU and the provider in the runtime: CUDA only if the provider library, the
+    // CUDA/cuDNN libraries (onnx.cuda_library_dirs) and a probe all work; otherwise the
+    // logged CPU fallback names what was missing, and require_cuda refuses to start.
+    EXPECT_EQ(required_plan.ok(), auto_plan->cuda) << auto_plan->reason;
+    if (!auto_plan->cuda) {
+      EXPECT_EQ(auto_plan->devices, std::vector<int>{kCpuDevice});
+      EXPECT_FALSE(auto_plan->reason.empty());
+      EXPECT_EQ(required_plan.status().code(), StatusCode::kFailedPrecondition);
+    }
   }
 }
 
