@@ -61,11 +61,13 @@ class Reader {
     else if (wire === 5) this.pos += 4;
     else throw new Error('unsupported wire type ' + wire);
   }
-  // fields: {number: [name, kind]} with kind 'int' | 'bool' | 'bytes' | 'string' | decoder fn
+  // fields: {number: [name, kind, repeated?]} with kind 'int' | 'bool' | 'bytes' | 'string' |
+  // decoder fn; repeated fields (third element true) are arrays of their values.
   read(fields) {
     const out = {};
-    for (const [name, kind] of Object.values(fields)) {  // proto3: absent = default
-      if (kind === 'int') out[name] = 0;
+    for (const [name, kind, repeated] of Object.values(fields)) {  // proto3: absent = default
+      if (repeated) out[name] = [];
+      else if (kind === 'int') out[name] = 0;
       else if (kind === 'bool') out[name] = false;
       else if (kind === 'string') out[name] = '';
       else if (kind === 'bytes') out[name] = new Uint8Array(0);
@@ -75,12 +77,14 @@ class Reader {
       const field = Math.floor(key / 8), wire = key & 7;
       const spec = fields[field];
       if (!spec) { this.skip(wire); continue; }
-      const [name, kind] = spec;
-      if (kind === 'int') out[name] = this.varint();
-      else if (kind === 'bool') out[name] = this.varint() !== 0;
-      else if (kind === 'bytes') out[name] = this.bytes();
-      else if (kind === 'string') out[name] = new TextDecoder().decode(this.bytes());
-      else out[name] = kind(new Reader(this.bytes()));
+      const [name, kind, repeated] = spec;
+      let v;
+      if (kind === 'int') v = this.varint();
+      else if (kind === 'bool') v = this.varint() !== 0;
+      else if (kind === 'bytes') v = this.bytes();
+      else if (kind === 'string') v = new TextDecoder().decode(this.bytes());
+      else v = kind(new Reader(this.bytes()));
+      if (repeated) out[name].push(v); else out[name] = v;
     }
     return out;
   }
@@ -96,7 +100,7 @@ export function encodeOpen(o) {
   const w = new Writer();
   w.string(1, o.modelId); w.int(2, o.sampleRate); w.int(3, o.channels); w.int(4, o.codec);
   w.int(5, o.fps); w.int(6, o.bitrateKbps); w.int(7, o.lookaheadFrames); w.int(8, o.jpegQuality);
-  w.string(9, o.authorization);
+  w.string(9, o.authorization); w.bool(10, o.webrtc);
   const top = new Writer(); top.message(1, w); return top.finish();
 }
 // SessionInput{audio}: pcm is a Uint8Array of s16le
@@ -128,12 +132,20 @@ const statsFields = {
   4: ['droppedFrames', 'int'], 5: ['inferenceBatches', 'int'], 6: ['bufferedAudioMs', 'int'],
 };
 
-// SessionOutput -> {frame} | {event} | {opened} | {stats}
+export const WebRtcState = ['UNSPECIFIED', 'READY', 'UNAVAILABLE', 'LOST'];
+const iceFields = { 1: ['urls', 'string', true], 2: ['username', 'string'], 3: ['credential', 'string'] };
+const webrtcFields = {
+  1: ['state', 'int'], 2: ['janusUrl', 'string'], 3: ['mountpointId', 'int'], 4: ['pin', 'string'],
+  5: ['token', 'string'], 6: ['iceServers', (r) => r.read(iceFields), true], 7: ['message', 'string'],
+};
+
+// SessionOutput -> {frame} | {event} | {opened} | {stats} | {webrtc}
 export function decodeOutput(u8) {
   return new Reader(u8).read({
     1: ['frame', (r) => r.read(frameFields)],
     2: ['event', (r) => r.read(eventFields)],
     3: ['opened', (r) => r.read(openedFields)],
     4: ['stats', (r) => r.read(statsFields)],
+    5: ['webrtc', (r) => r.read(webrtcFields)],
   });
 }

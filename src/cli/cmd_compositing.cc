@@ -15,6 +15,7 @@
 #include "rpc/grpc_inference_backend.h"
 #include "rpc/server_setup.h"
 #include "web/web_server.h"
+#include "webrtc/session_publisher.h"
 
 namespace {
 
@@ -108,6 +109,12 @@ int RunCompositing(int argc, char** argv) {
     return 1;
   }
   rpc::CompositingServiceImpl service(server->get());
+  auto webrtc_hub = webrtc::StartHubFromConfig(*config);  // issue 13: Janus
+  if (!webrtc_hub.ok()) {
+    std::fprintf(stderr, "lipsync compositing: %s\n", webrtc_hub.status().message().c_str());
+    return 1;
+  }
+  service.sessions().set_webrtc(*webrtc_hub);
   auto options = rpc::ServerOptionsFromConfig(*config);
   if (!options.ok()) {
     std::fprintf(stderr, "lipsync compositing: %s\n", options.status().message().c_str());

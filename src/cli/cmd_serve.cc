@@ -20,6 +20,7 @@
 #include "rpc/inference_service.h"
 #include "rpc/server_setup.h"
 #include "web/web_server.h"
+#include "webrtc/session_publisher.h"
 
 namespace {
 
@@ -102,6 +103,9 @@ int RunServe(int argc, char** argv) {
   if (!inference_grpc.ok()) return Fail(inference_grpc.status());
 
   rpc::CompositingServiceImpl compositing_service(compositing_server->get());
+  auto webrtc_hub = webrtc::StartHubFromConfig(*compositing_config);  // issue 13: Janus
+  if (!webrtc_hub.ok()) return Fail(webrtc_hub.status());
+  compositing_service.sessions().set_webrtc(*webrtc_hub);
   auto compositing_options = rpc::ServerOptionsFromConfig(*compositing_config);
   if (!compositing_options.ok()) return Fail(compositing_options.status());
   compositing_options->serving_at_start = false;  // grpc.health.v1: SERVING once ready

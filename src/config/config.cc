@@ -347,6 +347,40 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.Int("max_connections", &c->web.max_connections, 1, 100000);
   });
 }
+  root.Section("webrtc", [&](MapReader& r) {
+    CompositingConfig::WebRtc& w = c->webrtc;
+    r.Bool("enabled", &w.enabled);
+    r.String("janus_url", &w.janus_url);
+    r.String("public_janus_url", &w.public_janus_url);
+    r.String("api_secret", &w.api_secret);
+    r.String("admin_key", &w.admin_key);
+    r.String("admin_url", &w.admin_url);
+    r.String("admin_secret", &w.admin_secret);
+    r.String("rtp_host", &w.rtp_host);
+    r.String("rtp_interface", &w.rtp_interface);
+    r.String("instance", &w.instance);
+    r.Double("timeout_seconds", &w.timeout_seconds, 0, true);
+    r.Entries(
+        "ice_servers",
+        [](const std::string& name) -> std::string {
+          return name.empty() || name.size() > 64 ? "expected a name of 1..64 characters" : "";
+        },
+        [&](const std::string&, MapReader& e) {
+          CompositingConfig::WebRtc::IceServer ice;
+          e.StringList("urls", &ice.urls, 16);
+          e.String("username", &ice.username);
+          e.String("credential", &ice.credential);
+          if (ice.urls.empty()) e.Fail("urls", "expected at least one stun:/turn:/turns: URL");
+          w.ice_servers.push_back(std::move(ice));
+        });
+    if (w.enabled) {
+      RequireNonEmpty(r, "api_secret", w.api_secret, "Janus's api_secret (janus.jcfg)");
+      RequireNonEmpty(r, "admin_key", w.admin_key,
+                      "the streaming plugin's admin_key (janus.plugin.streaming.jcfg)");
+      RequireNonEmpty(r, "admin_secret", w.admin_secret,
+                      "Janus's admin_secret (janus.jcfg), for per-session viewer tokens");
+    }
+  });
 
 Expected<std::string> ReadConfigFile(const std::string& path) {
   std::error_code ec;

@@ -229,6 +229,25 @@ struct CompositingConfig {
 };
 
 // Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path
+  // Live sessions over WebRTC through Janus (issue 13; docs/STREAMING.md, OPERATIONS.md).
+  struct WebRtc {
+    bool enabled = false;
+    std::string janus_url = "http://127.0.0.1:8088/janus";  // as this server reaches it
+    std::string public_janus_url;  // as the page reaches it; empty: janus_url
+    std::string api_secret;        // Janus's (never sent to a browser)
+    std::string admin_key;         // the streaming plugin's
+    std::string admin_url = "http://127.0.0.1:7088/admin";  // per-session viewer tokens
+    std::string admin_secret;
+    std::string rtp_host;       // where Janus receives RTP; empty: janus_url's host
+    std::string rtp_interface;  // the interface Janus binds mountpoints on
+    std::string instance = "lipsync";  // names this server's mountpoints
+    double timeout_seconds = 5;        // each Janus API request
+    struct IceServer {
+      std::vector<std::string> urls;
+      std::string username, credential;
+    };
+    std::vector<IceServer> ice_servers;  // for the page's RTCPeerConnection, by name
+  } webrtc;
 // for syntax errors, unknown keys, wrong types and out-of-range values.
 Expected<InferenceConfig> LoadInferenceConfig(const std::string& path);
 Expected<CompositingConfig> LoadCompositingConfig(const std::string& path);

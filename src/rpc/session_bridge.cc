@@ -60,11 +60,14 @@ SessionBridge::SessionBridge(compositing::CompositingServer* server,
 
 SessionBridge::~SessionBridge() {
   Cancel();
+  std::unique_ptr<webrtc::SessionPublisher> publisher;
   std::unique_ptr<session::LiveSession> session;
   {
     std::lock_guard<std::mutex> lock(mu_);
+    publisher = std::move(webrtc_);
     session = std::move(session_);
   }
+  publisher.reset();  // before the session: its worker may ask the session for key frames
   session.reset();
   slot_.reset();
 }
@@ -120,6 +123,13 @@ void SessionBridge::End(const Status& status) {
 }
 
 bool SessionBridge::OnFrame(session::OutputFrame frame) {
+  webrtc::SessionPublisher* publisher = nullptr;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    publisher = webrtc_.get();
+  }
+  // RTP for Janus, whatever this viewer's queue does (UDP, never blocks).
+  if (publisher != nullptr) publisher->SendFrame(frame.index, frame.video, frame.audio);
   pb::SessionOutput out;
   pb::MediaFrame* f = out.mutable_frame();
   f->set_frame_index(frame.index);
@@ -210,11 +220,80 @@ SessionBridge::Feed SessionBridge::Open(const pb::SessionOpen& open) {
     cancel_now.reset();
     return Feed::kEnd;
   }
+  if (open.webrtc()) StartWebRtc(open, info);
   LOG_INFO("session %s opened: model '%s', %s, %d Hz x%d", info.session_id.c_str(),
            Truncate(open.model_id(), 64).c_str(), media::CodecName(info.codec),
            info.audio_sample_rate, open.channels() == 0 ? 1 : open.channels());
   Wake();
   return Feed::kTaken;
+}
+
+void SessionBridge::StartWebRtc(const pb::SessionOpen& open, const session::SessionInfo& info) {
+  webrtc::WebRtcState off;
+  if (options_.webrtc == nullptr) {
+    off.message = "this server has no WebRTC (its webrtc section is off)";
+  } else if (info.codec != media::Codec::kH264) {
+    off.message = "WebRTC needs codec H264; this session is " +
+                  std::string(media::CodecName(info.codec));
+  } else {
+    webrtc::SessionMedia media;
+    media.width = info.width;
+    media.height = info.height;
+    media.fps = info.fps;
+    media.sample_rate = info.audio_sample_rate;
+    session::LiveSession* live = session_.get();  // outlives the publisher (destructor)
+    auto publisher = std::make_unique<webrtc::SessionPublisher>(
+        options_.webrtc, media, info.session_id,
+        [this](const webrtc::WebRtcState& state) { OnWebRtc(state); },
+        [live] { live->RequestKeyFrame(); });
+    std::lock_guard<std::mutex> lock(mu_);
+    webrtc_ = std::move(publisher);
+    return;
+  }
+  (void)open;
+  OnWebRtc(off);
+}
+
+void SessionBridge::OnWebRtc(const webrtc::WebRtcState& state) {
+  pb::SessionOutput out;
+  pb::WebRtcInfo* w = out.mutable_webrtc();
+  switch (state.kind) {
+    case webrtc::WebRtcState::Kind::kReady:
+      w->set_state(pb::WebRtcInfo::READY);
+      break;
+    case webrtc::WebRtcState::Kind::kUnavailable:
+      w->set_state(pb::WebRtcInfo::UNAVAILABLE);
+      break;
+    case webrtc::WebRtcState::Kind::kLost:
+      w->set_state(pb::WebRtcInfo::LOST);
+      break;
+  }
+  w->set_message(state.message);
+  if (options_.webrtc != nullptr) {
+    w->set_janus_url(options_.webrtc->public_url());
+    for (const webrtc::IceServer& ice : options_.webrtc->options().ice_servers) {
+      pb::IceServer* i = w->add_ice_servers();
+      for (const std::string& url : ice.urls) i->add_urls(url);
+      i->set_username(ice.username);
+      i->set_credential(ice.credential);
+    }
+  }
+  if (state.kind == webrtc::WebRtcState::Kind::kReady) {
+    w->set_mountpoint_id(state.mountpoint_id);
+    w->set_pin(state.pin);
+    w->set_token(state.token);
+  }
+  Enqueue(std::move(out), false);
+  if (state.kind != webrtc::WebRtcState::Kind::kReady) {
+    pb::SessionOutput warning;
+    pb::SessionEvent* e = warning.mutable_event();
+    e->set_kind(pb::SessionEvent::WARNING);
+    e->set_message(std::string(state.kind == webrtc::WebRtcState::Kind::kLost
+                                   ? "WebRTC lost (re-created when Janus is back)"
+                                   : "WebRTC unavailable") +
+                   ": " + Truncate(state.message, 200) + "; continuing over this stream");
+    Enqueue(std::move(warning), false);
+  }
 }
 
 void SessionBridge::OnStages(const session::StageTimes& times) {

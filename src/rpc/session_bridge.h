@@ -27,6 +27,12 @@
 // error (at open) ends it with that status (an ERROR event first). Cancel() (client
 // gone) ends the session at once and frees everything.
 //
+// WebRTC (SessionOpen.webrtc, with SessionBridgeOptions.webrtc set): every frame also
+// goes to the session's SessionPublisher (RTP to Janus; Janus calls on its own worker);
+// SessionOutput.webrtc messages say READY (mountpoint id, pin, token, ICE servers),
+// UNAVAILABLE or LOST (with a WARNING event: the session goes on over this stream).
+// Destroying the bridge removes the mountpoint (waits for Janus, bounded by its timeout).
+//
 // Thread-safe: one thread may Push while another Pops; Cancel from any thread.
 #pragma once
 
@@ -45,6 +51,7 @@
 #include "rpc/server_ops.h"
 #include "session/espeak_tts.h"
 #include "session/live_session.h"
+#include "webrtc/session_publisher.h"
 
 namespace lipsync::rpc {
 
@@ -54,6 +61,10 @@ struct SessionBridgeOptions {
   session::SessionHooks hooks;  // tests
   size_t max_queued_events = 256;
   int stats_every_frames = 25;
+  // The server's Janus connection (webrtc: section): a session whose open asks for
+  // WebRTC is also published to its own Janus mountpoint (webrtc/session_publisher.h)
+  // and told where to watch it (SessionOutput.webrtc). Null: WebRTC is off.
+  std::shared_ptr<webrtc::WebRtcHub> webrtc;
 };
 
 // Admits the open message before anything is allocated: OK, or the status that ends
@@ -115,6 +126,8 @@ class SessionBridge final : private session::SessionSink {
   void Enqueue(::compositing::SessionOutput out, bool is_frame);
   ::compositing::SessionOutput StatsMessage() const;
   void Wake();
+  void StartWebRtc(const ::compositing::SessionOpen& open, const session::SessionInfo& info);
+  void OnWebRtc(const webrtc::WebRtcState& state);
 
   compositing::CompositingServer* const server_;
   session::SessionLimiter* const limiter_;
@@ -134,10 +147,13 @@ class SessionBridge final : private session::SessionSink {
   std::function<void()> wakeup_;
   std::unique_ptr<session::SessionLimiter::Slot> slot_;
   std::unique_ptr<session::LiveSession> session_;  // set once, under mu_
-  bool opened_ = false;                            // SessionOpened queued (Pop waits for it)
-  bool ending_ = false;                            // no more input taken; end_status_ set
-  bool stats_sent_ = false;                        // the final SessionStats was taken
-  bool stats_due_ = false;                         // a SessionStats goes out before the next frame
+  // Set once under mu_ after the session started; destroyed (its worker joined, the
+  // mountpoint removed) before the session. The pacing thread uses it outside mu_.
+  std::unique_ptr<webrtc::SessionPublisher> webrtc_;
+  bool opened_ = false;      // SessionOpened queued (Pop waits for it)
+  bool ending_ = false;      // no more input taken; end_status_ set
+  bool stats_sent_ = false;  // the final SessionStats was taken
+  bool stats_due_ = false;   // a SessionStats goes out before the next frame
   bool cancelled_ = false;
   Status end_status_;
   std::deque<::compositing::SessionOutput> queue_;

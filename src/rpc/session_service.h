@@ -48,6 +48,9 @@ class SessionService {
 
   // Test hooks for the sessions started from now on (set before any stream).
   void set_hooks(session::SessionHooks hooks) { options_.hooks = std::move(hooks); }
+  // The server's Janus connection for sessions asking for WebRTC (set at startup,
+  // before any stream; null: off).
+  void set_webrtc(std::shared_ptr<webrtc::WebRtcHub> hub) { options_.webrtc = std::move(hub); }
 
  private:
   compositing::CompositingServer* server_;

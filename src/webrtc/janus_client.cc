@@ -82,26 +82,9 @@ Status JanusError(const json& reply, const std::string& what) {
 }  // namespace
 
 Expected<std::unique_ptr<JanusClient>> JanusClient::Connect(const JanusOptions& options) {
-  // http://host[:port]/path
-  const std::string prefix = "http://";
-  if (options.url.compare(0, prefix.size(), prefix) != 0 || options.url.size() > 1024) {
-    return Status::InvalidArgument("webrtc.janus_url '" + Clip(options.url, 100) +
-                                   "': expected http://host:port/janus (the Janus HTTP API)");
-  }
-  std::string rest = options.url.substr(prefix.size());
-  Url url;
-  const size_t slash = rest.find('/');
-  std::string authority = rest.substr(0, slash);
-  url.path = slash == std::string::npos ? "/janus" : rest.substr(slash);
-  while (url.path.size() > 1 && url.path.back() == '/') url.path.pop_back();
-  const size_t colon = authority.rfind(':');
-  url.host = colon == std::string::npos ? authority : authority.substr(0, colon);
-  url.port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
-  if (url.host.empty() || url.port.empty() ||
-      url.port.find_first_not_of("0123456789") != std::string::npos) {
-    return Status::InvalidArgument("webrtc.janus_url '" + Clip(options.url, 100) +
-                                   "': expected http://host:port/janus");
-  }
+  LIPSYNC_ASSIGN_OR_RETURN(Url url, ParseUrl(options.url, "webrtc.janus_url", "/janus"));
+  LIPSYNC_ASSIGN_OR_RETURN(Url admin_url,
+                           ParseUrl(options.admin_url, "webrtc.admin_url", "/admin"));
   if (options.api_secret.empty() || options.admin_key.empty()) {
     return Status::InvalidArgument(
         "webrtc: api_secret and admin_key must be set (Janus's api_secret, the streaming "
@@ -112,13 +95,39 @@ Expected<std::unique_ptr<JanusClient>> JanusClient::Connect(const JanusOptions& 
   }
   JanusOptions o = options;
   if (o.rtp_host.empty()) o.rtp_host = url.host;
-  std::unique_ptr<JanusClient> client(new JanusClient(std::move(o), std::move(url)));
+  std::unique_ptr<JanusClient> client(
+      new JanusClient(std::move(o), std::move(url), std::move(admin_url)));
   LIPSYNC_RETURN_IF_ERROR(client->Reconnect());
   return client;
 }
 
-JanusClient::JanusClient(JanusOptions options, Url url)
-    : options_(std::move(options)), url_(std::move(url)) {}
+JanusClient::JanusClient(JanusOptions options, Url url, Url admin_url)
+    : options_(std::move(options)), url_(std::move(url)), admin_url_(std::move(admin_url)) {}
+
+Expected<JanusClient::Url> JanusClient::ParseUrl(const std::string& text, const char* key,
+                                                 const char* default_path) {
+  // http://host[:port]/path
+  const std::string prefix = "http://";
+  if (text.compare(0, prefix.size(), prefix) != 0 || text.size() > 1024) {
+    return Status::InvalidArgument(std::string(key) + " '" + Clip(text, 100) +
+                                   "': expected http://host:port" + default_path);
+  }
+  std::string rest = text.substr(prefix.size());
+  Url url;
+  const size_t slash = rest.find('/');
+  std::string authority = rest.substr(0, slash);
+  url.path = slash == std::string::npos ? default_path : rest.substr(slash);
+  while (url.path.size() > 1 && url.path.back() == '/') url.path.pop_back();
+  const size_t colon = authority.rfind(':');
+  url.host = colon == std::string::npos ? authority : authority.substr(0, colon);
+  url.port = colon == std::string::npos ? "80" : authority.substr(colon + 1);
+  if (url.host.empty() || url.port.empty() ||
+      url.port.find_first_not_of("0123456789") != std::string::npos) {
+    return Status::InvalidArgument(std::string(key) + " '" + Clip(text, 100) +
+                                   "': expected http://host:port" + default_path);
+  }
+  return url;
+}
 
 JanusClient::~JanusClient() {
   std::lock_guard<std::mutex> lock(mu_);
@@ -130,19 +139,24 @@ JanusClient::~JanusClient() {
 }
 
 Expected<std::string> JanusClient::Post(const std::string& path, const std::string& body) {
+  return PostTo(url_, path, body);
+}
+
+Expected<std::string> JanusClient::PostTo(const Url& target, const std::string& path,
+                                          const std::string& body) {
   net::io_context ioc;
   net::ip::tcp::resolver resolver(ioc);
   beast::tcp_stream stream(ioc);
   const auto timeout = std::chrono::milliseconds(int64_t(options_.timeout_seconds * 1000));
   beast::error_code ec;
-  const std::string where = "Janus at " + url_.host + ":" + url_.port;
-  auto endpoints = resolver.resolve(url_.host, url_.port, ec);
+  const std::string where = "Janus at " + target.host + ":" + target.port;
+  auto endpoints = resolver.resolve(target.host, target.port, ec);
   if (ec) return Status::Unavailable(where + ": " + ec.message());
   stream.expires_after(timeout);
   stream.connect(endpoints, ec);
   if (ec) return Status::Unavailable(where + ": " + ec.message());
   http::request<http::string_body> req{http::verb::post, path, 11};
-  req.set(http::field::host, url_.host);
+  req.set(http::field::host, target.host);
   req.set(http::field::content_type, "application/json");
   req.body() = body;
   req.prepare_payload();
@@ -334,6 +348,40 @@ Status JanusClient::Keepalive() {
   json reply = json::parse(text, nullptr, false);
   if (reply.is_discarded()) return Status::Internal("Janus keepalive: the reply is not JSON");
   return JanusError(reply, "Janus keepalive");
+}
+
+Status JanusClient::AdminRequest(const std::string& what, const std::string& body_json) {
+  if (options_.admin_secret.empty()) {
+    return Status::FailedPrecondition(what + ": webrtc.admin_secret is not set");
+  }
+  json request = json::parse(body_json);
+  request["transaction"] = std::to_string(++transaction_);
+  request["admin_secret"] = options_.admin_secret;
+  LIPSYNC_ASSIGN_OR_RETURN(std::string text, PostTo(admin_url_, admin_url_.path, request.dump()));
+  json reply = json::parse(text, nullptr, false);
+  if (reply.is_discarded()) return Status::Internal(what + ": the reply is not JSON");
+  if (reply.value("janus", "") != "error") return Status::Ok();
+  const json& err = reply.contains("error") ? reply["error"] : json::object();
+  const int code = err.value("code", 0);
+  const std::string message = what + ": Janus admin error " + std::to_string(code) + " (" +
+                              Clip(err.value("reason", std::string("no reason given"))) + ")";
+  if (code == 403) return Status::PermissionDenied(message + "; check webrtc.admin_secret");
+  if (code == 470) return Status::NotFound(message);
+  return Status::FailedPrecondition(message + "; is token_auth = true in janus.jcfg?");
+}
+
+Expected<std::string> JanusClient::AddToken() {
+  const std::string token = RandomToken(16);
+  json body = {{"janus", "add_token"}, {"token", token}, {"plugins", json::array({kPlugin})}};
+  std::lock_guard<std::mutex> lock(mu_);
+  LIPSYNC_RETURN_IF_ERROR(AdminRequest("Janus add_token", body.dump()));
+  return token;
+}
+
+Status JanusClient::RemoveToken(const std::string& token) {
+  json body = {{"janus", "remove_token"}, {"token", token}};
+  std::lock_guard<std::mutex> lock(mu_);
+  return AdminRequest("Janus remove_token", body.dump());
 }
 
 }  // namespace lipsync::webrtc

@@ -36,6 +36,10 @@ struct JanusOptions {
   std::string rtp_host;
   std::string rtp_interface;
   std::string instance = "lipsync";  // names this server's mountpoints (RemoveStale)
+  // The Janus admin API (loopback) and its admin_secret, for the viewers' per-session
+  // tokens (janus.jcfg token_auth); empty admin_secret: AddToken is FAILED_PRECONDITION.
+  std::string admin_url = "http://127.0.0.1:7088/admin";
+  std::string admin_secret;
   double timeout_seconds = 5;
 };
 
@@ -67,6 +71,10 @@ class JanusClient {
   Status Keepalive();
   // A new Janus session and handle (after Janus restarted).
   Status Reconnect();
+  // A Janus API token for viewers, valid for the streaming plugin only (admin API
+  // add_token), and its removal (NOT_FOUND when Janus no longer knows it).
+  Expected<std::string> AddToken();
+  Status RemoveToken(const std::string& token);
 
   const JanusOptions& options() const { return options_; }
 
@@ -74,14 +82,19 @@ class JanusClient {
   struct Url {
     std::string host, port, path;
   };
-  JanusClient(JanusOptions options, Url url);
+  JanusClient(JanusOptions options, Url url, Url admin_url);
+  static Expected<Url> ParseUrl(const std::string& text, const char* key, const char* default_path);
   Status Attach();
   // POSTs `body` (JSON text) to `path`; returns the reply's JSON text.
   Expected<std::string> Post(const std::string& path, const std::string& body);
+  Expected<std::string> PostTo(const Url& url, const std::string& path, const std::string& body);
+  // POSTs an admin API request (JSON text, admin_secret added); its error as a status.
+  Status AdminRequest(const std::string& what, const std::string& body_json);
   Expected<std::string> PluginRequest(const std::string& body_json);
 
   const JanusOptions options_;
   const Url url_;
+  const Url admin_url_;
   std::mutex mu_;
   uint64_t session_ = 0;
   uint64_t handle_ = 0;

@@ -43,6 +43,7 @@ class JanusProcess {
     if (http_port == 0) http_port = FreeTcpPort();
     if (admin_port == 0) admin_port = FreeTcpPort();
     http_port_ = http_port;
+    admin_port_ = admin_port;
     const fs::path shipped = fs::path(LIPSYNC_SOURCE_DIR) / "deploy" / "janus";
     for (const char* name :
          {"janus.jcfg", "janus.transport.http.jcfg", "janus.plugin.streaming.jcfg"}) {
@@ -105,11 +106,16 @@ class JanusProcess {
     return s.str();
   }
   int http_port() const { return http_port_; }
+  int admin_port() const { return admin_port_; }
+  std::string admin_url() const {
+    return "http://127.0.0.1:" + std::to_string(admin_port_) + "/admin";
+  }
   std::string url() const { return "http://127.0.0.1:" + std::to_string(http_port_) + "/janus"; }
 
   // The shipped placeholders (tests use the shipped files unchanged).
   static constexpr const char* kApiSecret = "change-me-api-secret";
   static constexpr const char* kAdminKey = "change-me-admin-key";
+  static constexpr const char* kAdminSecret = "change-me-admin-secret";
 
  private:
   static void Replace(std::string& s, const std::string& from, const std::string& to) {
@@ -120,6 +126,7 @@ class JanusProcess {
   std::string log_;
   pid_t pid_ = -1;
   int http_port_ = 0;
+  int admin_port_ = 0;
 };
 
 }  // namespace lipsync::testing
