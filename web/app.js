@@ -4,7 +4,13 @@
 // drawn to a canvas. Sound: an AudioWorklet ring buffer whose playhead is the master
 // clock; each video frame is drawn when the playhead reaches its timestamp.
 // Figures are on the page and on window.lipsyncStats (the page tests read them).
+// Transport WebRTC (docs/STREAMING.md "WebRTC through Janus"): the open asks for WebRTC,
+// SessionOutput.webrtc names the Janus mountpoint, and the video and sound come from the
+// peer connection (janus.js) while it is up; controls still go over the WebSocket, and
+// its frames take over again when Janus is lost (until the mountpoint is back: the page
+// subscribes again by itself).
 import * as proto from './proto.js';
+import { JanusViewer } from './janus.js';
 
 const SUPPORTED_RATES = [8000, 16000, 22050, 24000, 44100, 48000];
 const $ = (id) => document.getElementById(id);
@@ -47,6 +53,17 @@ const stats = {
   errors: [],
   closeCode: null,
   closeReason: '',
+  transport: 'websocket',  // websocket | webrtc (asked for)
+  webrtc: {
+    state: null,          // READY | UNAVAILABLE | LOST (SessionOutput.webrtc)
+    active: false,        // the peer connection plays (the WebSocket frames are not shown)
+    mountpointId: null,
+    subscriptions: 0,     // READY messages acted on (re-subscriptions after a Janus restart)
+    message: '',
+    framesDecoded: 0, fps: 0, freezeCount: 0, totalFreezesDurationMs: 0, framesDropped: 0,
+    audioPacketsReceived: 0, audioSamplesReceived: 0, audioEnergy: 0, concealedSamples: 0,
+    jitterBufferDelayMs: null,
+  },
 };
 window.lipsyncStats = stats;
 
@@ -76,6 +93,9 @@ const canvas = $('video');
 const ctx2d = canvas.getContext('2d', { willReadFrequently: true });
 const pageOpened = performance.now();
 let h264Probe = null;       // VideoDecoder.isConfigSupported, asked once
+let viewer = null;          // JanusViewer while the session is watched over WebRTC
+let rtcEnded = false;       // the peer connection stopped: rebase on the next WebSocket frame
+const rtcVideo = $('rtc');
 
 function step(name) {
   if (stats.openSteps[name] === undefined) stats.openSteps[name] = Math.round(performance.now() - pageOpened);
@@ -187,7 +207,9 @@ async function connect() {
     setState(e.code === 1000 ? 'closed' : 'error');
     if (e.code !== 1000) { stats.errors.push(`closed ${e.code} ${e.reason}`); log(`session closed: ${e.code} ${e.reason}`); }
   };
-  const wantH264 = $('codec').value !== 'mjpeg';
+  const useRtc = $('transport').value === 'webrtc';
+  stats.transport = useRtc ? 'webrtc' : 'websocket';
+  const wantH264 = useRtc || $('codec').value !== 'mjpeg';
   const [, h264] = await Promise.all([ensureAudio().then(() => step('audioReady')), wantH264 ? h264Supported() : false]);
   if (socket !== ws) return;  // a newer connect() took over
   const ctxRate = audioCtx.sampleRate;
@@ -209,11 +231,13 @@ async function connect() {
     modelId: model, sampleRate: sessionRate, channels: 1, codec, fps: 25,
     lookaheadFrames: Number($('lookahead').value) || 0,
     authorization: k ? 'Bearer ' + k : '',
+    webrtc: useRtc,
   }));
 }
 
 function disconnect() {
   stopMic(); stopSending();
+  stopRtc();
   if (ws) { const old = ws; ws = null; try { old.close(); } catch { } }
   if (decoder) { try { decoder.close(); } catch { } decoder = null; }
   for (const q of queue) closeImage(q.image);
@@ -260,6 +284,8 @@ function onOutput(u8) {
     // it still holds of the speech and restarts its clock there (no waiting for it).
     if (name === 'INTERRUPTED' && ev.frameIndex >= 0) rebaseAt = ev.frameIndex;
     log(`event ${name}${ev.message ? ': ' + ev.message : ''}`);
+  } else if (out.webrtc) {
+    onWebRtc(out.webrtc);
   } else if (out.stats) {
     stats.serverStats = {
       framesSent: 0, speakingFrames: 0, repeatedFrames: 0, droppedFrames: 0,
@@ -310,6 +336,8 @@ function onFrame(f) {
   lastGeneration = Math.max(lastGeneration, f.generation || 0);
   backgroundOf.set(f.frameIndex, f.backgroundIndex || 0);
   if (backgroundOf.size > 500) backgroundOf.delete(backgroundOf.keys().next().value);
+  if (stats.webrtc.active) return;  // the peer connection plays this session
+  if (rtcEnded) { rtcEnded = false; rebase(f); }
   if (ptsBase === null) ptsBase = f.ptsUs;
   const meta = { index: f.frameIndex, speaking: !!f.speaking, background: f.backgroundIndex || 0, generation: f.generation || 0 };
   // Sound: this frame's samples start at its own position on the session clock.
@@ -364,6 +392,7 @@ function readPixelIndex() {
 }
 
 function draw() {
+  if (stats.webrtc.active) { drawRtc(); return; }
   if (!audioCtx || ptsBase === null || queue.length === 0) return;
   const now = playheadUs() + ptsBase;
   let show = null;
@@ -430,6 +459,90 @@ function measureOffset(pos) {
   stats.avOffsets.push(stats.avOffsetMs);
 }
 const backgroundOf = new Map();  // session frame index -> background index (recent)
+
+// --- WebRTC (Janus) ---
+
+function stopRtc() {
+  if (viewer) { viewer.close(); viewer = null; }
+  if (stats.webrtc.active) { stats.webrtc.active = false; rtcEnded = true; waitingKey = true; }
+  rtcVideo.srcObject = null;
+}
+
+function onWebRtc(info) {
+  const w = stats.webrtc;
+  w.state = proto.WebRtcState[info.state] || String(info.state);
+  w.message = info.message || '';
+  log(`webrtc ${w.state}${w.message ? ': ' + w.message : ''}`);
+  if (w.state !== 'READY') { stopRtc(); return; }  // the WebSocket frames play meanwhile
+  stopRtc();
+  w.mountpointId = info.mountpointId;
+  w.subscriptions++;
+  const mine = new JanusViewer(info, {
+    iceTransportPolicy: params.get('relay') ? 'relay' : 'all',
+    onTrack: (track, stream) => {
+      if (viewer !== mine) return;
+      if (rtcVideo.srcObject !== stream) rtcVideo.srcObject = stream;
+      rtcVideo.play().catch((e) => log('webrtc play: ' + e.message));
+    },
+    onState: (s) => {
+      if (viewer !== mine) return;
+      log('janus: ' + s);
+      if (s === 'webrtc up') {
+        // The picture comes from the peer connection now: drop what the WebSocket
+        // path holds, and ask for a key frame (a viewer joined).
+        for (const q of queue) closeImage(q.image);
+        queue = [];
+        if (player) player.port.postMessage({ type: 'reset', pos: 0 });
+        w.active = true;
+        sendControl(proto.Control.KEY_FRAME);
+      } else if (s.startsWith('hangup') || s.startsWith('janus unreachable')) {
+        if (w.active) { w.active = false; rtcEnded = true; waitingKey = true; }
+      }
+    },
+  });
+  viewer = mine;
+  mine.start().catch((e) => { if (viewer === mine) { log('webrtc: ' + e.message); stats.errors.push('webrtc: ' + e.message); } });
+}
+
+function drawRtc() {
+  if (rtcVideo.readyState < 2 || !rtcVideo.videoWidth) return;
+  if (canvas.width !== rtcVideo.videoWidth) canvas.width = rtcVideo.videoWidth;
+  if (canvas.height !== rtcVideo.videoHeight) canvas.height = rtcVideo.videoHeight;
+  ctx2d.drawImage(rtcVideo, 0, 0, canvas.width, canvas.height);
+  stats.pixelIndex = readPixelIndex();
+}
+
+// The peer connection's figures, once a second (getStats: inbound-rtp video and audio).
+let rtcLast = null;
+async function pollRtcStats() {
+  const pc = viewer && viewer.pc;
+  if (!pc || !stats.webrtc.active) { rtcLast = null; return; }
+  const report = await pc.getStats();
+  const w = stats.webrtc;
+  const t = performance.now();
+  report.forEach((r) => {
+    if (r.type !== 'inbound-rtp') return;
+    if (r.kind === 'video') {
+      if (rtcLast) w.fps = Math.round((r.framesDecoded - rtcLast.frames) * 1000 / (t - rtcLast.t));
+      rtcLast = { frames: r.framesDecoded, t };
+      w.framesDecoded = r.framesDecoded || 0;
+      w.freezeCount = r.freezeCount || 0;
+      w.totalFreezesDurationMs = Math.round((r.totalFreezesDuration || 0) * 1000);
+      w.framesDropped = r.framesDropped || 0;
+      stats.fps = w.fps;
+    } else if (r.kind === 'audio') {
+      w.audioPacketsReceived = r.packetsReceived || 0;
+      w.audioSamplesReceived = r.totalSamplesReceived || 0;
+      w.audioEnergy = r.totalAudioEnergy || 0;
+      w.concealedSamples = r.concealedSamples || 0;
+      if (r.jitterBufferEmittedCount) {
+        w.jitterBufferDelayMs = Math.round(r.jitterBufferDelay / r.jitterBufferEmittedCount * 1000);
+      }
+    }
+  });
+  updateFigures();
+}
+setInterval(() => { pollRtcStats().catch(() => {}); }, 1000);
 
 function updateFigures() {
   const s = stats.serverStats || {};
@@ -567,6 +680,7 @@ function interrupt() {
 $('connect').onclick = () => connect();
 $('avatar').onchange = () => connect();
 $('codec').onchange = () => connect();
+$('transport').onchange = () => connect();
 $('mic').onclick = () => (micStream ? stopMic() : startMic().catch((e) => log('microphone: ' + e.message)));
 $('wav').onchange = (e) => {
   const file = e.target.files[0];
@@ -586,11 +700,15 @@ setInterval(() => {
   if (stats.speaking === false && (stats.state === 'idle' || stats.state === 'speaking')) updateFigures();
 }, 500);
 
-window.lipsync = { connect, disconnect, speak, interrupt, startMic, stopMic, playWav, sendControl };
+window.lipsync = {
+  connect, disconnect, speak, interrupt, startMic, stopMic, playWav, sendControl,
+  webrtcInfo: () => (viewer ? viewer.info : null),  // the mountpoint this page watches (tests)
+};
 
 (async () => {
   $('key').value = params.get('key') || localStorage.getItem('lipsync-key') || '';
   if (params.get('codec')) $('codec').value = params.get('codec');
+  if (params.get('transport')) $('transport').value = params.get('transport');
   try {
     h264Supported();
     const audio = ensureAudio().catch((e) => log('audio: ' + e.message));

@@ -1,0 +1,106 @@
+// A small client of Janus's HTTP API for watching one streaming-plugin mountpoint
+// (docs/STREAMING.md "WebRTC through Janus"): create a Janus session with the session's
+// token, attach the streaming plugin, `watch` the mountpoint with its pin, answer
+// Janus's offer from an RTCPeerConnection, `start`, then long-poll events and keep the
+// Janus session alive until close(). No api_secret: the token the compositing server
+// made for this session opens the streaming plugin only.
+
+let transactions = 0;
+const tx = () => 'lipsync-' + (++transactions);
+
+async function post(url, body) {
+  const res = await fetch(url, {
+    method: 'POST', headers: { 'Content-Type': 'application/json' }, body: JSON.stringify(body),
+  });
+  if (!res.ok) throw new Error(`Janus ${body.janus}: HTTP ${res.status}`);
+  const reply = await res.json();
+  if (reply.janus === 'error') {
+    throw new Error(`Janus ${body.janus}: ${reply.error?.code} ${reply.error?.reason}`);
+  }
+  return reply;
+}
+
+export class JanusViewer {
+  // info: SessionOutput.webrtc (janusUrl, mountpointId, pin, token, iceServers).
+  // onTrack(MediaStreamTrack, MediaStream), onState(text) are called as things happen.
+  constructor(info, { onTrack, onState, iceTransportPolicy } = {}) {
+    this.info = info;
+    this.onTrack = onTrack || (() => {});
+    this.onState = onState || (() => {});
+    this.iceTransportPolicy = iceTransportPolicy || 'all';
+    this.closed = false;
+    this.pc = null;
+  }
+
+  async start() {
+    const { janusUrl, token } = this.info;
+    const created = await post(janusUrl, { janus: 'create', transaction: tx(), token });
+    this.sessionUrl = `${janusUrl}/${created.data.id}`;
+    const attached = await post(this.sessionUrl, {
+      janus: 'attach', plugin: 'janus.plugin.streaming', transaction: tx(), token,
+    });
+    this.handleUrl = `${this.sessionUrl}/${attached.data.id}`;
+    this.keepalive = setInterval(() => {
+      post(this.sessionUrl, { janus: 'keepalive', transaction: tx(), token }).catch(() => {});
+    }, 20000);
+    this.poll();
+    await post(this.handleUrl, {
+      janus: 'message', transaction: tx(), token,
+      body: { request: 'watch', id: this.info.mountpointId, pin: this.info.pin },
+    });
+    this.onState('watching');
+  }
+
+  // Long-poll GET on the session: Janus's offer, then status events.
+  async poll() {
+    while (!this.closed) {
+      let events;
+      try {
+        const res = await fetch(`${this.sessionUrl}?token=${encodeURIComponent(this.info.token)}&maxev=10&rid=${Date.now()}`);
+        if (!res.ok) throw new Error('HTTP ' + res.status);
+        events = await res.json();
+      } catch (e) {
+        if (!this.closed) this.onState('janus unreachable: ' + e.message);
+        return;
+      }
+      for (const ev of Array.isArray(events) ? events : [events]) await this.onEvent(ev);
+    }
+  }
+
+  async onEvent(ev) {
+    if (ev.janus === 'event' && ev.jsep && ev.jsep.type === 'offer') await this.answer(ev.jsep);
+    else if (ev.janus === 'webrtcup') this.onState('webrtc up');
+    else if (ev.janus === 'hangup') this.onState('hangup: ' + (ev.reason || ''));
+  }
+
+  async answer(offer) {
+    const iceServers = (this.info.iceServers || []).map((s) => ({
+      urls: s.urls, username: s.username || undefined, credential: s.credential || undefined,
+    }));
+    const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: this.iceTransportPolicy });
+    this.pc = pc;
+    pc.ontrack = (e) => this.onTrack(e.track, e.streams[0]);
+    pc.onicecandidate = (e) => {
+      const candidate = e.candidate ? e.candidate.toJSON() : { completed: true };
+      post(this.handleUrl, { janus: 'trickle', transaction: tx(), token: this.info.token, candidate })
+        .catch(() => {});
+    };
+    await pc.setRemoteDescription(offer);
+    const answer = await pc.createAnswer();
+    await pc.setLocalDescription(answer);
+    await post(this.handleUrl, {
+      janus: 'message', transaction: tx(), token: this.info.token,
+      body: { request: 'start' }, jsep: { type: answer.type, sdp: answer.sdp },
+    });
+  }
+
+  close() {
+    this.closed = true;
+    clearInterval(this.keepalive);
+    if (this.pc) this.pc.close();
+    if (this.sessionUrl) {
+      post(this.sessionUrl, { janus: 'destroy', transaction: tx(), token: this.info.token })
+        .catch(() => {});
+    }
+  }
+}
