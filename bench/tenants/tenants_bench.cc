@@ -555,6 +555,25 @@ int main(int argc, char** argv) {
       return Usage("populate needs --base and --model-root");
     return Populate(base, o.model_root, o.tenants);
   }
+  if (cmd == "list") {  // times ListModels over every tenant (no traffic)
+    o.server = flags->GetString("server");
+    if (o.server.empty()) return Usage("list needs --server");
+    auto stub = compositing::CompositingService::NewStub(
+        grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+    for (int i = 0; i < 3; ++i) {
+      lipsync::admin::ListModelsRequest request;
+      request.set_include_available(true);
+      request.set_limit(o.tenants + 100);
+      lipsync::admin::ListModelsResponse response;
+      grpc::ClientContext context;
+      const auto t0 = Clock::now();
+      grpc::Status status = stub->ListModels(&context, request, &response);
+      std::printf("ListModels: %s, %d entries, %.1f ms\n",
+                  lipsync::rpc::StatusCodeName(status.error_code()), response.models_size(),
+                  SecondsSince(t0) * 1000);
+    }
+    return 0;
+  }
   if (cmd != "run") return Usage("unknown subcommand '" + cmd.substr(0, 40) + "'");
   o.server = flags->GetString("server");
   o.store_dir = flags->GetString("store-dir");
