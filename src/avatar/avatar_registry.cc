@@ -651,6 +651,12 @@ std::vector<AvatarStats> AvatarRegistry::LoadedStats() const {
   return out;
 }
 
+bool AvatarRegistry::IsLoaded(const std::string& id) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = entries_.find(id);
+  return it != entries_.end() && it->second->state == AvatarState::kLoaded;
+}
+
 int64_t AvatarRegistry::evictions() const {
   std::lock_guard<std::mutex> lock(mu_);
   return evictions_;

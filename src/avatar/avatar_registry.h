@@ -164,6 +164,8 @@ class AvatarRegistry {
   // Stats of every loaded or failed avatar.
   std::vector<AvatarStats> LoadedStats() const;
 
+  // True when `id` is loaded now (one map lookup under the lock; no disk access).
+  bool IsLoaded(const std::string& id) const;
   int loaded_count() const;
   // Avatars evicted (model cap or memory cap) since start.
   int64_t evictions() const;

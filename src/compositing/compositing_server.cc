@@ -161,6 +161,8 @@ Expected<CompositeResponse> CompositingServer::Run(const CompositeRequest& reque
   CompositeResponse response;
   bool avatar_loaded_now = false;
   double avatar_load_ms = 0;
+  // A cold tenant: its model loads on the inference side while its avatar loads here.
+  if (!avatars_->IsLoaded(request.model_id)) PrefetchModel(request.model_id);
   LIPSYNC_ASSIGN_OR_RETURN(
       avatar::AvatarHandle avatar,
       avatars_->Acquire(request.model_id, &avatar_loaded_now, &avatar_load_ms, deadline));
@@ -352,6 +354,14 @@ Expected<ModelList> CompositingServer::ListModels(bool include_available, int li
   list.loaded_models = avatars_->loaded_count();
   list.max_models = avatars_->max_models();
   return list;
+}
+
+void CompositingServer::PrefetchModel(const std::string& model_id) {
+  auto hint = backend_.PrefetchModel(model_id);  // only a hint: its errors are ignored
+  if (!hint.ok()) {
+    LOG_DEBUG("prefetch of model '%s': %s", model_id.substr(0, 128).c_str(),
+              hint.status().ToString().c_str());
+  }
 }
 
 Expected<ModelLoadResult> CompositingServer::LoadModel(const std::string& model_id,

@@ -162,6 +162,10 @@ class CompositingServer {
   // Returns true if all finished. Idempotent.
   bool Shutdown(std::chrono::milliseconds grace);
 
+  // A hint to the inference side that `model_id` is about to be used (its avatar is
+  // being loaded): the model loads in the background meanwhile. Never fails or waits.
+  void PrefetchModel(const std::string& model_id);
+
   avatar::AvatarRegistry& avatars() { return *avatars_; }
   const config::CompositingConfig& config() const { return config_; }
   size_t compositing_threads() const { return compositor_.threads(); }

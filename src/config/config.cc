@@ -238,6 +238,7 @@ void ReadInference(MapReader& root, InferenceConfig* c) {
   });
   root.String("model_root", &c->model_root);
   root.String("model_cache_dir", &c->model_cache_dir);
+  root.Int64("model_cache_max_mb", &c->model_cache_max_mb, 0, int64_t{1} << 30);
   root.Section("logging", [&](MapReader& r) { ReadLogging(r, &c->logging); });
   root.Section("metrics", [&](MapReader& r) { ReadMetrics(r, &c->metrics); });
 }

@@ -129,6 +129,9 @@ struct InferenceConfig {
   std::string model_root;  // every <id>/checkpoint/model_best.onnx is a model
   // Optimized-graph cache (inference/model_cache.h), owned by the server; "" = off.
   std::string model_cache_dir;
+  // Disk cap on model_cache_dir in MiB: least recently used entries are removed after
+  // a new entry is written, until the folder fits (0 = no cap).
+  int64_t model_cache_max_mb = 10240;
   LoggingConfig logging;
   MetricsConfig metrics;
 };

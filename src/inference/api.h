@@ -115,6 +115,15 @@ struct HealthInfo {
   ModelCounters model_counters;  // local servers only (zero over gRPC)
 };
 
+// What a prefetch hint did (see InferenceBackend::PrefetchModel).
+enum class PrefetchResult {
+  kQueued,         // a background load will start (or has started)
+  kAlreadyLoaded,  // nothing to do
+  kLoading,        // a load is already under way
+  kDropped,        // the prefetch queue is full: the hint is ignored
+  kSent,           // remote: the hint is on its way (its answer is not waited for)
+};
+
 struct LoadResult {
   double load_time_ms = 0;
   bool already_loaded = false;
@@ -135,6 +144,13 @@ class InferenceBackend {
   virtual Expected<bool> UnloadModel(const std::string& model_id) = 0;
   // Empty id: all loaded models.
   virtual Expected<std::vector<ModelStats>> GetModelStats(const std::string& model_id) = 0;
+  // A hint that requests for `model_id` are coming: starts loading it in the
+  // background and returns at once, never waiting for the load (nor, remotely, for the
+  // answer). Callers ignore its errors: a hint never fails a request. Default: no-op.
+  virtual Expected<PrefetchResult> PrefetchModel(const std::string& model_id) {
+    (void)model_id;
+    return PrefetchResult::kDropped;
+  }
 };
 
 }  // namespace lipsync::inference

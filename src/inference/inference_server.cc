@@ -473,4 +473,20 @@ Expected<std::vector<ModelStats>> InferenceServer::GetModelStats(const std::stri
   return std::vector<ModelStats>{std::move(stats)};
 }
 
+Expected<PrefetchResult> InferenceServer::PrefetchModel(const std::string& model_id) {
+  if (shutting_down_.load()) return Status::Unavailable("server is shutting down");
+  LIPSYNC_ASSIGN_OR_RETURN(PrefetchOutcome outcome, registry_->Prefetch(model_id));
+  switch (outcome) {
+    case PrefetchOutcome::kQueued:
+      return PrefetchResult::kQueued;
+    case PrefetchOutcome::kAlreadyLoaded:
+      return PrefetchResult::kAlreadyLoaded;
+    case PrefetchOutcome::kLoading:
+      return PrefetchResult::kLoading;
+    case PrefetchOutcome::kDropped:
+      break;
+  }
+  return PrefetchResult::kDropped;
+}
+
 }  // namespace lipsync::inference

@@ -61,6 +61,8 @@ class InferenceServer : public InferenceBackend {
   Expected<LoadResult> LoadModel(const std::string& model_id, bool force_reload) override;
   Expected<bool> UnloadModel(const std::string& model_id) override;
   Expected<std::vector<ModelStats>> GetModelStats(const std::string& model_id) override;
+  // ModelRegistry::Prefetch (bounded background load). UNAVAILABLE while shutting down.
+  Expected<PrefetchResult> PrefetchModel(const std::string& model_id) override;
 
   // New requests get UNAVAILABLE "server is shutting down"; waits up to `grace` for the
   // requests in flight. Returns true when all of them finished. Idempotent.

@@ -7,12 +7,14 @@
 #include <sys/utsname.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <memory>
 #include <utility>
+#include <vector>
 #if defined(__x86_64__)
 #include <nmmintrin.h>
 #endif
@@ -175,9 +177,10 @@ std::string ErrnoText() { return std::strerror(errno); }
 
 }  // namespace
 
-ModelCache::ModelCache(std::string dir, int64_t max_entry_bytes)
+ModelCache::ModelCache(std::string dir, int64_t max_entry_bytes, int64_t max_total_bytes)
     : dir_(std::move(dir)),
-      max_entry_bytes_(max_entry_bytes > 0 ? max_entry_bytes : kDefaultMaxBytes) {}
+      max_entry_bytes_(max_entry_bytes > 0 ? max_entry_bytes : kDefaultMaxBytes),
+      max_total_bytes_(std::max<int64_t>(max_total_bytes, 0)) {}
 
 const std::string& ModelCache::CpuFeatures() {
   static const std::string features = [] {
@@ -341,6 +344,7 @@ Expected<ModelCache::Entry> ModelCache::Read(const std::string& key) {
     return corrupt("fails its CRC-32C checksum");
   }
   ++hits_;
+  if (max_total_bytes_ > 0) futimens(file.fd, nullptr);  // used now (LRU); best effort
   return entry;
 }
 
@@ -391,12 +395,50 @@ Status ModelCache::Commit(const std::string& key, const std::string& raw_path) {
     return st;
   }
   ++writes_;
+  Trim(key);
   return Status::Ok();
 }
 
 void ModelCache::Discard(const std::string& key) {
   std::error_code ec;
   fs::remove(EntryPath(key), ec);
+}
+
+int ModelCache::Trim(const std::string& keep) {
+  if (max_total_bytes_ <= 0) return 0;
+  std::lock_guard<std::mutex> lock(trim_mu_);
+  struct Found {
+    int64_t used_ns;
+    int64_t bytes;
+    std::string path;
+  };
+  std::vector<Found> entries;
+  int64_t total = 0;
+  const std::string kept = keep.empty() ? std::string() : keep + ".lsoc";
+  std::error_code ec;
+  for (fs::directory_iterator it(dir_, ec), end; !ec && it != end; it.increment(ec)) {
+    const std::string name = it->path().filename().string();
+    if (name.size() < 5 || name.compare(name.size() - 5, 5, ".lsoc") != 0) continue;
+    struct stat st {};
+    if (stat(it->path().c_str(), &st) != 0 || !S_ISREG(st.st_mode)) continue;
+    total += st.st_size;
+    if (name == kept) continue;
+    entries.push_back({static_cast<int64_t>(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec,
+                       static_cast<int64_t>(st.st_size), it->path().string()});
+  }
+  if (total <= max_total_bytes_) return 0;
+  std::sort(entries.begin(), entries.end(), [](const Found& a, const Found& b) {
+    return a.used_ns != b.used_ns ? a.used_ns < b.used_ns : a.path < b.path;
+  });
+  int removed = 0;
+  for (const Found& entry : entries) {
+    if (total <= max_total_bytes_) break;
+    if (unlink(entry.path.c_str()) != 0) continue;  // already gone (another process)
+    total -= entry.bytes;
+    ++removed;
+  }
+  evictions_ += removed;
+  return removed;
 }
 
 }  // namespace lipsync::inference

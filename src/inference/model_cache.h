@@ -20,8 +20,13 @@
 // Content hashes (SHA-256: a tenant must not be able to make its model's key collide
 // with another's) are remembered per file identity (device, inode, size, mtime, ctime),
 // so a model evicted and loaded again, or many tenants hard-linked to one file, are
-// hashed once per process. Disk use: about one source model's size per distinct model
-// (there is no size cap; docs/OPERATIONS.md).
+// hashed once per process. Disk use: about one source model's size per distinct model,
+// bounded by `max_total_bytes` (inference.model_cache_max_mb): a hit marks its entry
+// used (its mtime), and after each new entry is written the least recently used
+// entries are removed until the folder fits. The sweep (a directory scan, stats and
+// unlinks) runs on the writing thread, which holds no registry lock (the loader runs
+// with the registry unlocked); a removed entry still mapped by a loading session stays
+// readable until unmapped, and a later load of it is a miss that rebuilds it.
 //
 // Thread-safe: any number of threads may call every method at once.
 #pragma once
@@ -41,7 +46,8 @@ class ModelCache {
  public:
   // `dir` is created (with parents) on first write. `max_entry_bytes` bounds what is
   // read from an entry or a source model (0 = 4 GiB).
-  explicit ModelCache(std::string dir, int64_t max_entry_bytes = 0);
+  // `max_total_bytes` caps the entries' total size (0 = no cap).
+  explicit ModelCache(std::string dir, int64_t max_entry_bytes = 0, int64_t max_total_bytes = 0);
 
   const std::string& dir() const { return dir_; }
 
@@ -81,12 +87,17 @@ class ModelCache {
   Status Commit(const std::string& key, const std::string& raw_path);
   // Removes the entry of `key` (an entry ORT refused to load).
   void Discard(const std::string& key);
+  // Removes least recently used entries (oldest mtime first, never `keep`) until the
+  // entries' total size is at most max_total_bytes; returns how many were removed.
+  // Commit calls it; a no-op without a cap.
+  int Trim(const std::string& keep = "");
 
   // Counters since construction.
   int64_t hits() const { return hits_; }
   int64_t misses() const { return misses_; }
   int64_t corrupt() const { return corrupt_; }
   int64_t writes() const { return writes_; }
+  int64_t evictions() const { return evictions_; }
 
   // The CPU's feature flags as the key uses them ("x86_64 avx2 fma ...").
   static const std::string& CpuFeatures();
@@ -95,9 +106,12 @@ class ModelCache {
   using FileIdentity = std::tuple<uint64_t, uint64_t, int64_t, int64_t, int64_t>;
   const std::string dir_;
   const int64_t max_entry_bytes_;
-  std::mutex mu_;  // guards content_hashes_ (held only for map look-ups)
+  const int64_t max_total_bytes_;
+  std::mutex trim_mu_;  // one sweep at a time (never held with mu_ or by a request)
+  std::mutex mu_;       // guards content_hashes_ (held only for map look-ups)
   std::map<FileIdentity, std::string> content_hashes_;
-  std::atomic<int64_t> hits_{0}, misses_{0}, corrupt_{0}, writes_{0}, temp_counter_{0};
+  std::atomic<int64_t> hits_{0}, misses_{0}, corrupt_{0}, writes_{0}, evictions_{0},
+      temp_counter_{0};
 };
 
 }  // namespace lipsync::inference

@@ -923,7 +923,8 @@ RegistryOptions RegistryOptionsFromConfig(const config::InferenceConfig& config,
   }
   o.model_root = config.model_root;
   if (!config.model_cache_dir.empty()) {
-    o.cache = std::make_shared<ModelCache>(config.model_cache_dir, o.max_model_file_bytes);
+    o.cache = std::make_shared<ModelCache>(config.model_cache_dir, o.max_model_file_bytes,
+                                           config.model_cache_max_mb * (int64_t{1} << 20));
   }
   return o;
 }

@@ -234,6 +234,7 @@ Status BindInference(::inference::InferenceService::Service* service,
   LIPSYNC_RETURN_IF_ERROR(b.Bind(3, "LoadModel", &S::LoadModel));
   LIPSYNC_RETURN_IF_ERROR(b.Bind(4, "UnloadModel", &S::UnloadModel));
   LIPSYNC_RETURN_IF_ERROR(b.Bind(5, "GetModelStats", &S::GetModelStats));
+  LIPSYNC_RETURN_IF_ERROR(b.Bind(6, "PrefetchModel", &S::PrefetchModel));
   return b.Complete();
 }
 

@@ -398,4 +398,48 @@ Expected<std::vector<inference::ModelStats>> GrpcInferenceBackend::GetModelStats
   return models;
 }
 
+GrpcInferenceBackend::~GrpcInferenceBackend() {
+  std::unique_lock<std::mutex> lock(prefetch_mu_);
+  prefetch_cv_.wait(lock, [&] { return prefetches_in_flight_ == 0; });
+}
+
+Expected<inference::PrefetchResult> GrpcInferenceBackend::PrefetchModel(
+    const std::string& model_id) {
+  {
+    std::lock_guard<std::mutex> lock(prefetch_mu_);
+    if (prefetches_in_flight_ >= std::max(options_.max_prefetches_in_flight, 0)) {
+      return inference::PrefetchResult::kDropped;
+    }
+    ++prefetches_in_flight_;
+  }
+  // The call's state lives until its callback (gRPC's thread) runs.
+  struct Hint {
+    grpc::ClientContext context;
+    pb::PrefetchModelRequest request;
+    pb::PrefetchModelResponse response;
+  };
+  auto hint = std::make_shared<Hint>();
+  hint->request.set_model_id(model_id);
+  hint->context.set_deadline(ToSystem(Clock::now() + options_.prefetch_timeout));
+  if (!options_.api_key.empty()) {
+    hint->context.AddMetadata("authorization", "Bearer " + options_.api_key);
+  }
+  hint->context.AddMetadata("x-model-id", model_id);
+  // The server the model's Infer calls go to first (no failover: it is only a hint).
+  const std::vector<Endpoint*> candidates = Candidates(model_id);
+  ++attempts_;
+  candidates.front()->stub->async()->PrefetchModel(
+      &hint->context, &hint->request, &hint->response, [this, hint](grpc::Status status) {
+        if (!status.ok()) {
+          LOG_DEBUG("prefetch of model '%s' not taken: %s",
+                    hint->request.model_id().substr(0, 128).c_str(),
+                    status.error_message().substr(0, 200).c_str());
+        }
+        std::lock_guard<std::mutex> lock(prefetch_mu_);
+        --prefetches_in_flight_;
+        prefetch_cv_.notify_all();
+      });
+  return inference::PrefetchResult::kSent;
+}
+
 }  // namespace lipsync::rpc

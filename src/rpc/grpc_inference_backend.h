@@ -21,8 +21,10 @@
 
 #include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstdint>
 #include <memory>
+#include <mutex>
 #include <string>
 #include <vector>
 
@@ -49,6 +51,11 @@ struct GrpcBackendOptions {
   std::chrono::milliseconds max_reconnect_backoff{2000};
   std::string api_key;      // sent as "authorization: Bearer <key>"
   std::string tls_ca_path;  // set: TLS, verifying the servers with this CA
+  // PrefetchModel hints: sent asynchronously to the server the model's Infer calls go
+  // to, at most this many unanswered at once (beyond that a hint is dropped), each
+  // given up after prefetch_timeout.
+  int max_prefetches_in_flight = 8;
+  std::chrono::milliseconds prefetch_timeout{1000};
 };
 
 // The compositing config's inference_server section as options (url or urls).
@@ -69,6 +76,8 @@ class GrpcInferenceBackend : public inference::InferenceBackend {
   // target and targets, an empty or repeated address; FAILED_PRECONDITION when the CA
   // file cannot be read.
   static Expected<std::unique_ptr<GrpcInferenceBackend>> Create(GrpcBackendOptions options);
+  // Waits for the prefetch hints still in flight (each ends within prefetch_timeout).
+  ~GrpcInferenceBackend() override;
 
   Expected<inference::InferResult> Infer(const inference::InferRequest& request) override;
   // Several servers: healthy when any is; counts summed over the servers that answer.
@@ -81,6 +90,9 @@ class GrpcInferenceBackend : public inference::InferenceBackend {
                                             bool force_reload) override;
   Expected<bool> UnloadModel(const std::string& model_id) override;
   Expected<std::vector<inference::ModelStats>> GetModelStats(const std::string& model_id) override;
+  // Fire and forget: kSent once the hint is on its way (its answer and errors are only
+  // logged at debug), kDropped when max_prefetches_in_flight are unanswered.
+  Expected<inference::PrefetchResult> PrefetchModel(const std::string& model_id) override;
 
   // Calls made, one per server tried (gRPC's retries inside a call are not counted).
   int64_t attempts() const { return attempts_.load(); }
@@ -107,6 +119,10 @@ class GrpcInferenceBackend : public inference::InferenceBackend {
   std::vector<std::string> targets_;
   std::vector<Endpoint> endpoints_;
   std::atomic<int64_t> attempts_{0};
+  // Prefetch hints sent and not yet answered; the destructor waits for zero.
+  std::mutex prefetch_mu_;
+  std::condition_variable prefetch_cv_;
+  int prefetches_in_flight_ = 0;  // guarded by prefetch_mu_
 };
 
 }  // namespace lipsync::rpc

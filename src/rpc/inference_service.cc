@@ -346,4 +346,32 @@ grpc::Status InferenceServiceImpl::GetModelStats(grpc::ServerContext* context,
   });
 }
 
+grpc::Status InferenceServiceImpl::PrefetchModel(grpc::ServerContext* context,
+                                                 const pb::PrefetchModelRequest* request,
+                                                 pb::PrefetchModelResponse* response) {
+  // Scope "infer" on the tenant (the compositing credential has it; LoadModel needs admin).
+  const CallSpec spec{"PrefetchModel", auth::Scope::kInfer, request->model_id(), 0};
+  return ops().Handle(context, spec, *request, response, [&](Call&) -> grpc::Status {
+    auto result = backend_->PrefetchModel(request->model_id());
+    if (!result.ok()) return Fail(result.status(), response);
+    response->set_success(true);
+    switch (*result) {
+      case inference::PrefetchResult::kAlreadyLoaded:
+        response->set_outcome(pb::PrefetchModelResponse::ALREADY_LOADED);
+        break;
+      case inference::PrefetchResult::kLoading:
+        response->set_outcome(pb::PrefetchModelResponse::LOADING);
+        break;
+      case inference::PrefetchResult::kDropped:
+        response->set_outcome(pb::PrefetchModelResponse::DROPPED);
+        break;
+      case inference::PrefetchResult::kQueued:
+      case inference::PrefetchResult::kSent:
+        response->set_outcome(pb::PrefetchModelResponse::QUEUED);
+        break;
+    }
+    return grpc::Status::OK;
+  });
+}
+
 }  // namespace lipsync::rpc

@@ -40,6 +40,9 @@ class InferenceServiceImpl final : public ::inference::InferenceService::Service
   grpc::Status GetModelStats(grpc::ServerContext* context,
                              const ::lipsync::admin::GetModelStatsRequest* request,
                              ::lipsync::admin::GetModelStatsResponse* response) override;
+  grpc::Status PrefetchModel(grpc::ServerContext* context,
+                             const ::inference::PrefetchModelRequest* request,
+                             ::inference::PrefetchModelResponse* response) override;
 
  private:
   inference::InferenceBackend* backend_;

@@ -6,6 +6,7 @@
 #include <gtest/gtest.h>
 #include <unistd.h>
 
+#include <chrono>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
@@ -201,6 +202,67 @@ TEST_F(ModelCacheTest, ConfigKeyGivesTheRegistryACache) {
   EXPECT_EQ(o.cache->writes(), 1);
   EXPECT_EQ(o.cache->hits(), 1);
   EXPECT_EQ(RegistryOptionsFromConfig(config::InferenceConfig{}, {-1}).cache, nullptr);
+}
+
+// Writes a raw "optimized model" of `bytes` bytes and commits it as `key`.
+Status CommitBytes(ModelCache& cache, const std::string& key, size_t bytes) {
+  auto raw = cache.TempPath();
+  if (!raw.ok()) return raw.status();
+  { std::ofstream(*raw, std::ios::binary) << std::string(bytes, 'x'); }
+  return cache.Commit(key, *raw);
+}
+
+// Sets the entry's last use (mtime) to `seconds` after the epoch.
+void SetUsed(ModelCache& cache, const std::string& key, int64_t seconds) {
+  fs::last_write_time(
+      cache.EntryPath(key),
+      fs::file_time_type::clock::from_sys(std::chrono::sys_seconds{std::chrono::seconds{seconds}}));
+}
+
+TEST_F(ModelCacheTest, SizeCapEvictsLeastRecentlyUsedEntries) {
+  // Room for two 1000-byte entries (each 24 header bytes more), not three.
+  ModelCache cache((dir_ / "capped").string(), 0, 2100);
+  ASSERT_TRUE(CommitBytes(cache, "a", 1000).ok());
+  ASSERT_TRUE(CommitBytes(cache, "b", 1000).ok());
+  EXPECT_EQ(cache.evictions(), 0);
+  SetUsed(cache, "a", 1000);
+  SetUsed(cache, "b", 2000);
+  ASSERT_TRUE(cache.Read("a").ok());  // a hit marks "a" used now: "b" is the oldest
+  ASSERT_TRUE(CommitBytes(cache, "c", 1000).ok());
+  EXPECT_EQ(cache.evictions(), 1);
+  EXPECT_TRUE(fs::exists(cache.EntryPath("a")));
+  EXPECT_FALSE(fs::exists(cache.EntryPath("b")));
+  EXPECT_TRUE(fs::exists(cache.EntryPath("c")));
+  EXPECT_EQ(cache.Read("b").status().code(), StatusCode::kNotFound);  // a miss: rebuilt
+
+  // An entry larger than the cap on its own is kept (the one just written); the rest go.
+  ASSERT_TRUE(CommitBytes(cache, "big", 3000).ok());
+  EXPECT_TRUE(fs::exists(cache.EntryPath("big")));
+  EXPECT_FALSE(fs::exists(cache.EntryPath("a")));
+  EXPECT_FALSE(fs::exists(cache.EntryPath("c")));
+  EXPECT_EQ(cache.evictions(), 3);
+
+  // Without a cap nothing is removed.
+  ModelCache uncapped((dir_ / "uncapped").string());
+  for (const char* key : {"a", "b", "c"}) ASSERT_TRUE(CommitBytes(uncapped, key, 1000).ok());
+  EXPECT_EQ(uncapped.Trim(), 0);
+  EXPECT_EQ(uncapped.evictions(), 0);
+}
+
+TEST_F(ModelCacheTest, CapConfigKeyReachesTheCache) {
+  auto config = config::ParseInferenceConfig(
+      "model_cache_dir: " + (dir_ / "cache").string() + "\nmodel_cache_max_mb: 1\n", "inline");
+  ASSERT_TRUE(config.ok()) << config.status().ToString();
+  EXPECT_EQ(config->model_cache_max_mb, 1);
+  EXPECT_EQ(config::InferenceConfig{}.model_cache_max_mb, 10240);
+  RegistryOptions o = RegistryOptionsFromConfig(*config, {-1});
+  ASSERT_NE(o.cache, nullptr);
+  ASSERT_TRUE(CommitBytes(*o.cache, "a", 600 * 1024).ok());
+  ASSERT_TRUE(CommitBytes(*o.cache, "b", 600 * 1024).ok());  // 1.2 MB > 1 MiB
+  EXPECT_EQ(o.cache->evictions(), 1);
+  EXPECT_FALSE(fs::exists(o.cache->EntryPath("a")));
+  auto negative = config::ParseInferenceConfig("model_cache_max_mb: -1\n", "inline");
+  EXPECT_FALSE(negative.ok());
 }
 
 }  // namespace
