@@ -409,10 +409,10 @@ Status LiveSession::Impl::Init() {
   jpeg_quality_ = p.jpeg_quality == 0 ? server_.config().output.jpeg_quality : p.jpeg_quality;
   batch_ms_ = g_batch_ms_guess.load();
 
-  // Loads the avatar and the network (NOT_FOUND for an unknown model), then pins the
-  // avatar for the session's life.
-  auto loaded = server_.LoadModel(p.model_id, /*force_reload=*/false);
-  if (!loaded.ok()) return loaded.status();
+  // Pins the avatar for the session's life (loading it: NOT_FOUND for an unknown
+  // model) while the network loads in the background: the first idle frame does not
+  // wait for the model, the first speech waits for it on the normal inference path.
+  server_.PrefetchModel(p.model_id);
   auto handle = server_.avatars().Acquire(p.model_id);
   if (!handle.ok()) return handle.status();
   avatar_ = std::move(*handle);
