@@ -229,9 +229,6 @@ struct CompositingConfig {
     std::string root;                // the page's files; empty: the built-in path
     int max_connections = 64;        // HTTP + WebSocket connections at once
   } web;
-};
-
-// Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path
   // Live sessions over WebRTC through Janus (issue 13; docs/STREAMING.md, OPERATIONS.md).
   struct WebRtc {
     bool enabled = false;
@@ -251,6 +248,9 @@ struct CompositingConfig {
     };
     std::vector<IceServer> ice_servers;  // for the page's RTCPeerConnection, by name
   } webrtc;
+};
+
+// Parse a YAML file. NOT_FOUND if missing, INVALID_ARGUMENT with file and key path
 // for syntax errors, unknown keys, wrong types and out-of-range values.
 Expected<InferenceConfig> LoadInferenceConfig(const std::string& path);
 Expected<CompositingConfig> LoadCompositingConfig(const std::string& path);
