@@ -63,6 +63,7 @@ const stats = {
     framesDecoded: 0, fps: 0, freezeCount: 0, totalFreezesDurationMs: 0, framesDropped: 0,
     audioPacketsReceived: 0, audioSamplesReceived: 0, audioEnergy: 0, concealedSamples: 0,
     jitterBufferDelayMs: null,
+    localCandidateType: null,  // the selected ICE pair's local side (relay: through TURN)
   },
 };
 window.lipsyncStats = stats;
@@ -521,6 +522,11 @@ async function pollRtcStats() {
   const w = stats.webrtc;
   const t = performance.now();
   report.forEach((r) => {
+    if (r.type === 'transport' && r.selectedCandidatePairId) {
+      const pair = report.get(r.selectedCandidatePairId);
+      const local = pair && report.get(pair.localCandidateId);
+      if (local) w.localCandidateType = local.candidateType;  // host | srflx | relay
+    }
     if (r.type !== 'inbound-rtp') return;
     if (r.kind === 'video') {
       if (rtcLast) w.fps = Math.round((r.framesDecoded - rtcLast.frames) * 1000 / (t - rtcLast.t));

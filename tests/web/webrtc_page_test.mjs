@@ -7,6 +7,9 @@
 //   - a second viewer of the same mountpoint (janus.js on another page) decodes too; a
 //     second session gets its own mountpoint;
 //   - a session that ends removes its mountpoint;
+//   - relay only (WEBRTC_RELAY=1, not passing yet): a page with iceTransportPolicy
+//     'relay' through Debian's coturn on loopback (deploy/coturn/turnserver.conf, its
+//     loopback lines uncommented);
 //   - Janus restarted mid-session: the page says LOST, shows the WebSocket's frames
 //     meanwhile, and subscribes again by itself to the re-created mountpoint.
 // Bounds are LOOSE (a loaded 2-core box); the figures are printed.
@@ -24,6 +27,9 @@ const require = createRequire(path.join(process.env.PLAYWRIGHT_DIR, 'node_module
 const { chromium } = require('playwright-core');
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
+// Where coturn listens (loopback by default).
+const TURN_HOST = process.env.TURN_HOST || '127.0.0.1';
+const RELAY = process.env.WEBRTC_RELAY === '1';
 const API_SECRET = 'change-me-api-secret', ADMIN_KEY = 'change-me-admin-key', ADMIN_SECRET = 'change-me-admin-secret';
 const failures = [];
 const figures = {};
@@ -113,6 +119,24 @@ async function main() {
     [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const janus = new Janus(path.join(WORK, 'janus'), janusPort, adminPort);
   await janus.start();
+  // coturn from the shipped example, on loopback (its loopback lines uncommented).
+  const turnPort = await freePort();
+  let turnConf = fs.readFileSync(path.join(ROOT, 'deploy', 'coturn', 'turnserver.conf'), 'utf8')
+    .replace('listening-port=3478', `listening-port=${turnPort}`)
+    .replace('tls-listening-port=5349', `tls-listening-port=${await freePort()}`)
+    .replace('min-port=49152', 'min-port=31001').replace('max-port=65535', 'max-port=32000')
+    .replace('#allow-loopback-peers', 'allow-loopback-peers')
+    .replace('#listening-ip=127.0.0.1', `listening-ip=${TURN_HOST}`)
+    .replace('#relay-ip=127.0.0.1', 'relay-ip=127.0.0.1');
+  fs.writeFileSync(path.join(WORK, 'turnserver.conf'), turnConf);
+  let turnLog = '';
+  if (RELAY) {
+    const turn = spawn('/usr/bin/turnserver', ['-c', path.join(WORK, 'turnserver.conf'), '--log-file', 'stdout', '--no-tls', '--no-dtls'],
+      { stdio: ['ignore', 'pipe', 'pipe'] });
+    turn.stdout.on('data', (d) => { turnLog += d; });
+    turn.stderr.on('data', (d) => { turnLog += d; });
+    process.on('exit', () => { try { turn.kill('SIGKILL'); } catch { } });
+  }
   fs.writeFileSync(path.join(WORK, 'inference.yaml'), `server:
   port: "127.0.0.1:${inferPort}"
 gpus:
@@ -141,6 +165,11 @@ webrtc:
   admin_secret: "${ADMIN_SECRET}"
   rtp_interface: "127.0.0.1"
   instance: "webrtc-page-test"
+  ice_servers:
+    turn:
+      urls: ["turn:${TURN_HOST}:${turnPort}?transport=udp"]
+      username: "lipsync"
+      credential: "change-me-turn-password"
 `);
   const server = spawn(BIN, ['serve', '--inference-config', path.join(WORK, 'inference.yaml'),
     '--compositing-config', path.join(WORK, 'compositing.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
@@ -211,6 +240,30 @@ webrtc:
     const endBy = Date.now() + 15000;
     while (Date.now() < endBy && (ids = await janus.mountpoints()).length !== 1) await sleep(200);
     check(ids.length === 1 && ids[0] === s.webrtc.mountpointId, `a session that ends removes its mountpoint (${ids.length} left)`);
+
+    // Relay only: a page with iceTransportPolicy 'relay' gets the stream through coturn.
+    // NOT PASSING YET (chromium never reaches coturn on loopback: ICE fails); opt-in
+    // with WEBRTC_RELAY=1 while it is being fixed.
+    if (RELAY) {
+    const relay = await browser.newPage();
+    await relay.goto(`${base}/?avatar=demo&transport=webrtc&relay=1`);
+    if (await waitFor(relay, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.framesDecoded > 10, 30000, 'a relay-only page plays through coturn')) {
+      await sleep(1200);
+      const r = await stats(relay);
+      check(r.webrtc.localCandidateType === 'relay', `the selected ICE pair is relayed (${r.webrtc.localCandidateType})`);
+      const rm = await rtcFps(relay, 2000);
+      figures.relay = rm;
+      check(rm.fps > 15 && rm.audioPackets > 30, `relayed frames at about 25 fps with audio (${rm.fps}, ${rm.audioPackets} packets)`);
+    } else {
+      fs.writeFileSync(path.join(WORK, 'turn.log'), turnLog);
+      const r = await stats(relay);
+      console.log('[webrtc-page-test] relay page: ' + JSON.stringify(r.webrtc) + ' ice: ' +
+        JSON.stringify(await relay.evaluate(() => window.lipsync.webrtcInfo() && window.lipsync.webrtcInfo().iceServers)) +
+        ' log: ' + (await relay.evaluate(() => document.getElementById('log').textContent)).slice(-800));
+      console.log(`[webrtc-page-test] coturn's log: ${path.join(WORK, 'turn.log')}`);
+    }
+    await relay.close();
+    }
 
     // Janus restarted mid-session: LOST, the WebSocket's frames meanwhile, then READY again.
     await janus.stop();
