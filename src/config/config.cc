@@ -347,7 +347,6 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
     r.String("root", &c->web.root);
     r.Int("max_connections", &c->web.max_connections, 1, 100000);
   });
-}
   root.Section("webrtc", [&](MapReader& r) {
     CompositingConfig::WebRtc& w = c->webrtc;
     r.Bool("enabled", &w.enabled);
@@ -382,6 +381,7 @@ void ReadCompositing(MapReader& root, CompositingConfig* c) {
                       "Janus's admin_secret (janus.jcfg), for per-session viewer tokens");
     }
   });
+}
 
 Expected<std::string> ReadConfigFile(const std::string& path) {
   std::error_code ec;
