@@ -51,7 +51,7 @@ class ModelCacheTest : public ::testing::Test {
   }
 
   std::string EntryFile(ModelCache& cache) {
-    auto key = cache.KeyFor(model_, kCpu);
+    auto key = cache.KeyFor(model_, label_);
     EXPECT_TRUE(key.ok()) << key.status().ToString();
     return key.ok() ? cache.EntryPath(*key) : "";
   }
@@ -62,6 +62,8 @@ class ModelCacheTest : public ::testing::Test {
     auto cached = OnnxModel::Load({model_, ""}, -1, &cache);
     ASSERT_TRUE(plain.ok()) << plain.status().ToString();
     ASSERT_TRUE(cached.ok()) << cached.status().ToString();
+    // The entry's provider label, as OnnxModel::Load keys it (wrapped for uint8 I/O or not).
+    label_ = std::string(kCpu) + ((*cached)->uint8_io() ? " uint8-io" : "");
     EXPECT_EQ(RunOnce(**cached), RunOnce(**plain));
     float first;
     const std::string out = RunOnce(**cached);
@@ -71,6 +73,7 @@ class ModelCacheTest : public ::testing::Test {
 
   fs::path dir_;
   std::string model_;
+  std::string label_ = kCpu;
 };
 
 TEST_F(ModelCacheTest, FirstLoadWritesTheEntryAndTheNextLoadUsesIt) {
@@ -153,7 +156,7 @@ TEST_F(ModelCacheTest, CorruptTruncatedAndForeignEntriesAreRebuilt) {
   EXPECT_EQ(cache.corrupt(), 4);
   EXPECT_EQ(cache.writes(), 5);
   EXPECT_EQ(fs::file_size(entry), size);
-  auto read = cache.Read(*cache.KeyFor(model_, kCpu));
+  auto read = cache.Read(*cache.KeyFor(model_, label_));
   ASSERT_TRUE(read.ok()) << read.status().ToString();
   EXPECT_EQ(read->size() + 24, size);
 }

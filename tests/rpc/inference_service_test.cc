@@ -215,8 +215,10 @@ TEST_F(InferenceServiceTest, Uint8OutputEqualsRoundedFloatOutput) {
   const std::vector<float> values = AsFloats(as_float.output_frames());
   ASSERT_EQ(as_uint8.output_frames().size(), values.size());
   for (size_t i = 0; i < values.size(); ++i) {
+    // Rounded inside the graph (ONNX Round: half to even, in float): within one level.
     const int expected = static_cast<int>(std::lround(std::clamp(values[i], 0.f, 1.f) * 255.f));
-    ASSERT_EQ(static_cast<uint8_t>(as_uint8.output_frames()[i]), expected) << "value " << i;
+    ASSERT_LE(std::abs(static_cast<uint8_t>(as_uint8.output_frames()[i]) - expected), 1)
+        << "value " << i;
   }
 }
 
