@@ -123,12 +123,30 @@ class RecordingSink : public SessionSink {
   int64_t refused_ = 0;
 };
 
-// One in-process cluster for the whole binary (the servers are thread-safe).
+// One in-process cluster for the whole binary (the servers are thread-safe), destroyed
+// after the last test: its registries' background loads (a session's model prefetch)
+// are joined before the process exits and ONNX Runtime's globals go.
+e2e::Cluster*& ClusterSlot() {
+  static e2e::Cluster* cluster = nullptr;
+  return cluster;
+}
+
+class ClusterEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    delete ClusterSlot();
+    ClusterSlot() = nullptr;
+  }
+};
+[[maybe_unused]] const ::testing::Environment* const kClusterEnvironment =
+    ::testing::AddGlobalTestEnvironment(new ClusterEnvironment);
+
 e2e::Cluster& TheCluster() {
-  static e2e::Cluster* cluster = [] {
+  e2e::Cluster*& cluster = ClusterSlot();
+  if (cluster == nullptr) {
     e2e::TalkingTenant();
-    return new e2e::Cluster(e2e::Mode::kSingleProcess);
-  }();
+    cluster = new e2e::Cluster(e2e::Mode::kSingleProcess);
+  }
   return *cluster;
 }
 
