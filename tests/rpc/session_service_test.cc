@@ -129,8 +129,26 @@ config::CompositingConfig TestConfig() {
   return c;
 }
 
+// One server for the whole binary, destroyed after the last test so that background work
+// (a session's model prefetch) is joined before the process exits.
+TestServer*& ServerSlot() {
+  static TestServer* server = nullptr;
+  return server;
+}
+
+class ServerEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    delete ServerSlot();
+    ServerSlot() = nullptr;
+  }
+};
+[[maybe_unused]] const ::testing::Environment* const kServerEnvironment =
+    ::testing::AddGlobalTestEnvironment(new ServerEnvironment);
+
 TestServer& Server() {
-  static TestServer* server = new TestServer(TestConfig());
+  TestServer*& server = ServerSlot();
+  if (server == nullptr) server = new TestServer(TestConfig());
   return *server;
 }
 

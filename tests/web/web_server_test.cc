@@ -116,8 +116,26 @@ class TestServer {
   std::unique_ptr<WebServer> web_;
 };
 
+// One server for the whole binary, destroyed after the last test so that background work
+// (a session's model prefetch) is joined before the process exits.
+TestServer*& ServerSlot() {
+  static TestServer* server = nullptr;
+  return server;
+}
+
+class ServerEnvironment : public ::testing::Environment {
+ public:
+  void TearDown() override {
+    delete ServerSlot();
+    ServerSlot() = nullptr;
+  }
+};
+[[maybe_unused]] const ::testing::Environment* const kServerEnvironment =
+    ::testing::AddGlobalTestEnvironment(new ServerEnvironment);
+
 TestServer& Server() {
-  static TestServer* server = new TestServer(/*max_connections=*/6);
+  TestServer*& server = ServerSlot();
+  if (server == nullptr) server = new TestServer(/*max_connections=*/6);
   return *server;
 }
 
