@@ -412,13 +412,16 @@ Expected<inference::PrefetchResult> GrpcInferenceBackend::PrefetchModel(
     }
     ++prefetches_in_flight_;
   }
-  // The call's state lives until its callback (gRPC's thread) runs.
+  // The call's state lives until its callback (gRPC's thread) runs, and is deleted there.
+  // Not owned by the callback (a shared_ptr captured in it): the callback is freed with the
+  // call, which the context's destructor releases, so the context would be destroyed from
+  // inside its own destructor (gRPC's "prior > 0" abort).
   struct Hint {
     grpc::ClientContext context;
     pb::PrefetchModelRequest request;
     pb::PrefetchModelResponse response;
   };
-  auto hint = std::make_shared<Hint>();
+  auto* hint = new Hint;
   hint->request.set_model_id(model_id);
   hint->context.set_deadline(ToSystem(Clock::now() + options_.prefetch_timeout));
   if (!options_.api_key.empty()) {
@@ -435,6 +438,7 @@ Expected<inference::PrefetchResult> GrpcInferenceBackend::PrefetchModel(
                     hint->request.model_id().substr(0, 128).c_str(),
                     status.error_message().substr(0, 200).c_str());
         }
+        delete hint;
         std::lock_guard<std::mutex> lock(prefetch_mu_);
         --prefetches_in_flight_;
         prefetch_cv_.notify_all();
