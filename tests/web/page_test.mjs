@@ -9,75 +9,23 @@
 //   - the Interrupt button returns to idle.
 // Bounds are LOOSE (a loaded 2-core box); the exact figures are printed, not asserted.
 // Usage: node page_test.mjs  (env: LIPSYNC_BIN, WORK, PLAYWRIGHT_DIR, CHROMIUM)
-import { spawn, execFileSync } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import {
+  check, failures, freePort, loadPlaywright, sleep, startServe, stats, summary, waitFor,
+  writeInferenceYaml, writeWav,
+} from './page_helpers.mjs';
 
 const BIN = process.env.LIPSYNC_BIN;
 const WORK = process.env.WORK;
-const require = createRequire(path.join(process.env.PLAYWRIGHT_DIR, 'node_modules', 'x.js'));
-const { chromium } = require('playwright-core');
+const { chromium } = loadPlaywright();
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 const figures = {};
 // PAGE_TEST_ROUNDS > 1 repeats text, WAV and microphone + interrupt (bench/web/page_bench.sh).
 const ROUNDS = Math.max(1, Number(process.env.PAGE_TEST_ROUNDS || 1));
 const rec = (key, value) => { (figures[key] ||= []).push(value); };
-function summary(values) {
-  const v = values.filter((x) => x !== null && x !== undefined).sort((a, b) => a - b);
-  if (!v.length) return null;
-  const q = (p) => v[Math.min(v.length - 1, Math.floor(p * v.length))];
-  return { n: v.length, p50: q(0.5), p95: q(0.95), min: v[0], max: v[v.length - 1] };
-}
-const failures = [];
-function check(ok, what) {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!ok) failures.push(what);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-// 16 kHz mono s16le WAV: 100 ms 1 kHz beeps (amplitude 0.5) at `beepsAt` seconds, with
-// a quieter 300 Hz "voice" (0.15) in between so the session has speech, silence elsewhere.
-function writeWav(file, seconds, beepsAt) {
-  const rate = 16000, n = Math.round(seconds * rate);
-  const data = Buffer.alloc(n * 2);
-  for (let i = 0; i < n; i++) {
-    const t = i / rate;
-    let v = 0;
-    for (const b of beepsAt) {
-      if (t >= b && t < b + 0.1) v = 0.5 * Math.sin(2 * Math.PI * 1000 * (t - b));
-      else if (t >= b + 0.2 && t < b + 0.6) v = 0.15 * Math.sin(2 * Math.PI * 300 * t) * Math.sin(Math.PI * (t - b - 0.2) / 0.4);
-    }
-    data.writeInt16LE(Math.round(v * 32767), i * 2);
-  }
-  const header = Buffer.alloc(44);
-  header.write('RIFF', 0); header.writeUInt32LE(36 + data.length, 4); header.write('WAVE', 8);
-  header.write('fmt ', 12); header.writeUInt32LE(16, 16); header.writeUInt16LE(1, 20);
-  header.writeUInt16LE(1, 22); header.writeUInt32LE(rate, 24); header.writeUInt32LE(rate * 2, 28);
-  header.writeUInt16LE(2, 32); header.writeUInt16LE(16, 34); header.write('data', 36);
-  header.writeUInt32LE(data.length, 40);
-  fs.writeFileSync(file, Buffer.concat([header, data]));
-}
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
-
-async function waitFor(page, fn, timeoutMs, what, arg) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await page.evaluate(fn, arg)) return true;
-    await sleep(100);
-  }
-  check(false, `${what} (within ${timeoutMs} ms)`);
-  return false;
-}
 
 // Waits until the page has shown no speaking frame for `quietMs` in a row.
 async function waitQuiet(page, quietMs, timeoutMs, what) {
@@ -94,8 +42,6 @@ async function waitQuiet(page, quietMs, timeoutMs, what) {
   return false;
 }
 
-const stats = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.lipsyncStats)));
-
 async function main() {
   fs.mkdirSync(WORK, { recursive: true });
   const models = path.join(WORK, 'models');
@@ -109,15 +55,7 @@ async function main() {
   writeWav(micWav, 2.0, [0.3, 1.3]);
 
   const [inferPort, compPort, webPort] = [await freePort(), await freePort(), await freePort()];
-  fs.writeFileSync(path.join(WORK, 'inference.yaml'), `server:
-  port: "127.0.0.1:${inferPort}"
-gpus:
-  enabled: true
-  count: 0
-model_root: "${models}"
-logging:
-  level: "warn"
-`);
+  writeInferenceYaml(path.join(WORK, 'inference.yaml'), inferPort, models);
   fs.writeFileSync(path.join(WORK, 'compositing.yaml'), `server:
   port: "127.0.0.1:${compPort}"
 inference_server:
@@ -129,21 +67,8 @@ web:
   host: "127.0.0.1"
   port: ${webPort}
 `);
-  const server = spawn(BIN, ['serve', '--inference-config', path.join(WORK, 'inference.yaml'),
-    '--compositing-config', path.join(WORK, 'compositing.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let serverOut = '';
-  server.stdout.on('data', (d) => { serverOut += d; });
-  server.stderr.on('data', (d) => { serverOut += d; });
-  const stop = () => { try { server.kill('SIGTERM'); } catch { } };
-  process.on('exit', stop);
-  const readyBy = Date.now() + 60000;
-  while (!serverOut.includes('Browser page:')) {
-    if (Date.now() > readyBy || server.exitCode !== null) {
-      console.log(serverOut);
-      throw new Error('lipsync serve did not print the browser page URL');
-    }
-    await sleep(100);
-  }
+  const server = await startServe(BIN, path.join(WORK, 'inference.yaml'), path.join(WORK, 'compositing.yaml'));
+  const stop = server.stop;
   const url = `http://127.0.0.1:${webPort}/?avatar=demo`;
   console.log(`[page-test] server up; page at ${url}`);
 
@@ -273,7 +198,7 @@ web:
   } finally {
     await browser.close();
     stop();
-    fs.writeFileSync(path.join(WORK, 'serve.log'), serverOut);
+    fs.writeFileSync(path.join(WORK, 'serve.log'), server.output());
   }
   console.log('[page-test] figures ' + JSON.stringify(figures));
   const table = {};
