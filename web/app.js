@@ -64,6 +64,10 @@ const stats = {
     audioPacketsReceived: 0, audioSamplesReceived: 0, audioEnergy: 0, concealedSamples: 0,
     jitterBufferDelayMs: null,
     localCandidateType: null,  // the selected ICE pair's local side (relay: through TURN)
+    presentedFrames: 0,   // requestVideoFrameCallback's count
+    syncedFrames: 0,      // displayed frames whose session index is known (A/V, idle)
+    syncMismatches: 0,    // of those, frames whose pixels show another background
+    playedEnergy: 0,      // sum of squares of the sound played (the AudioContext)
   },
 };
 window.lipsyncStats = stats;
@@ -337,6 +341,7 @@ function onFrame(f) {
   lastGeneration = Math.max(lastGeneration, f.generation || 0);
   backgroundOf.set(f.frameIndex, f.backgroundIndex || 0);
   if (backgroundOf.size > 500) backgroundOf.delete(backgroundOf.keys().next().value);
+  if (stats.transport === 'webrtc') rtcNoteFrame(f);
   if (stats.webrtc.active) return;  // the peer connection plays this session
   if (rtcEnded) { rtcEnded = false; rebase(f); }
   if (ptsBase === null) ptsBase = f.ptsUs;
@@ -467,7 +472,164 @@ function stopRtc() {
   if (viewer) { viewer.close(); viewer = null; }
   if (stats.webrtc.active) { stats.webrtc.active = false; rtcEnded = true; waitingKey = true; }
   rtcVideo.srcObject = null;
+  if (rtcSound) { try { rtcSound.source.disconnect(); rtcSound.node.disconnect(); } catch { } rtcSound = null; }
+  rtcSync.reset();
 }
+
+// What the viewer sees and hears over WebRTC. The session's frames still arrive on the
+// WebSocket (index, speaking, generation, background, sound) and the RTP timestamps are
+// the frame index x 3600 (90 kHz, 25 fps) from an unknown base (Janus rewrites it per
+// viewer): `rtcSync` finds that base by matching the burned background index read from
+// each displayed WebRTC frame against the WebSocket's frames, so every displayed frame
+// gets its session index, hence speaking/idle (interrupt to idle) and its place on the
+// session clock (A/V offset). The sound of the peer connection plays through the page's
+// AudioContext past a worklet that reports each beep's onset; the beeps' session times
+// come from the WebSocket's copy of the sound.
+let rtcSound = null;        // {source, node}: the remote audio track through the worklet
+const rtcMeta = new Map();  // session frame index -> {speaking, generation, background}
+const rtcBeeps = [];        // session times (us) of beep onsets in the WebSocket's sound
+const rtcShown = [];        // the last displayed WebRTC frames: {t (performance.now), index}
+const rtcOnset = { quiet: 0 };
+const rtcSync = {
+  k: null,                  // session index = RTP frame count + k
+  samples: [],              // the last displayed frames: {frame (RTP frame count), bg}
+  lastRtp: null, ext: 0, misses: 0,
+  reset() { this.k = null; this.samples = []; this.lastRtp = null; this.ext = 0; this.misses = 0; },
+  // The session index of a displayed frame (null until the base is found).
+  index(rtpTimestamp, bg) {
+    if (this.lastRtp !== null) {
+      let d = (rtpTimestamp - this.lastRtp) >>> 0;
+      if (d >= 2 ** 31) d -= 2 ** 32;
+      this.ext += d;
+    }
+    this.lastRtp = rtpTimestamp;
+    const frame = Math.round(this.ext * fps / 90000);
+    if (bg === null) return this.k === null ? null : frame + this.k;
+    if (this.k !== null) {
+      const want = backgroundOf.get(frame + this.k);
+      if (want === undefined || want === bg) { this.misses = 0; return frame + this.k; }
+      if (++this.misses < 4) return frame + this.k;
+      this.k = null;  // the base moved (a new subscription, a re-created mountpoint)
+      this.samples = [];
+    }
+    this.samples.push({ frame, bg });
+    if (this.samples.length > 8) this.samples.shift();
+    if (this.samples.length < 8 || lastIndex === null) return null;
+    // Shifts that put the newest sample on a recent WebSocket frame with its background;
+    // 8 frames of the ping-pong background leave one (the sequence is not periodic
+    // within 98 frames), read errors aside: all 8 must agree.
+    const found = [];
+    for (let i = lastIndex; i >= lastIndex - 90; i--) {
+      if (backgroundOf.get(i) !== bg) continue;
+      const k = i - frame;
+      if (this.samples.every((x) => backgroundOf.get(x.frame + k) === x.bg)) found.push(k);
+    }
+    if (found.length !== 1) return null;
+    this.k = found[0];
+    this.misses = 0;
+    return frame + this.k;
+  },
+};
+
+function rtcNoteFrame(f) {
+  rtcMeta.set(f.frameIndex, { speaking: !!f.speaking, generation: f.generation || 0 });
+  if (rtcMeta.size > 500) rtcMeta.delete(rtcMeta.keys().next().value);
+  // Beep onsets in the session's sound (as the player worklet finds them: a loud sample
+  // after >= 50 ms of quiet), on the session clock.
+  if (!f.audio || !f.audio.length) return;
+  const rate = f.audioSampleRate || sessionRate;
+  const view = new DataView(f.audio.buffer, f.audio.byteOffset, f.audio.byteLength);
+  for (let i = 0; i < f.audio.byteLength >> 1; i++) {
+    const a = Math.abs(view.getInt16(i * 2, true) / 32768);
+    if (a > 0.25) {
+      if (rtcOnset.quiet >= rate * 0.05) {
+        rtcBeeps.push(f.ptsUs + i / rate * 1e6);
+        if (rtcBeeps.length > 50) rtcBeeps.shift();
+      }
+      rtcOnset.quiet = 0;
+    } else if (a < 0.02) {
+      rtcOnset.quiet++;
+    }
+  }
+}
+
+// The remote sound plays through the page's AudioContext (as the WebSocket transport's
+// does; the <video> element is muted, heard once): source -> onset worklet -> speakers,
+// so the worklet's time + the context's output latency is when the viewer hears it.
+async function rtcListen(track) {
+  await ensureAudio();
+  if (rtcSound && rtcSound.track === track) return;
+  if (rtcSound) { try { rtcSound.source.disconnect(); rtcSound.node.disconnect(); } catch { } }
+  const source = audioCtx.createMediaStreamSource(new MediaStream([track]));
+  const node = new AudioWorkletNode(audioCtx, 'lipsync-onsets', { outputChannelCount: [2] });
+  node.port.onmessage = (e) => {
+    if (e.data.type === 'beep') onRtcBeep(e.data);
+    else if (e.data.type === 'energy') stats.webrtc.playedEnergy = e.data.energy;
+  };
+  source.connect(node).connect(audioCtx.destination);
+  rtcSound = { source, node, track };
+  rtcVideo.muted = true;
+}
+
+// A beep of the remote sound is heard at context time m.time (+ output latency): which
+// frame does the viewer see then?
+function onRtcBeep(m) {
+  if (!stats.webrtc.active) return;
+  stats.beeps++;
+  const heardAt = performance.now() + (m.time + (audioCtx.outputLatency || 0) - audioCtx.currentTime) * 1000;
+  setTimeout(() => {
+    let shown = null;
+    for (const x of rtcShown) if (x.t <= heardAt) shown = x;
+    if (!shown || shown.index === null) return;
+    const frameUs = 1e6 / fps;
+    const mid = shown.index * frameUs + frameUs / 2;
+    // The beep the viewer hears: the onset nearest the picture (beeps are 1 s apart).
+    let beepUs = null;
+    for (const b of rtcBeeps) if (beepUs === null || Math.abs(b - mid) < Math.abs(beepUs - mid)) beepUs = b;
+    if (beepUs === null || Math.abs(beepUs - mid) > 500000) return;
+    stats.avOffsetMs = Math.round((beepUs - mid) / 1000);  // +: the picture is behind the sound
+    stats.avOffsets.push(stats.avOffsetMs);
+    updateFigures();
+  }, Math.max(0, heardAt - performance.now()) + 60);
+}
+
+// Each WebRTC frame the <video> presents: drawn to the canvas, its burned index read back,
+// its session index found; the speaking/idle figures as for WebSocket frames.
+function onRtcPresented(now, md) {
+  rtcVideo.requestVideoFrameCallback(onRtcPresented);
+  if (!stats.webrtc.active || !rtcVideo.videoWidth) return;
+  if (canvas.width !== rtcVideo.videoWidth) canvas.width = rtcVideo.videoWidth;
+  if (canvas.height !== rtcVideo.videoHeight) canvas.height = rtcVideo.videoHeight;
+  ctx2d.drawImage(rtcVideo, 0, 0, canvas.width, canvas.height);
+  const bg = readPixelIndex();
+  stats.pixelIndex = bg;
+  const index = md.rtpTimestamp === undefined ? null : rtcSync.index(md.rtpTimestamp, bg);
+  const t = md.expectedDisplayTime || now;
+  rtcShown.push({ t, index });
+  if (rtcShown.length > 100) rtcShown.shift();
+  const w = stats.webrtc;
+  w.presentedFrames = md.presentedFrames;
+  w.syncedFrames += index !== null ? 1 : 0;
+  const want = index === null ? undefined : backgroundOf.get(index);
+  if (want !== undefined && bg !== null && want !== bg) w.syncMismatches++;
+  stats.framesDisplayed++;
+  const meta = index === null ? null : rtcMeta.get(index);
+  if (!meta) return;
+  stats.lastBackgroundIndex = want ?? null;
+  stats.speaking = meta.speaking;
+  if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
+  if (meta.speaking && speechStart !== null) {
+    stats.firstFrameLatencyMs = Math.round(t - speechStart);
+    stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
+    speechStart = null;
+  }
+  if (!meta.speaking && interruptAt !== null && meta.generation > generation) {
+    stats.interruptToIdleMs = Math.round(t - interruptAt);
+    interruptAt = null;
+  }
+  if (stats.state === 'idle' || stats.state === 'speaking') setState(meta.speaking ? 'speaking' : 'idle');
+}
+if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) rtcVideo.requestVideoFrameCallback(onRtcPresented);
 
 function onWebRtc(info) {
   const w = stats.webrtc;
@@ -484,6 +646,7 @@ function onWebRtc(info) {
       if (viewer !== mine) return;
       if (rtcVideo.srcObject !== stream) rtcVideo.srcObject = stream;
       rtcVideo.play().catch((e) => log('webrtc play: ' + e.message));
+      if (track.kind === 'audio') rtcListen(track).catch((e) => log('webrtc sound: ' + e.message));
     },
     onState: (s) => {
       if (viewer !== mine) return;
@@ -506,6 +669,7 @@ function onWebRtc(info) {
 }
 
 function drawRtc() {
+  if ('requestVideoFrameCallback' in rtcVideo) return;  // onRtcPresented draws
   if (rtcVideo.readyState < 2 || !rtcVideo.videoWidth) return;
   if (canvas.width !== rtcVideo.videoWidth) canvas.width = rtcVideo.videoWidth;
   if (canvas.height !== rtcVideo.videoHeight) canvas.height = rtcVideo.videoHeight;

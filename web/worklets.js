@@ -5,6 +5,7 @@
 //    shown when the playhead reaches its timestamp. On underrun it plays silence and the
 //    playhead waits. It also reports the onset of every beep it plays (a loud tone
 //    after >= 50 ms of quiet), for the A/V offset measurement.
+//  - 'lipsync-onsets': the same beep onsets in a stream passing through (WebRTC's sound).
 
 class CaptureProcessor extends AudioWorkletProcessor {
   process(inputs) {
@@ -82,3 +83,37 @@ class PlayerProcessor extends AudioWorkletProcessor {
   }
 }
 registerProcessor('lipsync-player', PlayerProcessor);
+
+// 'lipsync-onsets': passes its input through (the WebRTC transport's remote sound on its
+// way to the speakers), reports each beep's onset as the player does, and the energy.
+class OnsetProcessor extends AudioWorkletProcessor {
+  constructor() {
+    super();
+    this.quietRun = 0;
+    this.energy = 0;
+    this.blocks = 0;
+  }
+  process(inputs, outputs) {
+    const input = inputs[0], out = outputs[0];
+    const n = out[0].length;
+    const ch0 = input && input.length ? input[0] : null;
+    for (let c = 0; c < out.length; c++) {
+      const src = input && input.length ? input[Math.min(c, input.length - 1)] : null;
+      if (src) out[c].set(src); else out[c].fill(0);
+    }
+    if (!ch0) return true;
+    for (let i = 0; i < n; i++) {
+      const a = Math.abs(ch0[i]);
+      this.energy += a * a;
+      if (a > 0.25) {
+        if (this.quietRun >= sampleRate * 0.05) this.port.postMessage({ type: 'beep', time: currentTime + i / sampleRate });
+        this.quietRun = 0;
+      } else if (a < 0.02) {
+        this.quietRun++;
+      }
+    }
+    if (++this.blocks % 40 === 0) this.port.postMessage({ type: 'energy', energy: this.energy });
+    return true;
+  }
+}
+registerProcessor('lipsync-onsets', OnsetProcessor);

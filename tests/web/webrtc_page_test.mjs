@@ -2,8 +2,14 @@
 // `janus` with the shipped deploy/janus configuration (only ports and folders changed),
 // the real `lipsync serve` with a webrtc section, and the real page in Debian's headless
 // chromium (playwright-core) with the WebRTC transport:
+//   - wrong `api_secret` or `admin_key` against the running Janus: `lipsync serve` and
+//     `lipsync compositing` exit at startup with a message naming the setting;
 //   - getStats on the page's peer connection: frames decoded at about 25 fps, no long
 //     freeze, audio packets flowing (and sound energy once text is spoken);
+//   - the A/V offset where the viewer sees and hears it: the burned frame index read from
+//     each presented WebRTC frame (requestVideoFrameCallback), the beeps of an uploaded
+//     WAV detected in the peer connection's sound (web/app.js "rtcSync");
+//   - the interrupt reaches the viewer as an idle WebRTC frame;
 //   - a second viewer of the same mountpoint (janus.js on another page) decodes too; a
 //     second session gets its own mountpoint;
 //   - a session that ends removes its mountpoint;
@@ -13,48 +19,31 @@
 //   - Janus restarted mid-session: the page says LOST, shows the WebSocket's frames
 //     meanwhile, and subscribes again by itself to the re-created mountpoint.
 // Bounds are LOOSE (a loaded 2-core box); the figures are printed.
+// WEBRTC_BENCH_MINUTES=N (bench/web/webrtc_bench.sh) runs instead one viewer for N
+// minutes with a beep WAV every 20 s and reports the A/V offset at the start and the end,
+// fps and freezes.
 // Usage: node webrtc_page_test.mjs  (env: LIPSYNC_BIN, WORK, PLAYWRIGHT_DIR, CHROMIUM, ROOT)
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
-import net from 'node:net';
 import path from 'node:path';
-import { createRequire } from 'node:module';
+import {
+  check, failures, freePort, loadPlaywright, runToExit, sleep, startServe, stats, summary,
+  waitFor as waitForEvery, writeInferenceYaml, writeWav,
+} from './page_helpers.mjs';
 
 const BIN = process.env.LIPSYNC_BIN;
 const WORK = process.env.WORK;
 const ROOT = process.env.ROOT;
-const require = createRequire(path.join(process.env.PLAYWRIGHT_DIR, 'node_modules', 'x.js'));
-const { chromium } = require('playwright-core');
+const { chromium } = loadPlaywright();
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
 // Where coturn listens (loopback by default).
 const TURN_HOST = process.env.TURN_HOST || '127.0.0.1';
 const RELAY = process.env.WEBRTC_RELAY === '1';
+const BENCH_MINUTES = Number(process.env.WEBRTC_BENCH_MINUTES || 0);
 const API_SECRET = 'change-me-api-secret', ADMIN_KEY = 'change-me-admin-key', ADMIN_SECRET = 'change-me-admin-secret';
-const failures = [];
 const figures = {};
-function check(ok, what) {
-  console.log(`${ok ? 'ok  ' : 'FAIL'} ${what}`);
-  if (!ok) failures.push(what);
-}
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = net.createServer();
-    s.listen(0, '127.0.0.1', () => { const p = s.address().port; s.close(() => resolve(p)); });
-    s.on('error', reject);
-  });
-}
-async function waitFor(page, fn, timeoutMs, what, arg) {
-  const end = Date.now() + timeoutMs;
-  while (Date.now() < end) {
-    if (await page.evaluate(fn, arg)) return true;
-    await sleep(200);
-  }
-  check(false, `${what} (within ${timeoutMs} ms)`);
-  return false;
-}
-const stats = (page) => page.evaluate(() => JSON.parse(JSON.stringify(window.lipsyncStats)));
+const waitFor = (page, fn, timeoutMs, what, arg) => waitForEvery(page, fn, timeoutMs, what, arg, 200);
 
 // Janus from the shipped files, ports and folders templated (as tests/webrtc/janus_fixture.h).
 class Janus {
@@ -110,15 +99,130 @@ async function rtcFps(page, ms) {
   };
 }
 
+// The compositing config of a test's `lipsync serve`, with its webrtc section.
+function compositingYaml({ compPort, inferPort, webPort, models, janus, turnPort, apiSecret = API_SECRET, adminKey = ADMIN_KEY }) {
+  return `server:
+  port: "127.0.0.1:${compPort}"
+inference_server:
+  url: "127.0.0.1:${inferPort}"
+model_root: "${models}"
+logging:
+  level: "info"
+web:
+  host: "127.0.0.1"
+  port: ${webPort}
+webrtc:
+  enabled: true
+  janus_url: "${janus.url()}"
+  admin_url: "http://127.0.0.1:${janus.adminPort}/admin"
+  api_secret: "${apiSecret}"
+  admin_key: "${adminKey}"
+  admin_secret: "${ADMIN_SECRET}"
+  rtp_interface: "127.0.0.1"
+  instance: "webrtc-page-test"
+  ice_servers:
+    turn:
+      urls: ["turn:${TURN_HOST}:${turnPort}?transport=udp"]
+      username: "lipsync"
+      credential: "change-me-turn-password"
+`;
+}
+
+// Wrong secrets against the running Janus: `lipsync serve` and `lipsync compositing` stop
+// at startup (exit code 1) with a message naming the setting Janus refused.
+async function startupErrors(ports) {
+  for (const [setting, bad] of [['api_secret', { apiSecret: 'wrong-api-secret' }], ['admin_key', { adminKey: 'wrong-admin-key' }]]) {
+    const yaml = path.join(WORK, `compositing-wrong-${setting}.yaml`);
+    fs.writeFileSync(yaml, compositingYaml({ ...ports, ...bad, compPort: await freePort(), webPort: await freePort() }));
+    const serve = await runToExit(BIN, ['serve', '--inference-config', path.join(WORK, 'inference.yaml'),
+      '--compositing-config', yaml], 60000);
+    const line = (serve.output.split('\n').find((l) => l.includes(`webrtc.${setting}`)) || '').trim();
+    check(serve.code === 1 && line !== '', `wrong ${setting}: lipsync serve exits 1 naming webrtc.${setting} (exit ${serve.code}: "${line.slice(0, 160)}")`);
+    if (serve.code !== 1 || !line) console.log(serve.output.slice(-1500));
+    const comp = await runToExit(BIN, ['compositing', '--config', yaml], 60000);
+    const cline = (comp.output.split('\n').find((l) => l.includes(`webrtc.${setting}`)) || '').trim();
+    check(comp.code === 1 && cline.startsWith('lipsync compositing:'), `wrong ${setting}: lipsync compositing exits 1 naming webrtc.${setting} (exit ${comp.code}: "${cline.slice(0, 160)}")`);
+    if (comp.code !== 1 || !cline) console.log(comp.output.slice(-1500));
+  }
+}
+
+// The A/V offsets measured on `page` while it plays `wav` (beeps 1 s apart), and whether
+// the beeps were all heard.
+async function wavOffsets(page, wav, beeps) {
+  const s0 = await stats(page);
+  await page.setInputFiles('#wav', wav);
+  const heard = await waitFor(page, (b) => window.lipsyncStats.beeps >= b.n + b.k, 25000, `the ${beeps} beeps of the WAV are heard over WebRTC`, { n: s0.beeps, k: beeps });
+  await sleep(1500);  // the last reading is taken a little after its beep is heard
+  const s = await stats(page);
+  return { heard, offsets: s.avOffsets.slice(s0.avOffsets.length) };
+}
+
+// Waits until no speaking WebRTC frame has been shown for `quietMs`.
+async function waitIdle(page, quietMs, timeoutMs, what) {
+  const end = Date.now() + timeoutMs;
+  let quietSince = null, last = -1;
+  while (Date.now() < end) {
+    const s = await page.evaluate(() => [window.lipsyncStats.speaking, window.lipsyncStats.speakingFramesDisplayed]);
+    if (s[0] || s[1] !== last) { quietSince = null; last = s[1]; }
+    else if (quietSince === null) quietSince = Date.now();
+    else if (Date.now() - quietSince >= quietMs) return true;
+    await sleep(200);
+  }
+  check(false, `${what} (within ${timeoutMs} ms)`);
+  return false;
+}
+
+// One viewer for BENCH_MINUTES with the beep WAV every 20 s: A/V offsets over time, fps
+// (getStats) and freezes.
+async function bench(page, wav) {
+  const t0 = Date.now(), endAt = t0 + BENCH_MINUTES * 60000;
+  const s0 = await stats(page);
+  const readings = [];  // {minute, offsets}
+  while (Date.now() < endAt) {
+    const started = Date.now();
+    const r = await wavOffsets(page, wav, 4);
+    const minute = Math.round((started - t0) / 6000) / 10;
+    readings.push({ minute, offsets: r.offsets });
+    console.log(`[webrtc-bench] ${minute} min: A/V offsets ${JSON.stringify(r.offsets)} ms`);
+    const rest = 20000 - (Date.now() - started);
+    if (rest > 0) await sleep(Math.min(rest, Math.max(0, endAt - Date.now())));
+  }
+  const s1 = await stats(page);
+  const seconds = (Date.now() - t0) / 1000;
+  const all = readings.flatMap((r) => r.offsets);
+  const first = readings.slice(0, 3).flatMap((r) => r.offsets);
+  const last = readings.slice(-3).flatMap((r) => r.offsets);
+  const out = {
+    minutes: Math.round(seconds / 6) / 10,
+    fps: Math.round((s1.webrtc.framesDecoded - s0.webrtc.framesDecoded) / seconds * 10) / 10,
+    framesDecoded: s1.webrtc.framesDecoded - s0.webrtc.framesDecoded,
+    framesDropped: s1.webrtc.framesDropped - s0.webrtc.framesDropped,
+    freezes: s1.webrtc.freezeCount - s0.webrtc.freezeCount,
+    freezesMs: s1.webrtc.totalFreezesDurationMs - s0.webrtc.totalFreezesDurationMs,
+    concealedSamples: s1.webrtc.concealedSamples - s0.webrtc.concealedSamples,
+    avOffsetStartMs: summary(first), avOffsetEndMs: summary(last), avOffsetAllMs: summary(all),
+    beepsMeasured: all.length, wavsPlayed: readings.length, subscriptions: s1.webrtc.subscriptions,
+    jitterBufferDelayMs: s1.webrtc.jitterBufferDelayMs, errors: s1.errors,
+    loadavg: fs.readFileSync('/proc/loadavg', 'utf8').trim(),
+  };
+  figures.bench = out;
+  figures.benchReadings = readings;
+  check(out.fps > 20, `${out.minutes} min at about 25 fps (${out.fps})`);
+  check(readings.length > 0 && last.length > 0, `A/V offsets measured at the end (${last.length})`);
+}
+
 async function main() {
   fs.mkdirSync(WORK, { recursive: true });
   const models = path.join(WORK, 'models');
   execFileSync(BIN, ['make-demo', '--out', models, '--only', 'demo', '--burn-index',
     '--width', '320', '--height', '240', '--frames', '50'], { stdio: 'inherit' });
+  const wav = path.join(WORK, 'beeps.wav');
+  writeWav(wav, 4.0, [0.4, 1.4, 2.4, 3.4]);
   const [inferPort, compPort, webPort, janusPort, adminPort] =
     [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
   const janus = new Janus(path.join(WORK, 'janus'), janusPort, adminPort);
   await janus.start();
+  process.on('exit', () => { try { janus.proc.kill('SIGKILL'); } catch { } });
   // coturn from the shipped example, on loopback (its loopback lines uncommented).
   const turnPort = await freePort();
   let turnConf = fs.readFileSync(path.join(ROOT, 'deploy', 'coturn', 'turnserver.conf'), 'utf8')
@@ -137,51 +241,11 @@ async function main() {
     turn.stderr.on('data', (d) => { turnLog += d; });
     process.on('exit', () => { try { turn.kill('SIGKILL'); } catch { } });
   }
-  fs.writeFileSync(path.join(WORK, 'inference.yaml'), `server:
-  port: "127.0.0.1:${inferPort}"
-gpus:
-  enabled: true
-  count: 0
-model_root: "${models}"
-logging:
-  level: "warn"
-`);
-  fs.writeFileSync(path.join(WORK, 'compositing.yaml'), `server:
-  port: "127.0.0.1:${compPort}"
-inference_server:
-  url: "127.0.0.1:${inferPort}"
-model_root: "${models}"
-logging:
-  level: "info"
-web:
-  host: "127.0.0.1"
-  port: ${webPort}
-webrtc:
-  enabled: true
-  janus_url: "${janus.url()}"
-  admin_url: "http://127.0.0.1:${adminPort}/admin"
-  api_secret: "${API_SECRET}"
-  admin_key: "${ADMIN_KEY}"
-  admin_secret: "${ADMIN_SECRET}"
-  rtp_interface: "127.0.0.1"
-  instance: "webrtc-page-test"
-  ice_servers:
-    turn:
-      urls: ["turn:${TURN_HOST}:${turnPort}?transport=udp"]
-      username: "lipsync"
-      credential: "change-me-turn-password"
-`);
-  const server = spawn(BIN, ['serve', '--inference-config', path.join(WORK, 'inference.yaml'),
-    '--compositing-config', path.join(WORK, 'compositing.yaml')], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let serverOut = '';
-  server.stdout.on('data', (d) => { serverOut += d; });
-  server.stderr.on('data', (d) => { serverOut += d; });
-  process.on('exit', () => { try { server.kill('SIGTERM'); } catch { } try { janus.proc.kill('SIGKILL'); } catch { } });
-  const readyBy = Date.now() + 60000;
-  while (!serverOut.includes('Browser page:')) {
-    if (Date.now() > readyBy || server.exitCode !== null) { console.log(serverOut); throw new Error('lipsync serve did not start'); }
-    await sleep(100);
-  }
+  writeInferenceYaml(path.join(WORK, 'inference.yaml'), inferPort, models);
+  const ports = { compPort, inferPort, webPort, models, janus, turnPort };
+  if (!BENCH_MINUTES) await startupErrors(ports);
+  fs.writeFileSync(path.join(WORK, 'compositing.yaml'), compositingYaml(ports));
+  const server = await startServe(BIN, path.join(WORK, 'inference.yaml'), path.join(WORK, 'compositing.yaml'));
   const base = `http://127.0.0.1:${webPort}`;
   const browser = await chromium.launch({
     executablePath: CHROMIUM,
@@ -193,6 +257,11 @@ webrtc:
     page.on('pageerror', (e) => console.log('[page error]', e.message));
     await page.goto(`${base}/?avatar=demo&transport=webrtc`);
     await waitFor(page, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.framesDecoded > 10, 30000, 'the page plays the session over WebRTC');
+    if (BENCH_MINUTES) {
+      await waitFor(page, () => window.lipsyncStats.webrtc.syncedFrames > 25, 20000, 'the displayed WebRTC frames get their session index');
+      await bench(page, wav);
+      return;
+    }
     let s = await stats(page);
     check(s.webrtc.state === 'READY', `SessionOutput.webrtc READY (mountpoint ${s.webrtc.mountpointId})`);
     let m = await rtcFps(page, 3000);
@@ -200,17 +269,50 @@ webrtc:
     check(m.fps > 15 && m.fps < 35, `WebRTC frames decoded at about 25 fps (${m.fps})`);
     check(m.freezes === 0, `no freeze (getStats freezeCount +${m.freezes})`);
     check(m.audioPackets > 50, `audio packets flow (${m.audioPackets} in 3 s)`);
+    s = await stats(page);
     check(s.pixelIndex !== null, `the burned frame index reads back from the WebRTC video (${s.pixelIndex})`);
+    await waitFor(page, () => window.lipsyncStats.webrtc.syncedFrames > 25, 15000, 'the displayed WebRTC frames get their session index (RTP timestamp + burned index)');
+    await sleep(2000);
+    s = await stats(page);
+    const w0 = s.webrtc;
+    check(s.state === 'idle' && w0.syncMismatches <= w0.syncedFrames / 20, `displayed WebRTC frames are idle and show their session frames' backgrounds (${w0.syncMismatches} of ${w0.syncedFrames} not)`);
 
-    // Speech: sound energy arrives over the peer connection.
-    const energy0 = s.webrtc.audioEnergy;
+    // Speech: sound arrives over the peer connection and plays.
+    const energy0 = s.webrtc.playedEnergy;
+    const speaking0 = s.speakingFramesDisplayed;
     await page.fill('#text', 'Hello there. This avatar talks over WebRTC.');
     await page.click('#speak');
-    await waitFor(page, (e) => window.lipsyncStats.webrtc.audioEnergy > e + 0.01, 30000, 'spoken text is heard over WebRTC', energy0);
+    await waitFor(page, (e) => window.lipsyncStats.webrtc.playedEnergy > e + 1, 30000, 'spoken text is heard over WebRTC', energy0);
     m = await rtcFps(page, 2000);
     figures.speaking = m;
     check(m.fps > 15, `speaking frames decoded at about 25 fps (${m.fps})`);
+    s = await stats(page);
+    check(s.speakingFramesDisplayed > speaking0, `speaking WebRTC frames are shown (${s.speakingFramesDisplayed - speaking0})`);
+    figures.textFirstFrameMs = s.firstFrameLatencyMs;
     await page.click('#interrupt');
+    await waitIdle(page, 1500, 20000, 'idle after the text');
+
+    // A/V offset where the viewer sees and hears it: the beeps of a WAV.
+    const av = await wavOffsets(page, wav, 4);
+    figures.avOffsetsMs = av.offsets;
+    const within = av.offsets.filter((o) => Math.abs(o) <= 250).length;
+    // Loose (a loaded box): all readings but one within ±250 ms (the issue's +40/-60 ms is
+    // the benchmark's, bench/web/webrtc_bench.sh).
+    check(av.offsets.length >= 2 && within >= av.offsets.length - 1,
+      `A/V offset over WebRTC within ±250 ms (${JSON.stringify(av.offsets)} ms; ${within} of ${av.offsets.length})`);
+    await waitIdle(page, 1500, 20000, 'idle after the WAV');
+
+    // Interrupt: the first idle WebRTC frame after the click.
+    s = await stats(page);
+    const sp0 = s.speakingFramesDisplayed;
+    await page.setInputFiles('#wav', wav);
+    await waitFor(page, (n) => window.lipsyncStats.speakingFramesDisplayed > n + 10, 20000, 'the WAV plays speaking WebRTC frames', sp0);
+    await page.click('#interrupt');
+    await waitFor(page, () => window.lipsyncStats.interruptToIdleMs !== null, 10000, 'the interrupt reaches the viewer as an idle WebRTC frame');
+    s = await stats(page);
+    figures.interruptToIdleMs = s.interruptToIdleMs;
+    check(s.interruptToIdleMs !== null && s.interruptToIdleMs < 1500, `interrupt to idle WebRTC frame under 1.5 s (${s.interruptToIdleMs} ms)`);
+    await waitIdle(page, 1000, 10000, 'idle after the interrupt');
 
     // A second viewer of the same mountpoint (janus.js on another page).
     const info = await page.evaluate(() => JSON.parse(JSON.stringify(window.lipsync.webrtcInfo())));
@@ -240,7 +342,6 @@ webrtc:
     const endBy = Date.now() + 15000;
     while (Date.now() < endBy && (ids = await janus.mountpoints()).length !== 1) await sleep(200);
     check(ids.length === 1 && ids[0] === s.webrtc.mountpointId, `a session that ends removes its mountpoint (${ids.length} left)`);
-
     // Relay only: a page with iceTransportPolicy 'relay' gets the stream through coturn.
     // NOT PASSING YET (chromium never reaches coturn on loopback: ICE fails); opt-in
     // with WEBRTC_RELAY=1 while it is being fixed.
@@ -281,13 +382,15 @@ webrtc:
     check(m.fps > 10, `frames decoded again after the restart (${m.fps})`);
   } finally {
     await browser.close();
-    server.kill('SIGTERM');
+    server.stop();
     await janus.stop();
+    fs.writeFileSync(path.join(WORK, 'serve.log'), server.output());
   }
   console.log('[webrtc-page-test] figures: ' + JSON.stringify(figures));
+  fs.writeFileSync(path.join(WORK, 'figures.json'), JSON.stringify(figures, null, 1));
   if (failures.length) {
     console.log(`[webrtc-page-test] ${failures.length} failure(s)`);
-    console.log(serverOut.split('\n').filter((l) => l.includes('webrtc')).slice(-20).join('\n'));
+    console.log(server.output().split('\n').filter((l) => l.includes('webrtc')).slice(-20).join('\n'));
     process.exit(1);
   }
   console.log('[webrtc-page-test] all checks passed');
