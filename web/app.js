@@ -62,7 +62,8 @@ const stats = {
     message: '',
     framesDecoded: 0, fps: 0, freezeCount: 0, totalFreezesDurationMs: 0, framesDropped: 0,
     audioPacketsReceived: 0, audioSamplesReceived: 0, audioEnergy: 0, concealedSamples: 0,
-    jitterBufferDelayMs: null,
+    jitterBufferDelayMs: null,       // audio (getStats average)
+    videoJitterBufferDelayMs: null,
     localCandidateType: null,  // the selected ICE pair's local side (relay: through TURN)
     presentedFrames: 0,   // requestVideoFrameCallback's count
     syncedFrames: 0,      // displayed frames whose session index is known (A/V, idle)
@@ -699,6 +700,9 @@ async function pollRtcStats() {
       w.freezeCount = r.freezeCount || 0;
       w.totalFreezesDurationMs = Math.round((r.totalFreezesDuration || 0) * 1000);
       w.framesDropped = r.framesDropped || 0;
+      if (r.jitterBufferEmittedCount) {
+        w.videoJitterBufferDelayMs = Math.round(r.jitterBufferDelay / r.jitterBufferEmittedCount * 1000);
+      }
       stats.fps = w.fps;
     } else if (r.kind === 'audio') {
       w.audioPacketsReceived = r.packetsReceived || 0;
@@ -873,6 +877,7 @@ setInterval(() => {
 window.lipsync = {
   connect, disconnect, speak, interrupt, startMic, stopMic, playWav, sendControl,
   webrtcInfo: () => (viewer ? viewer.info : null),  // the mountpoint this page watches (tests)
+  outputLatencyMs: () => (audioCtx ? Math.round(((audioCtx.outputLatency || 0) + (audioCtx.baseLatency || 0)) * 1000) : null),
 };
 
 (async () => {

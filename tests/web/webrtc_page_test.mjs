@@ -202,7 +202,9 @@ async function bench(page, wav) {
     concealedSamples: s1.webrtc.concealedSamples - s0.webrtc.concealedSamples,
     avOffsetStartMs: summary(first), avOffsetEndMs: summary(last), avOffsetAllMs: summary(all),
     beepsMeasured: all.length, wavsPlayed: readings.length, subscriptions: s1.webrtc.subscriptions,
-    jitterBufferDelayMs: s1.webrtc.jitterBufferDelayMs, errors: s1.errors,
+    audioJitterBufferDelayMs: s1.webrtc.jitterBufferDelayMs,
+    videoJitterBufferDelayMs: s1.webrtc.videoJitterBufferDelayMs,
+    outputLatencyMs: await page.evaluate(() => window.lipsync.outputLatencyMs()), errors: s1.errors,
     loadavg: fs.readFileSync('/proc/loadavg', 'utf8').trim(),
   };
   figures.bench = out;
@@ -251,7 +253,8 @@ async function main() {
     executablePath: CHROMIUM,
     args: ['--autoplay-policy=no-user-gesture-required', '--no-sandbox'],
   });
-  try {
+  // The test's phases, or (WEBRTC_BENCH_MINUTES) the long viewing only.
+  phases: try {
     const page = await browser.newPage();
     page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
     page.on('pageerror', (e) => console.log('[page error]', e.message));
@@ -260,7 +263,7 @@ async function main() {
     if (BENCH_MINUTES) {
       await waitFor(page, () => window.lipsyncStats.webrtc.syncedFrames > 25, 20000, 'the displayed WebRTC frames get their session index');
       await bench(page, wav);
-      return;
+      break phases;
     }
     let s = await stats(page);
     check(s.webrtc.state === 'READY', `SessionOutput.webrtc READY (mountpoint ${s.webrtc.mountpointId})`);
