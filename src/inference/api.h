@@ -98,6 +98,9 @@ struct ModelCounters {
   double load_seconds = 0;    // summed over successful loads
   int64_t cache_hits = 0;     // requests (Acquire) that found their model loaded
   int64_t cache_misses = 0;   // requests that had to load it (or wait for its load)
+  // Prefetch hints that queued a background load / were dropped (the queue was full).
+  int64_t prefetches_queued = 0;
+  int64_t prefetches_dropped = 0;
 };
 
 struct HealthInfo {

@@ -8,6 +8,7 @@
 #include <filesystem>
 #include <new>
 #include <set>
+#include <system_error>
 
 #include "common/log.h"
 #include "common/model_id.h"
@@ -160,6 +161,38 @@ struct ModelRegistry::Impl {
     Status failure;                   // last load failure, remembered until retry_at
     int consecutive_failures = 0;
     Clock::time_point retry_at;  // options.now time
+    // Where the entry is filed in its device's eviction order (VictimKey), while loaded.
+    bool indexed = false;
+    int64_t key_first = 0;
+    int64_t key_second = 0;
+  };
+
+  // A loaded model's place in its device's eviction order: the policy's figures as they
+  // were when it was last filed, then the id. Acquire (under the lock) refiles the model
+  // it pins; a handle's release touches the use time without the lock, so a key may lag
+  // behind its model's figures, never ahead of them (they only grow): PickVictimLocked
+  // refiles such a key when it meets it, and the first up-to-date unpinned key is the
+  // policy's victim.
+  struct VictimKey {
+    int64_t first = 0;   // LRU: last use (steady ns); LFU: use count
+    int64_t second = 0;  // LFU: last use; LRU: 0
+    Entry* entry = nullptr;
+    bool operator<(const VictimKey& o) const {
+      if (first != o.first) return first < o.first;
+      if (second != o.second) return second < o.second;
+      return entry->id < o.entry->id;
+    }
+  };
+
+  // Outcome of one background load, shared by its loader thread and the call that
+  // started it (which may stop waiting at its deadline). Guarded by mu.
+  struct LoadTicket {
+    bool done = false;
+    Status status;
+  };
+  struct LoadTask {
+    Entry* entry = nullptr;
+    std::shared_ptr<LoadTicket> ticket;
   };
 
   // Clears a loading/reloading mark on every path out of a load (early return or
@@ -189,9 +222,10 @@ struct ModelRegistry::Impl {
   // Running totals per device (kept in step with every model attach/detach and every
   // first load started/finished), so capacity checks never re-sum all entries.
   struct DeviceTotals {
-    int loading = 0;          // first loads in flight placed on the device
-    int64_t bytes = 0;        // sum of `bytes` of the loaded models
-    std::set<Entry*> loaded;  // entries with a model on the device
+    int loading = 0;                     // first loads in flight placed on the device
+    int64_t bytes = 0;                   // sum of `bytes` of the loaded models
+    std::set<Entry*> loaded;             // entries with a model on the device
+    std::set<VictimKey> eviction_order;  // the same entries, the policy's victim first
   };
 
   const RegistryOptions& options;
@@ -216,6 +250,78 @@ struct ModelRegistry::Impl {
   std::vector<std::thread> prefetch_threads;  // prefetch_mu
   bool prefetch_stopping = false;             // prefetch_mu
   std::atomic<int64_t> prefetch_queued{0}, prefetch_dropped{0};
+
+  // Loads started by a call with a deadline: run by up to options.load_workers threads
+  // (started on first use), so that the call can stop waiting at its deadline. A load
+  // waiting its turn is already LOADING (one per id: at most one per known model).
+  std::mutex loader_mu;
+  std::condition_variable loader_cv;
+  std::deque<LoadTask> loader_waiting;      // guarded by loader_mu
+  std::vector<std::thread> loader_threads;  // loader_mu
+  bool loader_stopping = false;             // loader_mu
+
+  // Queues `task` for a loader thread (starting one if fewer than load_workers run).
+  // False when it cannot run (the registry is stopping, or no loader thread could be
+  // started): the caller settles it. Called with mu released.
+  bool SubmitLoad(LoadTask task) {
+    std::lock_guard<std::mutex> lock(loader_mu);
+    if (loader_stopping) return false;
+    loader_waiting.push_back(std::move(task));
+    if (static_cast<int>(loader_threads.size()) < std::max(options.load_workers, 1)) {
+      try {
+        loader_threads.emplace_back([this] { LoaderWorker(); });
+      } catch (const std::system_error& ex) {
+        LOG_ERROR("cannot start a model loader thread: %s", ex.what());
+        if (loader_threads.empty()) {
+          loader_waiting.pop_back();
+          return false;
+        }
+      }
+    }
+    loader_cv.notify_one();
+    return true;
+  }
+
+  void LoaderWorker() {
+    std::unique_lock<std::mutex> lock(loader_mu);
+    while (true) {
+      loader_cv.wait(lock, [&] { return loader_stopping || !loader_waiting.empty(); });
+      if (loader_stopping) return;  // loads still waiting are abandoned by the destructor
+      LoadTask task = std::move(loader_waiting.front());
+      loader_waiting.pop_front();
+      lock.unlock();
+      RunLoad(task);
+      lock.lock();
+    }
+  }
+
+  // One background load: FinishLoadLocked on a loader thread, its outcome in the ticket.
+  void RunLoad(const LoadTask& task) {
+    std::vector<ModelPtr> dead;
+    std::unique_lock<std::mutex> lock(mu);
+    Status status;
+    try {
+      auto loaded = FinishLoadLocked(lock, *task.entry, &dead);
+      if (!loaded.ok()) status = loaded.status();
+    } catch (...) {  // the LoadingGuard has recorded the failure
+      status = Status::Internal("loading model '" + task.entry->id + "' ended with an exception");
+    }
+    // Sessions it evicted are freed (unlocked) before its caller hears of the result.
+    if (lock.owns_lock()) lock.unlock();
+    dead.clear();
+    lock.lock();
+    task.ticket->status = std::move(status);
+    task.ticket->done = true;
+    changed.notify_all();
+  }
+
+  // A load that never reached a loader thread: no longer LOADING, its ticket settled.
+  void AbandonLoadLocked(const LoadTask& task, Status why) {
+    SetLoadingLocked(*task.entry, false);
+    task.ticket->status = std::move(why);
+    task.ticket->done = true;
+    changed.notify_all();
+  }
 
   // One background load (a worker's): as Acquire, without pinning or counting use.
   void PrefetchLoad(const std::string& id) {
@@ -292,7 +398,8 @@ struct ModelRegistry::Impl {
     return it == totals.end() ? 0 : it->second.bytes;
   }
 
-  // Sets (or, on a reload, replaces) the model of `e` on e.device, keeping the totals.
+  // Sets (or, on a reload, replaces) the model of `e` on e.device, keeping the totals
+  // and the eviction order. e.slot is set.
   void AttachLocked(Entry& e, ModelPtr model) {
     DeviceTotals& t = totals[e.device];
     if (e.model) t.bytes -= e.bytes;
@@ -300,6 +407,34 @@ struct ModelRegistry::Impl {
     e.bytes = e.model->memory_bytes();
     t.bytes += e.bytes;
     t.loaded.insert(&e);
+    FileLocked(e);
+  }
+
+  // The policy's figures of loaded `e` now.
+  VictimKey KeyOf(Entry& e) const {
+    const int64_t used = e.slot->last_used_steady_ns.load();
+    if (options.policy == config::EvictionPolicy::kLfu) {
+      return VictimKey{e.slot->usage_count.load(), used, &e};
+    }
+    return VictimKey{used, 0, &e};
+  }
+
+  // Files (or refiles) loaded `e` in its device's eviction order under its figures now.
+  // Returns where it went.
+  std::set<VictimKey>::iterator FileLocked(Entry& e) {
+    std::set<VictimKey>& order = totals[e.device].eviction_order;
+    if (e.indexed) order.erase(VictimKey{e.key_first, e.key_second, &e});
+    const VictimKey key = KeyOf(e);
+    e.key_first = key.first;
+    e.key_second = key.second;
+    e.indexed = true;
+    return order.insert(key).first;
+  }
+
+  void UnfileLocked(Entry& e) {
+    if (!e.indexed) return;
+    totals[e.device].eviction_order.erase(VictimKey{e.key_first, e.key_second, &e});
+    e.indexed = false;
   }
 
   void SetLoadingLocked(Entry& e, bool loading) {
@@ -328,26 +463,32 @@ struct ModelRegistry::Impl {
     return best;
   }
 
-  // The model on `device` that the policy would drop first, among those nobody holds.
+  // The model on `device` that the policy would drop first, among those nobody holds:
+  // LRU the oldest last use, LFU the fewest uses (then the oldest last use); ties by id.
+  // Walks the eviction order from its front: it passes over models in use (pinned,
+  // reloading, `exclude`) and refiles the keys a release made stale (see VictimKey),
+  // so the cost is O(log n) per model passed over, not a scan of every model.
   Entry* PickVictimLocked(int device, const Entry* exclude) {
-    Entry* victim = nullptr;
-    for (Entry* candidate : totals[device].loaded) {
-      Entry& e = *candidate;
-      if (&e == exclude || e.reloading) continue;
-      if (e.slot->pins.load() > 0) continue;
-      if (!victim) {
-        victim = &e;
+    std::set<VictimKey>& order = totals[device].eviction_order;
+    for (auto it = order.begin(); it != order.end();) {
+      Entry& e = *it->entry;
+      const VictimKey now = KeyOf(e);
+      if (now.first != it->first || now.second != it->second) {
+        // Used since it was filed: refile it. Its new place is after the old one (the
+        // figures only grow), possibly before `next`: continue from whichever is first.
+        auto next = order.erase(it);
+        e.indexed = false;
+        auto refiled = FileLocked(e);
+        it = (next == order.end() || *refiled < *next) ? refiled : next;
         continue;
       }
-      int64_t used = e.slot->last_used_steady_ns, victim_used = victim->slot->last_used_steady_ns;
-      if (options.policy == config::EvictionPolicy::kLfu) {
-        int64_t u = e.slot->usage_count, vu = victim->slot->usage_count;
-        if (u < vu || (u == vu && used < victim_used)) victim = &e;
-      } else if (used < victim_used) {
-        victim = &e;
+      if (&e == exclude || e.reloading || e.slot->pins.load() > 0) {
+        ++it;
+        continue;
       }
+      return &e;
     }
-    return victim;
+    return nullptr;
   }
 
   // Drops the registry's reference; the OnnxModel dies in `dead` (outside the lock)
@@ -355,6 +496,7 @@ struct ModelRegistry::Impl {
   void UnloadLocked(Entry& e, std::vector<ModelPtr>* dead, const char* why) {
     LOG_INFO("unloading model '%s' from device %d (%s, %lld bytes)", e.id.c_str(), e.device, why,
              static_cast<long long>(e.bytes));
+    UnfileLocked(e);
     DeviceTotals& t = totals[e.device];
     t.bytes -= e.bytes;
     t.loaded.erase(&e);
@@ -485,25 +627,75 @@ struct ModelRegistry::Impl {
   }
 
   // Makes sure `e` is loaded. Returns whether this call did the load. The lock is
-  // released while ORT loads; `e` stays valid (entries are never erased).
+  // released while ORT loads; `e` stays valid (entries are never erased). Without a
+  // deadline the load runs on this thread; with one it runs on a loader thread and this
+  // call waits for it until the deadline at most (DEADLINE_EXCEEDED, the load goes on).
   Expected<bool> EnsureLoadedLocked(std::unique_lock<std::mutex>& lock, Entry& e,
                                     bool explicit_load, std::optional<Clock::time_point> deadline,
                                     std::vector<ModelPtr>* dead) {
-    LIPSYNC_RETURN_IF_ERROR(
-        WaitWhileLocked(lock, e, deadline, [&] { return !e.model && e.loading; }));
-    if (e.model) return false;
-    if (!explicit_load && FailureFresh(e)) {
-      return Status(e.failure.code(), e.failure.message() + " (load failure remembered: " +
-                                          std::to_string(e.consecutive_failures) +
-                                          " failed attempt(s) in a row; next retry in " +
-                                          SecondsText(e.retry_at - options.now()) + ")");
+    while (true) {
+      LIPSYNC_RETURN_IF_ERROR(
+          WaitWhileLocked(lock, e, deadline, [&] { return !e.model && e.loading; }));
+      if (e.model) return false;
+      if (!explicit_load && FailureFresh(e)) {
+        return Status(e.failure.code(), e.failure.message() + " (load failure remembered: " +
+                                            std::to_string(e.consecutive_failures) +
+                                            " failed attempt(s) in a row; next retry in " +
+                                            SecondsText(e.retry_at - options.now()) + ")");
+      }
+      if (!deadline) {
+        LIPSYNC_RETURN_IF_ERROR(BeginLoadLocked(e, dead));
+        return FinishLoadLocked(lock, e, dead);
+      }
+      LoadTask task{&e, std::make_shared<LoadTicket>()};
+      LIPSYNC_RETURN_IF_ERROR(BeginLoadLocked(e, dead));
+      lock.unlock();
+      dead->clear();  // evicted sessions are freed unlocked
+      const bool submitted = SubmitLoad(task);
+      lock.lock();
+      if (!submitted) {
+        AbandonLoadLocked(task,
+                          Status::Unavailable("model '" + e.id +
+                                              "' cannot be loaded now: no loader thread "
+                                              "(the registry is stopping or out of threads)"));
+        return task.ticket->status;
+      }
+      if (!changed.wait_until(lock, *deadline, [&] { return task.ticket->done; })) {
+        const auto ms =
+            std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - e.loading_since);
+        return Status::DeadlineExceeded(
+            "model '" + e.id + "' is still loading (" + std::to_string(ms.count()) +
+            " ms so far, started by this request); this request's deadline passed while it "
+            "waited. The load goes on in the background; retry shortly");
+      }
+      if (!task.ticket->status.ok()) return task.ticket->status;
+      if (e.model) return true;
+      // Loaded, then evicted again before this call woke: start over.
     }
+  }
+
+  // Starts a first load of `e`: places it, marks it LOADING (counted on its device) and
+  // makes room under the model-count cap (evicted sessions go to `dead`). On error the
+  // mark is cleared again.
+  Status BeginLoadLocked(Entry& e, std::vector<ModelPtr>* dead) {
     e.device = PickDevice();
     SetLoadingLocked(e, true);
     e.loading_since = Clock::now();
+    Status room = EvictForCountLocked(e.device, &e, dead);
+    if (!room.ok()) {
+      SetLoadingLocked(e, false);
+      changed.notify_all();
+    }
+    return room;
+  }
+
+  // The rest of a first load begun by BeginLoadLocked: the size estimate and room under
+  // the byte cap, the load itself (lock released), then the model attached or the failure
+  // remembered. Always ends the LOADING mark (LoadingGuard).
+  Expected<bool> FinishLoadLocked(std::unique_lock<std::mutex>& lock, Entry& e,
+                                  std::vector<ModelPtr>* dead) {
     LoadingGuard guard{*this, e, lock, &e.loading};
     const int device = e.device;
-    LIPSYNC_RETURN_IF_ERROR(EvictForCountLocked(device, &e, dead));
     int64_t estimate = e.last_measured_bytes;
     const ModelFiles files = e.files;
     if (estimate <= 0) {
@@ -538,8 +730,8 @@ struct ModelRegistry::Impl {
       return st;
     }
     e.slot = std::make_shared<ModelSlot>(e.id, options.now);
-    AttachLocked(e, std::move(model));
     e.slot->Touch();
+    AttachLocked(e, std::move(model));
     e.load_ms = ms;
     e.loaded_at_unix_ms = NowUnixMs();
     e.failure = Status::Ok();
@@ -679,6 +871,21 @@ ModelRegistry::~ModelRegistry() {
   }
   impl_->prefetch_cv.notify_all();
   for (auto& t : workers) t.join();
+  // Background loads: those under way finish (joined); those still waiting never start.
+  std::vector<std::thread> loaders;
+  std::deque<Impl::LoadTask> abandoned;
+  {
+    std::lock_guard<std::mutex> lock(impl_->loader_mu);
+    impl_->loader_stopping = true;
+    loaders.swap(impl_->loader_threads);
+    abandoned.swap(impl_->loader_waiting);
+  }
+  impl_->loader_cv.notify_all();
+  for (auto& t : loaders) t.join();
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  for (const Impl::LoadTask& task : abandoned) {
+    impl_->AbandonLoadLocked(task, Status::Unavailable("the model registry is shutting down"));
+  }
 }
 
 Expected<PrefetchOutcome> ModelRegistry::Prefetch(const std::string& id) {
@@ -729,6 +936,7 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
   entry->slot->pins.fetch_add(1);
   entry->slot->usage_count.fetch_add(1);
   entry->slot->Touch();
+  impl_->FileLocked(*entry);  // O(log n): its new place in the eviction order
   lock.unlock();
   return handle;
 }
@@ -885,8 +1093,14 @@ int64_t ModelRegistry::loaded_bytes(int device) const {
 int64_t ModelRegistry::load_attempts() const { return impl_->load_attempts; }
 
 ModelCounters ModelRegistry::counters() const {
-  std::lock_guard<std::mutex> lock(impl_->mu);
-  return impl_->counters;
+  ModelCounters counters;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    counters = impl_->counters;
+  }
+  counters.prefetches_queued = impl_->prefetch_queued;
+  counters.prefetches_dropped = impl_->prefetch_dropped;
+  return counters;
 }
 
 Status ModelRegistry::Preload(const std::vector<std::string>& ids) {

@@ -3,10 +3,20 @@
 // single-flight loading, capacity per device (count and bytes) with LRU/LFU
 // eviction, an idle sweeper, remembered load failures, and atomic force-reload.
 //
+// A load outlives no request's deadline: a call with a deadline that has to load its
+// model hands the load to a loader thread (RegistryOptions::load_workers) and waits for
+// it, as every other caller of that id does, until its own deadline at most
+// (DEADLINE_EXCEEDED; the load goes on and serves the next call). Every load ends as
+// loaded or failed (a failure is remembered with backoff, whoever waited for it).
+//
 // Thread-safe (one mutex for the tables). Everything slow runs with it released: loads,
 // stat calls and directory scans (List snapshots the table, then scans), and the
 // destruction of evicted, unloaded or replaced sessions (freed after unlock). Device
-// totals (count, bytes) are kept running, not re-summed. A ModelHandle pins
+// totals (count, bytes) are kept running, not re-summed, and each device keeps its
+// loaded models in eviction order (LRU: last use; LFU: uses, then last use), so picking
+// a victim is O(log n) plus the models in use it passes over, not a scan of all
+// entries. A handle's release records its use without the lock; the order catches up
+// when eviction meets it (a key lags, never leads). A ModelHandle pins
 // its model: the model is never evicted, swept or destroyed while a handle lives.
 // Unload and force-reload drop the registry's reference at once; handles already
 // out keep the old OnnxModel alive (shared_ptr) until they are destroyed; a handle
@@ -69,6 +79,10 @@ struct RegistryOptions {
   // most hints that may wait for them.
   int prefetch_workers = 2;
   int prefetch_queue = 16;
+  // Loads started by an Acquire or Load with a deadline run on up to this many loader
+  // threads (started on first use; the destructor joins them); more wait their turn,
+  // already LOADING. Without a deadline a load runs on the calling thread.
+  int load_workers = 4;
 };
 
 // The registry's view of an inference.yaml: capacity (memory_gb_per_gpu applies to
@@ -124,13 +138,18 @@ class ModelRegistry {
   // Starts the idle sweeper thread when options.idle_timeout > 0. Requires
   // OrtRuntime::Initialize() before the first load.
   explicit ModelRegistry(RegistryOptions options);
-  ~ModelRegistry();  // stops the sweeper; outstanding handles must be gone
+  // Stops the sweeper and the background threads: loads under way finish (joined);
+  // prefetch hints and deadline loads still waiting for a thread never start.
+  ~ModelRegistry();
   ModelRegistry(const ModelRegistry&) = delete;
   ModelRegistry& operator=(const ModelRegistry&) = delete;
 
   // Validates the id (INVALID_ARGUMENT before any path is built), loads it if needed
-  // (one load per id however many callers arrive; the others wait for it, until
-  // `deadline` at most: then DEADLINE_EXCEEDED, the load goes on), and pins it.
+  // (one load per id however many callers arrive; the others wait for it), and pins it.
+  // With a `deadline` (real Clock) every caller, the one that starts the load included,
+  // waits until it at most: then DEADLINE_EXCEEDED naming the model and how long it has
+  // been loading; the load goes on on a loader thread and a later call gets the model.
+  // Without one, the caller that starts the load runs it on its own thread.
   // NOT_FOUND for unknown ids; a remembered load failure is returned as-is (same code,
   // "remembered" and the time to the next retry added) until its retry time;
   // RESOURCE_EXHAUSTED when the device is full of pinned models.
@@ -139,7 +158,9 @@ class ModelRegistry {
   // Loads (or, with force_reload, loads a fresh copy and swaps it in atomically; on
   // failure the old copy keeps serving and the error is returned). Loading an id
   // that failed recently retries immediately (an explicit operator request). Waiting
-  // for another load or reload of the id ends at `deadline` (DEADLINE_EXCEEDED).
+  // for a load (a first load with a deadline runs on a loader thread, as for Acquire)
+  // or another reload of the id ends at `deadline` (DEADLINE_EXCEEDED). A force-reload
+  // itself runs on the calling thread.
   Expected<LoadResult> Load(const std::string& id, bool force_reload,
                             std::optional<Clock::time_point> deadline = std::nullopt);
   // Drops the model from the registry; requests holding handles finish on it.

@@ -134,6 +134,44 @@ TEST_F(ModelRegistryLockTest, EvictedSessionIsDestroyedAfterUnlock) {
   registry_ = nullptr;
 }
 
+// The same when the load runs on a loader thread (a call with a deadline): the session
+// evicted for the count cap (by the caller) and those evicted for the byte cap (by the
+// loader) are destroyed with the lock released.
+TEST_F(ModelRegistryLockTest, SessionsEvictedForADeadlineLoadAreDestroyedAfterUnlock) {
+  // Footprints dominated by a 16 MB resident weight, so the byte cap below holds one.
+  for (const char* id : {"a", "b", "c"}) {
+    fs::create_directories(root_ / id / "checkpoint");
+    ASSERT_TRUE(testing::WriteHeavyIdentityModel(
+                    (root_ / id / "checkpoint" / "model_best.onnx").string(), kSize, 4 << 20)
+                    .ok());
+  }
+  RegistryOptions o = ProbingOptions();
+  o.max_models = 1;
+  ModelRegistry registry(o);
+  registry_ = &registry;
+  const auto deadline = [] { return Clock::now() + std::chrono::seconds(60); };
+  { ASSERT_TRUE(registry.Acquire("a", deadline()).ok()); }
+  {
+    auto b = registry.Acquire("b", deadline());  // evicts a (count cap), on this thread
+    ASSERT_TRUE(b.ok()) << b.status().ToString();
+  }
+  ExpectAllAnswered(1);
+  const int64_t one = registry.loaded_bytes(-1);
+  ASSERT_GE(one, (16 << 20) * 9 / 10) << "the resident weight is not in the footprint";
+  RegistryOptions capped = ProbingOptions();
+  capped.max_bytes = one * 3 / 2;
+  ModelRegistry by_bytes(capped);
+  registry_ = &by_bytes;
+  { ASSERT_TRUE(by_bytes.Acquire("a", deadline()).ok()); }
+  {
+    auto c = by_bytes.Acquire("c", deadline());  // evicts a (byte cap), on a loader thread
+    ASSERT_TRUE(c.ok()) << c.status().ToString();
+  }
+  ExpectAllAnswered(2);
+  EXPECT_EQ(by_bytes.loaded_count(), 1);
+  registry_ = nullptr;
+}
+
 TEST_F(ModelRegistryLockTest, UnloadedIdleAndReplacedSessionsAreDestroyedAfterUnlock) {
   AddRootModel("u");
   AddRootModel("idle");

@@ -10,7 +10,9 @@
 #include <filesystem>
 #include <fstream>
 #include <future>
+#include <map>
 #include <new>
+#include <random>
 #include <thread>
 
 #include "inference/fake_clock.h"
@@ -495,6 +497,238 @@ TEST_F(ModelRegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFligh
   EXPECT_TRUE(registry.Acquire("slow", Clock::now() + milliseconds(20)).ok());
   EXPECT_EQ(registry.load_attempts(), 1);
 }
+
+// The call that starts a load with a deadline waits for it no longer than any other
+// caller: it gets DEADLINE_EXCEEDED while the load, on a loader thread, goes on (the
+// gate is shut: the call returned with its load still inside the loader) and serves
+// the next call with one load counted.
+TEST_F(ModelRegistryTest, FirstCallerGivesUpAtItsDeadlineWhileItsLoadGoesOn) {
+  AddRootModel("slow");
+  AddRootModel("fast");
+  fs::create_directories(root_ / "broken" / "checkpoint");
+  ASSERT_TRUE(testing::WriteCorruptModel(ModelPath("broken")).ok());
+  LoadGate gate;
+  RegistryOptions o = Options();
+  o.loader = [&](const ModelFiles& files, int device) {
+    if (files.model_path.find("slow") != std::string::npos) gate.Enter();
+    return OnnxModel::Load(files, device);
+  };
+  ModelRegistry registry(o);
+  auto first = std::async(std::launch::async, [&] {
+    return registry.Acquire("slow", Clock::now() + milliseconds(20));
+  });
+  const bool returned = first.wait_for(std::chrono::seconds(30)) == std::future_status::ready;
+  if (!returned) gate.Open();  // let the stuck call end rather than hang the test
+  ASSERT_TRUE(returned) << "the call that started the load waited for the whole load";
+  auto given_up = first.get();
+  EXPECT_EQ(given_up.status().code(), StatusCode::kDeadlineExceeded);
+  for (const char* part : {"model 'slow'", "ms so far", "load goes on"}) {
+    EXPECT_NE(given_up.status().message().find(part), std::string::npos)
+        << part << " in: " << given_up.status().message();
+  }
+  gate.WaitInside();  // the load is under way on a loader thread
+  EXPECT_EQ(State(registry, "slow"), ModelState::kLoading);
+  gate.Open();
+  auto second = registry.Acquire("slow");  // waits for that load
+  ASSERT_TRUE(second.ok()) << second.status().ToString();
+  EXPECT_FALSE(second->loaded_now());
+  EXPECT_FLOAT_EQ(RunOnce(*second), 0.5f);
+  EXPECT_EQ(registry.load_attempts(), 1);
+  EXPECT_EQ(registry.counters().loads, 1);
+  EXPECT_EQ(registry.Stats("slow")->usage_count, 1);  // the call that gave up did not use it
+
+  // A load that ends before the deadline answers its own caller: the model, or the error.
+  auto fast = registry.Acquire("fast", Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(fast.ok()) << fast.status().ToString();
+  EXPECT_TRUE(fast->loaded_now());
+  auto broken = registry.Acquire("broken", Clock::now() + std::chrono::seconds(30));
+  EXPECT_EQ(broken.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(broken.status().message().find("remembered"), std::string::npos)
+      << broken.status().message();
+  // An explicit Load with a deadline runs the same way.
+  auto loaded = registry.Load("fast", false, Clock::now() + std::chrono::seconds(30));
+  ASSERT_TRUE(loaded.ok()) << loaded.status().ToString();
+  EXPECT_TRUE(loaded->already_loaded);
+}
+
+// A load that fails on a loader thread after its caller gave up is remembered: the
+// next calls get the failure (with its backoff) without a new load.
+TEST_F(ModelRegistryTest, LoadFailingInTheBackgroundIsRemembered) {
+  AddRootModel("flaky");
+  LoadGate gate;
+  std::atomic<int> calls{0};
+  FakeClock clock;
+  RegistryOptions o = Options();
+  o.now = clock.Fn();
+  o.loader = [&](const ModelFiles&, int) -> Expected<std::shared_ptr<OnnxModel>> {
+    if (++calls == 1) gate.Enter();
+    return Status::FailedPrecondition("corrupt weights");
+  };
+  ModelRegistry registry(o);
+  EXPECT_EQ(registry.Acquire("flaky", Clock::now() + milliseconds(20)).status().code(),
+            StatusCode::kDeadlineExceeded);
+  gate.WaitInside();
+  gate.Open();
+  auto second = registry.Acquire("flaky");  // waits for the load, then finds its failure
+  EXPECT_EQ(second.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.status().message().find("corrupt weights"), std::string::npos)
+      << second.status().message();
+  EXPECT_NE(second.status().message().find("remembered"), std::string::npos)
+      << second.status().message();
+  EXPECT_EQ(State(registry, "flaky"), ModelState::kFailed);
+  auto third = registry.Acquire("flaky", Clock::now() + std::chrono::seconds(30));
+  EXPECT_EQ(third.status().code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(calls.load(), 1);
+  EXPECT_EQ(registry.counters().load_failures, 1);
+  clock.Advance(std::chrono::seconds(30));  // the retry time: the next call loads again
+  EXPECT_EQ(registry.Acquire("flaky", Clock::now() + std::chrono::seconds(30)).status().code(),
+            StatusCode::kFailedPrecondition);
+  EXPECT_EQ(calls.load(), 2);
+}
+
+// The destructor joins a background load under way (its model is freed with the
+// registry) and drops one still waiting for the one loader thread.
+TEST_F(ModelRegistryTest, RegistryWithADeadlineLoadInFlightShutsDown) {
+  AddRootModel("a");
+  AddRootModel("b");
+  LoadGate gate;
+  std::atomic<int> calls{0}, alive{0};
+  RegistryOptions o = Options();
+  o.load_workers = 1;
+  o.loader = [&](const ModelFiles& files, int device) -> Expected<std::shared_ptr<OnnxModel>> {
+    if (++calls == 1) gate.Enter();
+    auto real = OnnxModel::Load(files, device);
+    if (!real.ok()) return real.status();
+    ++alive;
+    std::shared_ptr<OnnxModel> keep = *real;
+    return std::shared_ptr<OnnxModel>(keep.get(), [&alive, keep](OnnxModel*) mutable {
+      keep.reset();
+      --alive;
+    });
+  };
+  auto registry = std::make_unique<ModelRegistry>(o);
+  EXPECT_EQ(registry->Acquire("a", Clock::now() + milliseconds(10)).status().code(),
+            StatusCode::kDeadlineExceeded);
+  gate.WaitInside();
+  // The one loader is busy with a: b waits its turn, already LOADING.
+  EXPECT_EQ(registry->Acquire("b", Clock::now() + milliseconds(10)).status().code(),
+            StatusCode::kDeadlineExceeded);
+  EXPECT_EQ(State(*registry, "b"), ModelState::kLoading);
+  std::thread closer([&] { registry.reset(); });
+  gate.Open();
+  closer.join();
+  EXPECT_GE(calls.load(), 1);  // b may have started before the destructor stopped the loader
+  EXPECT_EQ(alive.load(), 0);  // whatever loaded was freed with the registry
+}
+
+// Many models, random use: each eviction drops exactly the model the policy names
+// (recomputed here from the use history), held models never, and a model used by a
+// long request counts from its release (the registry learns of it without its lock).
+class ManyModelsEvictionTest : public ModelRegistryTest,
+                               public ::testing::WithParamInterface<config::EvictionPolicy> {};
+
+TEST_P(ManyModelsEvictionTest, EachEvictionDropsThePolicysVictim) {
+  constexpr int kModels = 300;
+  constexpr int kNewcomers = 40;
+  AddRootModel("shared");
+  auto shared = OnnxModel::Load(ModelFiles{ModelPath("shared"), ""}, -1);
+  ASSERT_TRUE(shared.ok()) << shared.status().ToString();
+  FakeClock clock;
+  RegistryOptions o = Options();
+  o.policy = GetParam();
+  o.max_models = kModels;
+  o.now = clock.Fn();
+  // One session serves every id (a loader that hands it out): the test is about order.
+  o.loader = [model = *shared](const ModelFiles&, int) -> Expected<std::shared_ptr<OnnxModel>> {
+    return model;
+  };
+  auto id_of = [](const char* prefix, int i) {
+    std::string id(prefix);
+    id += std::to_string(i);  // (not prefix + ...: g++ 12's -Wrestrict false positive)
+    return id;
+  };
+  for (int i = 0; i < kModels; ++i)
+    o.configured[id_of("m", i)] = ModelFiles{ModelPath("shared"), ""};
+  for (int i = 0; i < kNewcomers; ++i) {
+    o.configured[id_of("n", i)] = ModelFiles{ModelPath("shared"), ""};
+  }
+  ModelRegistry registry(o);
+
+  struct Use {
+    int64_t uses = 0;
+    int64_t last = 0;  // ms on the fake clock
+  };
+  std::map<std::string, Use> loaded;  // the reference
+  std::map<std::string, ModelHandle> held;
+  int64_t now_ms = 0;
+  auto tick = [&] {
+    clock.Advance(milliseconds(1));
+    ++now_ms;
+  };
+  auto acquire = [&](const std::string& id, bool hold) {
+    auto handle = registry.Acquire(id);
+    ASSERT_TRUE(handle.ok()) << id << ": " << handle.status().ToString();
+    Use& use = loaded[id];
+    ++use.uses;
+    use.last = now_ms;
+    if (hold) held[id] = std::move(*handle);
+  };
+  auto expected_victim = [&] {
+    const std::string* best = nullptr;
+    for (const auto& [id, use] : loaded) {
+      if (held.count(id)) continue;
+      if (best == nullptr) {
+        best = &id;
+        continue;
+      }
+      const Use& b = loaded[*best];
+      const bool lfu = GetParam() == config::EvictionPolicy::kLfu;
+      const bool better = lfu ? (use.uses < b.uses || (use.uses == b.uses && use.last < b.last))
+                              : use.last < b.last;
+      if (better) best = &id;
+    }
+    return best ? *best : std::string();
+  };
+
+  for (int i = 0; i < kModels; ++i) {
+    acquire(id_of("m", i), false);
+    tick();
+  }
+  std::mt19937 random(11);
+  int newcomer = 0;
+  for (int step = 1; step <= 2000 && newcomer < kNewcomers; ++step) {
+    const int pick = static_cast<int>(random() % loaded.size());
+    const std::string id = std::next(loaded.begin(), pick)->first;
+    if (auto it = held.find(id); it != held.end()) {
+      held.erase(it);  // the release is its last use
+      loaded[id].last = now_ms;
+    } else {
+      acquire(id, /*hold=*/random() % 8 == 0);
+    }
+    tick();
+    if (step % 50 == 0) {
+      const std::string victim = expected_victim();
+      ASSERT_FALSE(victim.empty());
+      const std::string fresh = id_of("n", newcomer++);
+      acquire(fresh, false);
+      ASSERT_EQ(State(registry, victim), ModelState::kAvailable)
+          << "step " << step << ": expected " << victim << " to be the victim";
+      loaded.erase(victim);
+      ASSERT_EQ(registry.loaded_count(), kModels);
+      tick();
+    }
+  }
+  EXPECT_EQ(newcomer, kNewcomers);
+  for (const auto& [id, use] : loaded) EXPECT_EQ(State(registry, id), ModelState::kReady) << id;
+  EXPECT_EQ(registry.counters().evictions, kNewcomers);
+}
+
+INSTANTIATE_TEST_SUITE_P(Policies, ManyModelsEvictionTest,
+                         ::testing::Values(config::EvictionPolicy::kLru,
+                                           config::EvictionPolicy::kLfu),
+                         [](const auto& info) {
+                           return info.param == config::EvictionPolicy::kLru ? "Lru" : "Lfu";
+                         });
 
 TEST_F(ModelRegistryTest, OversizedModelFileIsRefusedWithoutBeingRead) {
   AddRootModel("huge");
