@@ -362,6 +362,23 @@ void CompositingServer::PrefetchModel(const std::string& model_id) {
     LOG_DEBUG("prefetch of model '%s': %s", model_id.substr(0, 128).c_str(),
               hint.status().ToString().c_str());
   }
+  const size_t outcome = hint.ok() ? static_cast<size_t>(*hint) : prefetches_.size() - 1;
+  ++prefetches_[std::min(outcome, prefetches_.size() - 1)];
+}
+
+CompositingServer::PrefetchCounts CompositingServer::prefetch_counts() const {
+  using inference::PrefetchResult;
+  static_assert(static_cast<size_t>(PrefetchResult::kSent) + 2 ==
+                std::tuple_size_v<decltype(prefetches_)>);
+  auto count = [&](PrefetchResult r) { return prefetches_[static_cast<size_t>(r)].load(); };
+  PrefetchCounts c;
+  c.sent = count(PrefetchResult::kSent);
+  c.queued = count(PrefetchResult::kQueued);
+  c.loading = count(PrefetchResult::kLoading);
+  c.already_loaded = count(PrefetchResult::kAlreadyLoaded);
+  c.dropped = count(PrefetchResult::kDropped);
+  c.failed = prefetches_.back().load();
+  return c;
 }
 
 Expected<ModelLoadResult> CompositingServer::LoadModel(const std::string& model_id,

@@ -18,6 +18,7 @@
 // caller. The backend must outlive the server.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -165,6 +166,13 @@ class CompositingServer {
   // A hint to the inference side that `model_id` is about to be used (its avatar is
   // being loaded): the model loads in the background meanwhile. Never fails or waits.
   void PrefetchModel(const std::string& model_id);
+  // Prefetch hints since start by what the backend did with them (a remote inference
+  // server: sent or dropped; in-process: queued, loading, already loaded or dropped), or
+  // failed (refused, e.g. a malformed id). Metrics.
+  struct PrefetchCounts {
+    int64_t sent = 0, queued = 0, loading = 0, already_loaded = 0, dropped = 0, failed = 0;
+  };
+  PrefetchCounts prefetch_counts() const;
 
   avatar::AvatarRegistry& avatars() { return *avatars_; }
   const config::CompositingConfig& config() const { return config_; }
@@ -193,6 +201,8 @@ class CompositingServer {
   int probe_gpu_count_ = 0;
 
   std::atomic<bool> shutting_down_{false};
+  // PrefetchCounts: one per inference::PrefetchResult, then failed.
+  std::array<std::atomic<int64_t>, 6> prefetches_{};
   std::mutex in_flight_mu_;
   std::condition_variable in_flight_cv_;
   int in_flight_ = 0;

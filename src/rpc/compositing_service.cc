@@ -71,7 +71,7 @@ std::vector<Gauge> CompositingServiceImpl::Gauges() {
   compositing::CompositingHealth h = server_->Health();
   const session::IdleLoopCache& idle_loops = session::IdleLoopCache::Global();
   const avatar::FrameCacheCounts cache = avatar::BackgroundCacheCounts();
-  return std::vector<Gauge>{
+  std::vector<Gauge> gauges{
       {"lipsync_background_cache_hits_total",
        "Background frames served from the avatars' frame cache.",
        {},
@@ -109,6 +109,19 @@ std::vector<Gauge> CompositingServiceImpl::Gauges() {
        "Live sessions running now.",
        {},
        1.0 * sessions_->limiter().active()}};
+  const compositing::CompositingServer::PrefetchCounts p = server_->prefetch_counts();
+  for (const auto& [result, count] :
+       {std::pair{"sent", p.sent}, std::pair{"queued", p.queued}, std::pair{"loading", p.loading},
+        std::pair{"already_loaded", p.already_loaded}, std::pair{"dropped", p.dropped},
+        std::pair{"failed", p.failed}}) {
+    gauges.push_back({"lipsync_model_prefetches_total",
+                      "Model prefetch hints sent to the inference side for a cold tenant, by "
+                      "what became of them.",
+                      {{"result", result}},
+                      static_cast<double>(count),
+                      Gauge::Kind::kCounter});
+  }
+  return gauges;
 }
 
 grpc::Status CompositingServiceImpl::InferBatchComposite(grpc::ServerContext* context,

@@ -77,6 +77,14 @@ std::vector<Gauge> HealthGauges(inference::InferenceBackend* backend) {
                     {},
                     static_cast<double>(counts.idle_unloads),
                     Kind::kCounter});
+  for (const auto& [result, count] : {std::pair{"queued", counts.prefetches_queued},
+                                      std::pair{"dropped", counts.prefetches_dropped}}) {
+    gauges.push_back({"lipsync_model_prefetches_total",
+                      "Model prefetch hints: queued a background load, or dropped (queue full).",
+                      {{"result", result}},
+                      static_cast<double>(count),
+                      Kind::kCounter});
+  }
   gauges.push_back({"lipsync_model_load_duration_seconds",
                     "Time successful model loads took.",
                     {},

@@ -171,6 +171,17 @@ class MetricsTest : public ::testing::Test {
               grpc::StatusCode::NOT_FOUND);
     EXPECT_EQ(Infer(*servers_->inference_stub(), "identity", 0).error_code(),
               grpc::StatusCode::INVALID_ARGUMENT);
+    // A prefetch hint straight to the inference server, for a tenant it has not seen
+    // (queued: the id is looked up in the background).
+    {
+      ipb::PrefetchModelRequest request;
+      request.set_model_id("unseen");
+      ipb::PrefetchModelResponse response;
+      grpc::ClientContext context;
+      context.set_deadline(std::chrono::system_clock::now() + 30s);
+      grpc::Status s = servers_->inference_stub()->PrefetchModel(&context, request, &response);
+      EXPECT_TRUE(s.ok()) << s.error_message();
+    }
     inference_text_ = new std::string(MetricsBody(servers_->inference_metrics_port()));
     compositing_text_ = new std::string(MetricsBody(servers_->compositing_metrics_port()));
   }
@@ -231,6 +242,11 @@ TEST_F(MetricsTest, CompositingCountersMatchTheTraffic) {
                 Value(s, "lipsync_background_cache_misses_total"),
             6);
   EXPECT_GT(Value(s, "lipsync_background_cache_misses_total"), 0);
+  // A prefetch hint per cold tenant (identity's first batch, nosuch), sent over gRPC.
+  EXPECT_EQ(Value(s, "lipsync_model_prefetches_total", {{"result", "sent"}}), 2);
+  for (const char* result : {"queued", "loading", "already_loaded", "dropped", "failed"}) {
+    EXPECT_EQ(Value(s, "lipsync_model_prefetches_total", {{"result", result}}), 0) << result;
+  }
 }
 
 TEST_F(MetricsTest, InferenceCountersMatchTheTraffic) {
@@ -266,6 +282,11 @@ TEST_F(MetricsTest, InferenceCountersMatchTheTraffic) {
   EXPECT_EQ(Value(s, "lipsync_model_evictions_total"), 0);
   EXPECT_GT(Value(s, "lipsync_model_load_seconds", {{"model", "identity"}}), 0);
   EXPECT_GT(Value(s, "lipsync_model_memory_bytes", {{"device", "cpu"}}), 0);
+  // Prefetch hints queued: the direct one for "unseen", and the compositing server's (if
+  // they arrived before the scrape and found their model neither loaded nor loading).
+  EXPECT_GE(Value(s, "lipsync_model_prefetches_total", {{"result", "queued"}}), 1);
+  EXPECT_LE(Value(s, "lipsync_model_prefetches_total", {{"result", "queued"}}), 3);
+  EXPECT_EQ(Value(s, "lipsync_model_prefetches_total", {{"result", "dropped"}}), 0);
   EXPECT_EQ(Value(s, "lipsync_queue_depth"), 0);
   EXPECT_GT(Value(s, "lipsync_queue_capacity"), 0);
   if (!inference::NvmlAvailable() || inference::GpuCount() == 0) {
