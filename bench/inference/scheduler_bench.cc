@@ -22,6 +22,7 @@
 
 #include <sys/resource.h>
 
+#include "bench_util.h"
 #include "inference/scheduler.h"
 
 namespace {
@@ -48,11 +49,7 @@ double CpuSeconds() {
          static_cast<double>(usage.ru_utime.tv_usec + usage.ru_stime.tv_usec) / 1e6;
 }
 
-double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return 0;
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, static_cast<size_t>(p * static_cast<double>(v.size())))];
-}
+using lipsync::bench::Percentile;
 
 Figures RunOnce(int devices, int workers, int submitters, int tasks, int work_us) {
   SchedulerOptions options;

@@ -25,6 +25,7 @@
 #include <string>
 #include <vector>
 
+#include "bench_util.h"
 #include "image/image.h"
 #include "libyuv/convert.h"
 #include "media/h264_test_util.h"
@@ -208,10 +209,7 @@ struct Result {
   std::string stream;
 };
 
-double Percentile(std::vector<double> v, double q) {
-  std::sort(v.begin(), v.end());
-  return v[std::min(v.size() - 1, size_t(q * double(v.size() - 1) + 0.5))];
-}
+using lipsync::bench::Percentile;
 
 double RegionPsnr(const uint8_t* a, const uint8_t* b, int width, const Rect& r) {
   double se = 0;

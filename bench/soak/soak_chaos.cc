@@ -52,6 +52,7 @@
 #include <vector>
 
 #include "audio/batch_audio.h"
+#include "bench_util.h"
 #include "common/flags.h"
 #include "compositing.grpc.pb.h"
 #include "image/image.h"
@@ -466,35 +467,9 @@ Verdict Classify(const CallResult& r, const compositing::CompositeBatchResponse&
 // Memory
 // ---------------------------------------------------------------------------------------
 
-struct ProcMem {
-  int pid = 0;
-  int64_t rss_kb = -1, anon_kb = -1, file_kb = -1;
-};
-
-int ReadPidFile(const std::string& path) {
-  std::ifstream in(path);
-  int pid = 0;
-  in >> pid;
-  return pid > 0 ? pid : 0;
-}
-
-ProcMem ReadProcMem(int pid) {
-  ProcMem m;
-  m.pid = pid;
-  if (pid <= 0) return m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto field = [&](const char* name, int64_t* out) {
-      size_t n = std::strlen(name);
-      if (line.compare(0, n, name) == 0) *out = std::atoll(line.c_str() + n);
-    };
-    field("VmRSS:", &m.rss_kb);
-    field("RssAnon:", &m.anon_kb);
-    field("RssFile:", &m.file_kb);
-  }
-  return m;
-}
+using lipsync::bench::ProcMem;
+using lipsync::bench::ReadPidFile;
+using lipsync::bench::ReadProcMem;
 
 struct MemSample {
   double t = 0;
@@ -536,21 +511,7 @@ struct Options {
   int utterance_frames = 250;  // 10 s of synthetic speech, looped
 };
 
-// A synthetic "speech" signal: a 180 Hz buzz with harmonics under a 4 Hz syllable
-// envelope, s16le at 16 kHz, exactly `frames` video frames long.
-std::string SyntheticSpeech(int frames) {
-  const int n = frames * 640;
-  std::string pcm(size_t(n) * 2, '\0');
-  for (int i = 0; i < n; ++i) {
-    double t = double(i) / 16000.0;
-    double env = std::max(0.0, std::sin(2 * std::numbers::pi * 4.0 * t));
-    double v = 0;
-    for (int h = 1; h <= 4; ++h) v += std::sin(2 * std::numbers::pi * 180.0 * h * t) / h;
-    int16_t s = int16_t(std::clamp(env * v * 9000.0, -32767.0, 32767.0));
-    std::memcpy(pcm.data() + size_t(i) * 2, &s, 2);
-  }
-  return pcm;
-}
+using lipsync::bench::SyntheticSpeech;
 
 struct ChaosKindStats {
   Tally tally;

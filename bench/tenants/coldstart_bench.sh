@@ -16,8 +16,13 @@
 #
 #   nice -n 5 bash bench/tenants/coldstart_bench.sh [--rounds 5] [--mem-tenants 9]
 #       [--base /tmp/lipsync-base/build/lipsync] [--hot-rounds 10] [--out out/coldstart]
-#       [--no-build] [--skip-cold] [--skip-memory]
+#       [--no-build] [--skip-cold] [--skip-memory] [--tenants demo,bench]
+#       [--keep-graph-cache]
+#   --keep-graph-cache: the optimized-graph cache entries stay in the page cache (only the
+#   tenant's own files and prepared file are dropped): splits the disk read of the entry
+#   from the rest of the model load.
 #
+# LIPSYNC_BIN / COLDSTART_BIN: other binaries than build/'s (copied into --out/bin first).
 # Outputs in --out: cold.md, memory.md, hot.md (each also printed), *.log.
 # Exit status: 0 when every step passed, 1 otherwise, 2 for a usage error.
 set -euo pipefail
@@ -31,6 +36,8 @@ OUT=$ROOT/out/coldstart
 BUILD=1
 COLD=1
 MEMORY=1
+COLD_TENANTS=demo,bench
+DROP_GRAPH=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --rounds) ROUNDS=$2; shift 2 ;;
@@ -41,7 +48,9 @@ while [ $# -gt 0 ]; do
     --no-build) BUILD=0; shift ;;
     --skip-cold) COLD=0; shift ;;
     --skip-memory) MEMORY=0; shift ;;
-    -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
+    --tenants) COLD_TENANTS=$2; shift 2 ;;
+    --keep-graph-cache) DROP_GRAPH=0; shift ;;
+    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
     *) echo "coldstart_bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
   esac
 done
@@ -53,8 +62,10 @@ if [ "$BUILD" = 1 ]; then
     >"$OUT/build.log" 2>&1 || { tail -20 "$OUT/build.log" >&2; exit 1; }
 fi
 mkdir -p "$OUT/bin"
-cp "$ROOT/build/lipsync" "$OUT/bin/lipsync"
-cp "$ROOT/build/bench/tenants/coldstart_bench" "$OUT/bin/coldstart_bench"
+cp "${LIPSYNC_BIN:-$ROOT/build/lipsync}" "$OUT/bin/lipsync.new"
+mv "$OUT/bin/lipsync.new" "$OUT/bin/lipsync"
+cp "${COLDSTART_BIN:-$ROOT/build/bench/tenants/coldstart_bench}" "$OUT/bin/coldstart_bench.new"
+mv "$OUT/bin/coldstart_bench.new" "$OUT/bin/coldstart_bench"
 BIN=$OUT/bin/lipsync
 DRIVER=$OUT/bin/coldstart_bench
 
@@ -164,15 +175,31 @@ if [ "$MEMORY" = 1 ] && [ "$MEM_TENANTS" -gt 0 ]; then
     --compositing-pid "$COMP_PID" --inference-pid "$INF_PID" --out "$OUT/memory.md" || code=1
 fi
 if [ "$COLD" = 1 ]; then
-  echo "[coldstart] cold: $ROUNDS rounds, tenants demo,bench (load average $(cut -d' ' -f1-3 /proc/loadavg))"
-  "$DRIVER" cold --server "127.0.0.1:$NEW_COMP" --tenants demo,bench --rounds "$ROUNDS" \
-    --model-root "$MODELS" --store-dir "$OUT/store" --cache-dir "$OUT/new/ortcache" \
+  echo "[coldstart] cold: $ROUNDS rounds, tenants $COLD_TENANTS (load average $(cut -d' ' -f1-3 /proc/loadavg))"
+  GRAPH_CACHE=$OUT/new/ortcache
+  [ "$DROP_GRAPH" = 1 ] || GRAPH_CACHE=
+  "$DRIVER" cold --server "127.0.0.1:$NEW_COMP" --tenants "$COLD_TENANTS" --rounds "$ROUNDS" \
+    --model-root "$MODELS" --store-dir "$OUT/store" --cache-dir "$GRAPH_CACHE" \
     --out "$OUT/cold.md" || code=1
   {
     echo
     echo "Compositing server's per-batch lines (warm-up, then hot and cold in turn):"
     echo
-    grep -E "'(demo|bench)' batch" "$OUT/new/compositing.log" | sed 's/^/    /'
+    grep -E "'[a-z0-9]+' batch" "$OUT/new/compositing.log" | sed 's/^/    /'
+    echo
+    # The server's time outside visual input, inference call and compositing: on a cold
+    # batch the avatar's load (Plan + Open), which avatar_load_time_ms does not cover whole.
+    echo "Compositing server total - visual - inference call - composite, ms (p50 min max):"
+    echo
+    for t in ${COLD_TENANTS//,/ }; do
+      grep "'$t' batch" "$OUT/new/compositing.log" | tail -n +2 |
+        sed -E 's/.*visual ([0-9.]+) ms, inference [0-9.]+ ms \(call ([0-9.]+)\), composite ([0-9.]+) ms, total ([0-9.]+) ms.*/\1 \2 \3 \4/' |
+        awk -v t="$t" '{ r = $4 - $1 - $2 - $3; if (NR % 2) h[++nh] = r; else c[++nc] = r }
+          function med(a, n,   i, j, x) { for (i = 1; i <= n; i++) for (j = i + 1; j <= n; j++)
+            if (a[j] < a[i]) { x = a[i]; a[i] = a[j]; a[j] = x }; return a[int((n + 1) / 2)] }
+          END { printf "    %s hot: %.1f (%.1f..%.1f); cold: %.1f (%.1f..%.1f)\n", t,
+            med(h, nh), h[1], h[nh], med(c, nc), c[1], c[nc] }'
+    done
   } | tee -a "$OUT/cold.md"
 fi
 if [ -n "$BASE_BIN" ]; then

@@ -5,6 +5,9 @@
 //       Makes N tenants t00000..t(N-1) under model_root, each a directory of hard links
 //       to the files of the base tenant (frames/, crop_rects.json, checkpoint/*.onnx).
 //       Each tenant is still loaded on its own by the servers. Idempotent.
+//   tenants_bench list --server HOST:PORT [--inference HOST:PORT] [--tenants N]
+//       Times ListModels (include_available, every tenant) 3 times with no traffic: the
+//       compositing server's, and with --inference the inference server's own first.
 //   tenants_bench run --server HOST:PORT --model-root DIR --tenants N
 //       [--seconds 120] [--streams 8] [--batch 8] [--zipf 1.0] [--seed 1]
 //       [--window 10] [--list-every 0.5] [--deadline 30] [--store-dir DIR]
@@ -43,8 +46,10 @@
 #include <vector>
 
 #include "audio/batch_audio.h"
+#include "bench_util.h"
 #include "common/flags.h"
 #include "compositing.grpc.pb.h"
+#include "inference.grpc.pb.h"
 #include "rpc/grpc_status.h"
 
 namespace {
@@ -127,55 +132,14 @@ struct Sample {
   std::string code;
 };
 
-struct ProcMem {
-  int64_t rss_kb = -1, anon_kb = -1, file_kb = -1;
-};
+using lipsync::bench::DropCached;
+using lipsync::bench::ProcMem;
+using lipsync::bench::ReadProcMem;
+using lipsync::bench::SyntheticSpeech;
 
-ProcMem ReadProcMem(int pid) {
-  ProcMem m;
-  if (pid <= 0) return m;
-  std::ifstream in("/proc/" + std::to_string(pid) + "/status");
-  std::string line;
-  while (std::getline(in, line)) {
-    auto field = [&](const char* name, int64_t* out) {
-      size_t n = std::strlen(name);
-      if (line.compare(0, n, name) == 0) *out = std::atoll(line.c_str() + n);
-    };
-    field("VmRSS:", &m.rss_kb);
-    field("RssAnon:", &m.anon_kb);
-    field("RssFile:", &m.file_kb);
-  }
-  return m;
-}
-
+// p in percent (nearest rank).
 double Percentile(std::vector<double> v, double p) {
-  if (v.empty()) return std::nan("");
-  std::sort(v.begin(), v.end());
-  size_t i = size_t(std::ceil(p / 100.0 * double(v.size()))) - 1;
-  return v[std::min(i, v.size() - 1)];
-}
-
-// A synthetic "speech" signal: a 180 Hz buzz under a 4 Hz syllable envelope, s16le 16 kHz.
-std::string SyntheticSpeech(int frames) {
-  const int n = frames * 640;
-  std::string pcm(size_t(n) * 2, '\0');
-  for (int i = 0; i < n; ++i) {
-    double t = double(i) / 16000.0;
-    double env = std::max(0.0, std::sin(2 * std::numbers::pi * 4.0 * t));
-    double v = 0;
-    for (int h = 1; h <= 4; ++h) v += std::sin(2 * std::numbers::pi * 180.0 * h * t) / h;
-    int16_t s = int16_t(std::clamp(env * v * 9000.0, -32767.0, 32767.0));
-    std::memcpy(pcm.data() + size_t(i) * 2, &s, 2);
-  }
-  return pcm;
-}
-
-// Drops a file's pages from the page cache (only pages no process has mapped go).
-void DropCached(const fs::path& path) {
-  int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return;
-  ::posix_fadvise(fd, 0, 0, POSIX_FADV_DONTNEED);
-  ::close(fd);
+  return lipsync::bench::Percentile(std::move(v), p / 100.0);
 }
 
 class Run {
@@ -525,10 +489,11 @@ int Usage(const std::string& why) {
 int main(int argc, char** argv) {
   if (argc < 2) return Usage("missing subcommand");
   const std::string cmd = argv[1];
-  auto flags = lipsync::Flags::Parse(
-      argc - 2, argv + 2,
-      {"base", "model-root", "tenants", "server", "store-dir", "out", "streams", "batch", "seed",
-       "compositing-pid", "inference-pid", "seconds", "zipf", "window", "list-every", "deadline"});
+  auto flags =
+      lipsync::Flags::Parse(argc - 2, argv + 2,
+                            {"base", "model-root", "tenants", "server", "store-dir", "out",
+                             "streams", "batch", "seed", "compositing-pid", "inference-pid",
+                             "seconds", "zipf", "window", "list-every", "deadline", "inference"});
   if (!flags.ok()) return Usage(flags.status().message());
   std::string error;
   auto get_int = [&](const char* name, int* out) {
@@ -557,20 +522,34 @@ int main(int argc, char** argv) {
   }
   if (cmd == "list") {  // times ListModels over every tenant (no traffic)
     o.server = flags->GetString("server");
+    const std::string inference = flags->GetString("inference");
     if (o.server.empty()) return Usage("list needs --server");
+    grpc::ChannelArguments args;
+    args.SetMaxReceiveMessageSize(100 << 20);
     auto stub = compositing::CompositingService::NewStub(
-        grpc::CreateChannel(o.server, grpc::InsecureChannelCredentials()));
+        grpc::CreateCustomChannel(o.server, grpc::InsecureChannelCredentials(), args));
+    std::unique_ptr<inference::InferenceService::Stub> inf;
+    if (!inference.empty()) {
+      inf = inference::InferenceService::NewStub(
+          grpc::CreateCustomChannel(inference, grpc::InsecureChannelCredentials(), args));
+    }
     for (int i = 0; i < 3; ++i) {
-      lipsync::admin::ListModelsRequest request;
-      request.set_include_available(true);
-      request.set_limit(o.tenants + 100);
-      lipsync::admin::ListModelsResponse response;
-      grpc::ClientContext context;
-      const auto t0 = Clock::now();
-      grpc::Status status = stub->ListModels(&context, request, &response);
-      std::printf("ListModels: %s, %d entries, %.1f ms\n",
-                  lipsync::rpc::StatusCodeName(status.error_code()), response.models_size(),
-                  SecondsSince(t0) * 1000);
+      // --inference: the inference server's own list first (the compositing server asks it
+      // for the same list and merges its avatars in).
+      for (int side = inf ? 0 : 1; side < 2; ++side) {
+        lipsync::admin::ListModelsRequest request;
+        request.set_include_available(true);
+        request.set_limit(o.tenants + 100);
+        lipsync::admin::ListModelsResponse response;
+        grpc::ClientContext context;
+        const auto t0 = Clock::now();
+        grpc::Status status = side == 0 ? inf->ListModels(&context, request, &response)
+                                        : stub->ListModels(&context, request, &response);
+        std::printf("ListModels (%s): %s, %d entries, %.1f ms\n",
+                    side == 0 ? "inference" : "compositing",
+                    lipsync::rpc::StatusCodeName(status.error_code()), response.models_size(),
+                    SecondsSince(t0) * 1000);
+      }
     }
     return 0;
   }

@@ -152,9 +152,13 @@ start_server() {  # name config
   tail -20 "$OUT/$name.log" >&2
   return 1
 }
+# start_server runs in a process substitution: its PIDS+= is lost, so the pids are added here
+# (else the servers outlive the script).
 read -r INF_PID INF_START < <(start_server inference "$OUT/inference.yaml")
+PIDS+=("$INF_PID")
 echo "[tenants] inference server ready in ${INF_START} s with $TENANTS tenants under model_root (pid $INF_PID)"
 read -r COMP_PID COMP_START < <(start_server compositing "$OUT/compositing.yaml")
+PIDS+=("$COMP_PID")
 echo "[tenants] compositing server ready in ${COMP_START} s (pid $COMP_PID)"
 {
   echo "inference_start_s $INF_START"
