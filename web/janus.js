@@ -80,6 +80,9 @@ export class JanusViewer {
     const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: this.iceTransportPolicy });
     this.pc = pc;
     pc.ontrack = (e) => this.onTrack(e.track, e.streams[0]);
+    pc.oniceconnectionstatechange = () => this.onState('ice ' + pc.iceConnectionState);
+    // A TURN server that refuses or cannot be reached (the page's log says which).
+    pc.onicecandidateerror = (e) => this.onState(`ice candidate error ${e.errorCode} ${e.errorText} (${e.url})`);
     pc.onicecandidate = (e) => {
       const candidate = e.candidate ? e.candidate.toJSON() : { completed: true };
       post(this.handleUrl, { janus: 'trickle', transaction: tx(), token: this.info.token, candidate })

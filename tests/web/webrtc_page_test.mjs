@@ -13,9 +13,10 @@
 //   - a second viewer of the same mountpoint (janus.js on another page) decodes too; a
 //     second session gets its own mountpoint;
 //   - a session that ends removes its mountpoint;
-//   - relay only (WEBRTC_RELAY=1, not passing yet): a page with iceTransportPolicy
-//     'relay' through Debian's coturn on loopback (deploy/coturn/turnserver.conf, its
-//     loopback lines uncommented);
+//   - relay only (when Debian's coturn is installed; WEBRTC_RELAY=0 skips it): a page
+//     with iceTransportPolicy 'relay' gets the same stream through coturn listening on
+//     loopback (deploy/coturn/turnserver.conf, its one-box lines uncommented) and relaying
+//     on the box's own address;
 //   - Janus restarted mid-session: the page says LOST, shows the WebSocket's frames
 //     meanwhile, and subscribes again by itself to the re-created mountpoint.
 // Bounds are LOOSE (a loaded 2-core box); the figures are printed.
@@ -25,6 +26,7 @@
 // Usage: node webrtc_page_test.mjs  (env: LIPSYNC_BIN, WORK, PLAYWRIGHT_DIR, CHROMIUM, ROOT)
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 import {
   check, failures, freePort, loadPlaywright, runToExit, sleep, startServe, stats, summary,
@@ -37,9 +39,14 @@ const ROOT = process.env.ROOT;
 const { chromium } = loadPlaywright();
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
 
-// Where coturn listens (loopback by default).
+// Where coturn listens (loopback by default) and relays: the box's own non-loopback
+// address, where Janus gathers its ICE candidates (a relayed candidate on loopback never
+// pairs with them: deploy/coturn/turnserver.conf).
 const TURN_HOST = process.env.TURN_HOST || '127.0.0.1';
-const RELAY = process.env.WEBRTC_RELAY === '1';
+const RELAY_IP = process.env.TURN_RELAY_IP || Object.values(os.networkInterfaces()).flat()
+  .find((a) => a && a.family === 'IPv4' && !a.internal)?.address;
+// The relay-only phase runs when coturn is installed (WEBRTC_RELAY=0: not at all).
+const RELAY = process.env.WEBRTC_RELAY !== '0' && fs.existsSync('/usr/bin/turnserver');
 const BENCH_MINUTES = Number(process.env.WEBRTC_BENCH_MINUTES || 0);
 const API_SECRET = 'change-me-api-secret', ADMIN_KEY = 'change-me-admin-key', ADMIN_SECRET = 'change-me-admin-secret';
 const figures = {};
@@ -233,11 +240,12 @@ async function main() {
     .replace('min-port=49152', 'min-port=31001').replace('max-port=65535', 'max-port=32000')
     .replace('#allow-loopback-peers', 'allow-loopback-peers')
     .replace('#listening-ip=127.0.0.1', `listening-ip=${TURN_HOST}`)
-    .replace('#relay-ip=127.0.0.1', 'relay-ip=127.0.0.1');
+    .replace('#relay-ip=192.0.2.2', `relay-ip=${RELAY_IP}`);
   fs.writeFileSync(path.join(WORK, 'turnserver.conf'), turnConf);
   let turnLog = '';
-  if (RELAY) {
-    const turn = spawn('/usr/bin/turnserver', ['-c', path.join(WORK, 'turnserver.conf'), '--log-file', 'stdout', '--no-tls', '--no-dtls'],
+  if (RELAY && !RELAY_IP) console.log('[webrtc-page-test] relay-only phase skipped: no non-loopback IPv4 address to relay on');
+  if (RELAY && RELAY_IP && !BENCH_MINUTES) {
+    const turn = spawn('/usr/bin/turnserver', ['-c', path.join(WORK, 'turnserver.conf'), '--log-file', 'stdout', '--no-tls', '--no-dtls', '-v'],
       { stdio: ['ignore', 'pipe', 'pipe'] });
     turn.stdout.on('data', (d) => { turnLog += d; });
     turn.stderr.on('data', (d) => { turnLog += d; });
@@ -345,28 +353,31 @@ async function main() {
     const endBy = Date.now() + 15000;
     while (Date.now() < endBy && (ids = await janus.mountpoints()).length !== 1) await sleep(200);
     check(ids.length === 1 && ids[0] === s.webrtc.mountpointId, `a session that ends removes its mountpoint (${ids.length} left)`);
-    // Relay only: a page with iceTransportPolicy 'relay' gets the stream through coturn.
-    // NOT PASSING YET (chromium never reaches coturn on loopback: ICE fails); opt-in
-    // with WEBRTC_RELAY=1 while it is being fixed.
-    if (RELAY) {
-    const relay = await browser.newPage();
-    await relay.goto(`${base}/?avatar=demo&transport=webrtc&relay=1`);
-    if (await waitFor(relay, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.framesDecoded > 10, 30000, 'a relay-only page plays through coturn')) {
-      await sleep(1200);
-      const r = await stats(relay);
-      check(r.webrtc.localCandidateType === 'relay', `the selected ICE pair is relayed (${r.webrtc.localCandidateType})`);
-      const rm = await rtcFps(relay, 2000);
-      figures.relay = rm;
-      check(rm.fps > 15 && rm.audioPackets > 30, `relayed frames at about 25 fps with audio (${rm.fps}, ${rm.audioPackets} packets)`);
-    } else {
+    // Relay only: a page with iceTransportPolicy 'relay' gets the same stream through
+    // coturn (listening on loopback, relaying on the box's own address).
+    if (RELAY && RELAY_IP && !BENCH_MINUTES) {
+      const relay = await browser.newPage();
+      relay.on('pageerror', (e) => console.log('[relay page error]', e.message));
+      await relay.goto(`${base}/?avatar=demo&transport=webrtc&relay=1`);
+      if (await waitFor(relay, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.framesDecoded > 10, 30000, 'a relay-only page plays through coturn')) {
+        await waitFor(relay, () => window.lipsyncStats.webrtc.syncedFrames > 25, 15000, 'the relayed frames are the session\'s (burned index and RTP timestamps)');
+        await sleep(1200);
+        const r = await stats(relay);
+        check(r.webrtc.localCandidateType === 'relay', `the selected ICE pair is relayed (${r.webrtc.localCandidateType})`);
+        check(r.webrtc.syncMismatches <= r.webrtc.syncedFrames / 20, `relayed frames show their session frames' backgrounds (${r.webrtc.syncMismatches} of ${r.webrtc.syncedFrames} not)`);
+        const rm = await rtcFps(relay, 2000);
+        figures.relay = rm;
+        check(rm.fps > 15 && rm.audioPackets > 30, `relayed frames at about 25 fps with audio (${rm.fps}, ${rm.audioPackets} packets)`);
+        check(/ALLOCATE processed, success/.test(turnLog) && /CREATE_PERMISSION processed, success/.test(turnLog),
+          'coturn allocated a relay and a permission for Janus');
+      } else {
+        const r = await stats(relay);
+        console.log('[webrtc-page-test] relay page: ' + JSON.stringify(r.webrtc) + ' ice: ' +
+          JSON.stringify(await relay.evaluate(() => window.lipsync.webrtcInfo() && window.lipsync.webrtcInfo().iceServers)) +
+          ' log: ' + (await relay.evaluate(() => document.getElementById('log').textContent)).slice(0, 1500));
+      }
       fs.writeFileSync(path.join(WORK, 'turn.log'), turnLog);
-      const r = await stats(relay);
-      console.log('[webrtc-page-test] relay page: ' + JSON.stringify(r.webrtc) + ' ice: ' +
-        JSON.stringify(await relay.evaluate(() => window.lipsync.webrtcInfo() && window.lipsync.webrtcInfo().iceServers)) +
-        ' log: ' + (await relay.evaluate(() => document.getElementById('log').textContent)).slice(-800));
-      console.log(`[webrtc-page-test] coturn's log: ${path.join(WORK, 'turn.log')}`);
-    }
-    await relay.close();
+      await relay.close();
     }
 
     // Janus restarted mid-session: LOST, the WebSocket's frames meanwhile, then READY again.
@@ -397,6 +408,7 @@ async function main() {
     process.exit(1);
   }
   console.log('[webrtc-page-test] all checks passed');
+  process.exit(0);  // coturn's pipes would keep node alive (the exit handler stops it)
 }
 
 main().catch((e) => { console.error(e); process.exit(1); });

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs tests/web/webrtc_page_test.mjs: Debian's janus (shipped deploy/janus config), the
-# real `lipsync serve` with a webrtc section, and the page with the WebRTC transport in
+# real `lipsync serve` with a webrtc section, Debian's coturn when installed (relay-only
+# phase), and the page with the WebRTC transport in
 # Debian's headless chromium (playwright-core, installed on first use like page_test.sh).
 # Exit 77 (ctest: skipped) when janus, chromium, node or playwright-core are missing.
 # Usage: tests/web/webrtc_page_test.sh [BUILD_DIR]
