@@ -626,17 +626,33 @@ struct ModelRegistry::Impl {
     return ModelPtr(std::move(*loaded));
   }
 
-  // Makes sure `e` is loaded. Returns whether this call did the load. The lock is
-  // released while ORT loads; `e` stays valid (entries are never erased). Without a
-  // deadline the load runs on this thread; with one it runs on a loader thread and this
-  // call waits for it until the deadline at most (DEADLINE_EXCEEDED, the load goes on).
-  Expected<bool> EnsureLoadedLocked(std::unique_lock<std::mutex>& lock, Entry& e,
-                                    bool explicit_load, std::optional<Clock::time_point> deadline,
-                                    std::vector<ModelPtr>* dead) {
+  // What EnsureLoadedLocked did for its caller: nothing (the model was loaded), the
+  // load, or a wait for a load another caller (a prefetch, another request) had begun.
+  struct Ensured {
+    bool loaded_now = false;  // this call loaded the model or waited for its load
+    bool waited = false;      // ... one begun by another caller
+    double load_ms = 0;       // the load's time, or the time this call waited for it
+  };
+
+  // Makes sure `e` is loaded. The lock is released while ORT loads; `e` stays valid
+  // (entries are never erased). Without a deadline the load runs on this thread; with
+  // one it runs on a loader thread and this call waits for it until the deadline at
+  // most (DEADLINE_EXCEEDED, the load goes on).
+  Expected<Ensured> EnsureLoadedLocked(std::unique_lock<std::mutex>& lock, Entry& e,
+                                       bool explicit_load,
+                                       std::optional<Clock::time_point> deadline,
+                                       std::vector<ModelPtr>* dead) {
+    // A load already in flight when this call came (or came back after an eviction):
+    // the caller waited for it, which its response and the hit/miss counts must show.
+    std::optional<Clock::time_point> wait_start;
     while (true) {
+      if (!e.model && e.loading && !wait_start) wait_start = Clock::now();
       LIPSYNC_RETURN_IF_ERROR(
           WaitWhileLocked(lock, e, deadline, [&] { return !e.model && e.loading; }));
-      if (e.model) return false;
+      if (e.model) {
+        if (!wait_start) return Ensured{};
+        return Ensured{true, true, MsSince(*wait_start)};
+      }
       if (!explicit_load && FailureFresh(e)) {
         return Status(e.failure.code(), e.failure.message() + " (load failure remembered: " +
                                             std::to_string(e.consecutive_failures) +
@@ -645,7 +661,8 @@ struct ModelRegistry::Impl {
       }
       if (!deadline) {
         LIPSYNC_RETURN_IF_ERROR(BeginLoadLocked(e, dead));
-        return FinishLoadLocked(lock, e, dead);
+        LIPSYNC_RETURN_IF_ERROR(FinishLoadLocked(lock, e, dead).status());
+        return Ensured{true, false, e.load_ms};
       }
       LoadTask task{&e, std::make_shared<LoadTicket>()};
       LIPSYNC_RETURN_IF_ERROR(BeginLoadLocked(e, dead));
@@ -669,7 +686,7 @@ struct ModelRegistry::Impl {
             "waited. The load goes on in the background; retry shortly");
       }
       if (!task.ticket->status.ok()) return task.ticket->status;
-      if (e.model) return true;
+      if (e.model) return Ensured{true, false, e.load_ms};
       // Loaded, then evicted again before this call woke: start over.
     }
   }
@@ -812,6 +829,7 @@ ModelHandle::ModelHandle(ModelHandle&& other) noexcept
     : slot_(std::move(other.slot_)),
       model_(std::move(other.model_)),
       loaded_now_(other.loaded_now_),
+      waited_for_load_(other.waited_for_load_),
       load_ms_(other.load_ms_),
       device_(other.device_) {}
 
@@ -821,6 +839,7 @@ ModelHandle& ModelHandle::operator=(ModelHandle&& other) noexcept {
     slot_ = std::move(other.slot_);
     model_ = std::move(other.model_);
     loaded_now_ = other.loaded_now_;
+    waited_for_load_ = other.waited_for_load_;
     load_ms_ = other.load_ms_;
     device_ = other.device_;
   }
@@ -923,16 +942,18 @@ Expected<ModelHandle> ModelRegistry::Acquire(const std::string& id,
   std::vector<ModelPtr> dead;  // destroyed after the lock is released
   std::unique_lock<std::mutex> lock(impl_->mu);
   LIPSYNC_ASSIGN_OR_RETURN(Impl::Entry * entry, impl_->FindLocked(lock, id));
-  LIPSYNC_ASSIGN_OR_RETURN(bool loaded_now,
+  LIPSYNC_ASSIGN_OR_RETURN(Impl::Ensured ensured,
                            impl_->EnsureLoadedLocked(lock, *entry,
                                                      /*explicit_load=*/false, deadline, &dead));
   ModelHandle handle;
   handle.slot_ = entry->slot;
   handle.model_ = entry->model;
   handle.device_ = entry->device;
-  handle.loaded_now_ = loaded_now;
-  handle.load_ms_ = loaded_now ? entry->load_ms : 0;
-  ++(loaded_now ? impl_->counters.cache_misses : impl_->counters.cache_hits);
+  handle.loaded_now_ = ensured.loaded_now;
+  handle.waited_for_load_ = ensured.waited;
+  handle.load_ms_ = ensured.load_ms;
+  // A wait for a load begun by a prefetch or another request is a miss, not a hit.
+  ++(ensured.loaded_now ? impl_->counters.cache_misses : impl_->counters.cache_hits);
   entry->slot->pins.fetch_add(1);
   entry->slot->usage_count.fetch_add(1);
   entry->slot->Touch();
@@ -951,10 +972,10 @@ Expected<LoadResult> ModelRegistry::Load(const std::string& id, bool force_reloa
       impl_->WaitWhileLocked(lock, e, deadline, [&] { return e.reloading || e.loading; }));
   LoadResult result;
   if (!force_reload || !e.model) {
-    LIPSYNC_ASSIGN_OR_RETURN(bool loaded_now,
+    LIPSYNC_ASSIGN_OR_RETURN(Impl::Ensured ensured,
                              impl_->EnsureLoadedLocked(lock, e,
                                                        /*explicit_load=*/true, deadline, &dead));
-    result.already_loaded = !loaded_now;
+    result.already_loaded = !ensured.loaded_now;
     result.load_time_ms = e.load_ms;
     result.stats = impl_->StatsLocked(e);
     return result;

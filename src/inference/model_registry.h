@@ -117,8 +117,14 @@ class ModelHandle {
   const std::string& id() const;
   // The device the registry placed the model on (its requests run there).
   int device_id() const { return device_; }
-  // True when this Acquire loaded the model (the caller waited for the load).
+  // True when this Acquire loaded the model or waited for a load already under way (a
+  // prefetch's or another request's): the caller waited for the load either way, and
+  // the registry counts it as a cache miss.
   bool loaded_now() const { return loaded_now_; }
+  // True when loaded_now() and the load was begun by another caller.
+  bool waited_for_load() const { return waited_for_load_; }
+  // With loaded_now(): the load's time, or (waited_for_load()) the time this call
+  // waited for it; 0 otherwise.
   double load_ms() const { return load_ms_; }
   // Usage stats for LFU and GetModelStats. Thread-safe.
   void RecordRun(int frames, double inference_ms);
@@ -129,6 +135,7 @@ class ModelHandle {
   std::shared_ptr<internal::ModelSlot> slot_;
   std::shared_ptr<const OnnxModel> model_;
   bool loaded_now_ = false;
+  bool waited_for_load_ = false;
   double load_ms_ = 0;
   int device_ = -1;
 };

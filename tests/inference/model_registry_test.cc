@@ -15,6 +15,9 @@
 #include <random>
 #include <thread>
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include "inference/fake_clock.h"
 #include "inference/ort_runtime.h"
 #include "inference/test_models.h"
@@ -298,7 +301,7 @@ TEST_F(ModelRegistryTest, ConcurrentFirstAcquiresLoadOnce) {
   AddRootModel("popular");
   ModelRegistry registry(Options());
   constexpr int kThreads = 8;
-  std::atomic<int> ok{0}, loaded_now{0};
+  std::atomic<int> ok{0}, loaded_now{0}, waited{0};
   std::vector<std::thread> threads;
   for (int i = 0; i < kThreads; ++i) {
     threads.emplace_back([&] {
@@ -306,12 +309,16 @@ TEST_F(ModelRegistryTest, ConcurrentFirstAcquiresLoadOnce) {
       if (handle.ok()) {
         ++ok;
         if (handle->loaded_now()) ++loaded_now;
+        if (handle->waited_for_load()) ++waited;
       }
     });
   }
   for (auto& t : threads) t.join();
   EXPECT_EQ(ok.load(), kThreads);
-  EXPECT_EQ(loaded_now.load(), 1);
+  // One call loaded it; the others waited for that load (a miss each) or came after it.
+  EXPECT_EQ(loaded_now.load() - waited.load(), 1);
+  EXPECT_EQ(registry.counters().cache_misses, loaded_now.load());
+  EXPECT_EQ(registry.counters().cache_hits, kThreads - loaded_now.load());
   EXPECT_EQ(registry.load_attempts(), 1);
   EXPECT_EQ(registry.Stats("popular")->usage_count, kThreads);
 }
@@ -498,6 +505,64 @@ TEST_F(ModelRegistryTest, WaiterGivesUpAtItsOwnDeadlineWhileAnotherLoadIsInFligh
   EXPECT_EQ(registry.load_attempts(), 1);
 }
 
+// Whether thread `tid` of this process is asleep (state S or D in /proc). A thread
+// that sleeps right after announcing it calls Acquire, while the load it would wait
+// for is held in a LoadGate and nobody else holds the registry's lock, is waiting for
+// that load.
+bool ThreadSleeps(pid_t tid) {
+  std::ifstream in("/proc/self/task/" + std::to_string(tid) + "/stat");
+  std::string stat((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  const size_t paren = stat.rfind(')');
+  if (paren == std::string::npos || paren + 2 >= stat.size()) return false;
+  return stat[paren + 2] == 'S' || stat[paren + 2] == 'D';
+}
+
+// A request that arrives while a prefetch loads its model waits for that load: it is
+// told so (loaded_now, waited_for_load, the time it waited) and counted as a miss, not
+// as a hit with a load time of 0.
+TEST_F(ModelRegistryTest, AcquireWaitingForAPrefetchReportsTheWaitAndIsAMiss) {
+  AddRootModel("cold");
+  LoadGate gate;
+  RegistryOptions o = Options();
+  o.loader = [&](const ModelFiles& files, int device) {
+    gate.Enter();
+    return OnnxModel::Load(files, device);
+  };
+  ModelRegistry registry(o);
+  auto hint = registry.Prefetch("cold");
+  ASSERT_TRUE(hint.ok()) << hint.status().ToString();
+  EXPECT_EQ(*hint, PrefetchOutcome::kQueued);
+  gate.WaitInside();
+
+  std::atomic<pid_t> tid{0};
+  auto waiter = std::async(std::launch::async, [&] {
+    tid = static_cast<pid_t>(::syscall(SYS_gettid));
+    return registry.Acquire("cold");
+  });
+  while (tid.load() == 0 || !ThreadSleeps(tid.load())) std::this_thread::yield();
+  // The waiter sleeps in Acquire; its wait lasts at least the load's ORT part.
+  gate.Open();
+  auto handle = waiter.get();
+  ASSERT_TRUE(handle.ok()) << handle.status().ToString();
+  EXPECT_TRUE(handle->loaded_now());
+  EXPECT_TRUE(handle->waited_for_load());
+  EXPECT_GT(handle->load_ms(), 0.0);
+  ModelCounters counts = registry.counters();
+  EXPECT_EQ(counts.cache_misses, 1);
+  EXPECT_EQ(counts.cache_hits, 0);
+  EXPECT_EQ(registry.load_attempts(), 1);
+
+  // The next request finds it loaded: a hit, no load time.
+  auto hit = registry.Acquire("cold");
+  ASSERT_TRUE(hit.ok()) << hit.status().ToString();
+  EXPECT_FALSE(hit->loaded_now());
+  EXPECT_FALSE(hit->waited_for_load());
+  EXPECT_EQ(hit->load_ms(), 0.0);
+  counts = registry.counters();
+  EXPECT_EQ(counts.cache_misses, 1);
+  EXPECT_EQ(counts.cache_hits, 1);
+}
+
 // The call that starts a load with a deadline waits for it no longer than any other
 // caller: it gets DEADLINE_EXCEEDED while the load, on a loader thread, goes on (the
 // gate is shut: the call returned with its load still inside the loader) and serves
@@ -529,9 +594,10 @@ TEST_F(ModelRegistryTest, FirstCallerGivesUpAtItsDeadlineWhileItsLoadGoesOn) {
   gate.WaitInside();  // the load is under way on a loader thread
   EXPECT_EQ(State(registry, "slow"), ModelState::kLoading);
   gate.Open();
-  auto second = registry.Acquire("slow");  // waits for that load
+  auto second = registry.Acquire("slow");  // waits for that load (if still under way)
   ASSERT_TRUE(second.ok()) << second.status().ToString();
-  EXPECT_FALSE(second->loaded_now());
+  // It did not load the model itself: a wait for the loader thread's load at most.
+  EXPECT_EQ(second->loaded_now(), second->waited_for_load());
   EXPECT_FLOAT_EQ(RunOnce(*second), 0.5f);
   EXPECT_EQ(registry.load_attempts(), 1);
   EXPECT_EQ(registry.counters().loads, 1);
