@@ -1,6 +1,9 @@
 #include "inference/model_registry.h"
 
+#include <dirent.h>
+#include <fcntl.h>
 #include <onnxruntime_cxx_api.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <atomic>
@@ -1055,25 +1058,32 @@ std::vector<ModelStats> ModelRegistry::List(bool include_available, int limit) c
       if (include_available) known.insert(id);
     }
   }
-  // The directory scan runs on that snapshot with the lock released.
-  {
-    if (include_available && !options_.model_root.empty()) {
-      Touching(options_, options_.model_root);
-      std::error_code ec;
-      for (const auto& dir : fs::directory_iterator(options_.model_root, ec)) {
-        std::string id = dir.path().filename().string();
+  // The directory scan runs on that snapshot with the lock released. One readdir pass,
+  // no per-tenant stat: a directory entry named as a valid id is offered; its files are
+  // looked at when it is loaded (a missing model is NOT_FOUND then, a file symlinked
+  // out of model_root PERMISSION_DENIED). A tenant directory that is itself a symlink
+  // (it may lead out of model_root) is not offered; d_type says so without a syscall
+  // (an lstat only on file systems that leave d_type unknown).
+  if (include_available && !options_.model_root.empty()) {
+    Touching(options_, options_.model_root);
+    if (DIR* dir = ::opendir(options_.model_root.c_str())) {
+      while (const dirent* d = ::readdir(dir)) {
+        std::string id = d->d_name;
         if (known.count(id) || !ValidateModelId(id).ok()) continue;
-        std::string path = RootModelPath(options_.model_root, id);
-        if (!IsFile(path)) continue;
-        // Not offered: a tenant whose files leave model_root (it would be refused).
-        if (!ResolveModelFile(id, path, options_.model_root, /*from_root=*/true).ok()) continue;
+        bool is_dir = d->d_type == DT_DIR;
+        if (d->d_type == DT_UNKNOWN) {
+          struct stat st;
+          is_dir = ::fstatat(::dirfd(dir), d->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                   S_ISDIR(st.st_mode);
+        }
+        if (!is_dir) continue;
         ModelStats s;
-        s.model_id = id;
-        s.model_path = path;
+        s.model_path = RootModelPath(options_.model_root, id);
+        s.model_id = std::move(id);
         s.state = ModelState::kAvailable;
-        s.has_audio_encoder = !EncoderBeside(path).empty();
         others.push_back(std::move(s));
       }
+      ::closedir(dir);
     }
   }
   std::sort(loaded.begin(), loaded.end(), [](const ModelStats& a, const ModelStats& b) {
