@@ -1,8 +1,14 @@
 #include "avatar/avatar.h"
 
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <exception>
 #include <filesystem>
 #include <new>
@@ -26,23 +32,28 @@ int BackgroundIndex(int64_t start, int64_t i, int n, LoopMode mode) {
 
 namespace {
 
-// frame_NNNN.png, else frame_NNNN.jpg / .jpeg; "" if none exists.
-std::string FindFramePath(const std::string& dir, int index) {
-  char name[32];
-  for (const char* ext : {"png", "jpg", "jpeg"}) {
-    std::snprintf(name, sizeof(name), "frame_%04d.%s", index, ext);
-    fs::path p = fs::path(dir) / name;
-    std::error_code ec;
-    if (fs::is_regular_file(p, ec)) return p.string();
+// Index of `name` if it is frame_NNNN.<ext> exactly as "frame_%04d.<ext>" spells index
+// NNNN, with ext png (rank 0), jpg (1) or jpeg (2); -1 otherwise.
+int FrameIndex(const char* name, int* rank) {
+  if (std::strncmp(name, "frame_", 6) != 0) return -1;
+  const char* digits = name + 6;
+  const char* dot = std::strchr(digits, '.');
+  if (dot == nullptr || dot - digits < 4 || dot - digits > 9) return -1;
+  int index = 0;
+  for (const char* c = digits; c < dot; ++c) {
+    if (*c < '0' || *c > '9') return -1;
+    index = index * 10 + (*c - '0');
   }
-  return "";
-}
-
-// The crop rect grown by `margin` on each side, clipped to the frame.
-image::PixelRect Grown(const CropRect& r, int margin, int width, int height) {
-  const int x1 = std::max(0, r.x1 - margin), y1 = std::max(0, r.y1 - margin);
-  const int x2 = std::min(width, r.x2 + margin), y2 = std::min(height, r.y2 + margin);
-  return {x1, y1, x2 - x1, y2 - y1};
+  static const char* const kExts[] = {"png", "jpg", "jpeg"};
+  for (int r = 0; r < 3; ++r) {
+    if (std::strcmp(dot + 1, kExts[r]) != 0) continue;
+    char canonical[32];
+    std::snprintf(canonical, sizeof(canonical), "frame_%04d.%s", index, kExts[r]);
+    if (std::strcmp(canonical, name) != 0) return -1;  // e.g. frame_00001.png
+    *rank = r;
+    return index;
+  }
+  return -1;
 }
 
 // True when `path` is `root` or below it (both canonical).
@@ -67,6 +78,104 @@ Expected<std::string> Confine(const fs::path& root, const std::string& path,
   return resolved.string();
 }
 
+Status TooManyFrames(const AvatarOptions& o, const std::string& what) {
+  return Status::InvalidArgument("avatar '" + o.id + "': " + what + "; expected at most " +
+                                 std::to_string(o.max_frames) + " frames (limits.max_frames)");
+}
+
+// The frame files of `dir` in index order: per index frame_NNNN.png, else .jpg, else
+// .jpeg (a regular file, symlinks followed), from 0000 up to the first missing index,
+// or exactly options.num_frames of them. One readdir pass names them all: no stat per
+// frame. `dir` is the frames directory as configured, or (confined: `root` set) its
+// real path inside `root`; a plain file found in it is inside too, and only a frame
+// that is a symlink is resolved (its real path is returned, and must stay inside root).
+Expected<std::vector<std::string>> ListFrames(const AvatarOptions& options, const std::string& dir,
+                                              const fs::path& root) {
+  // Entries the scan reads at most: three names per frame the limits allow, and room
+  // for other files; beyond that the directory is refused rather than read on.
+  const int64_t max_entries = 3 * (int64_t(options.max_frames) + 1) + 4096;
+  const int index_limit = std::max(options.num_frames, options.max_frames + 1);
+  struct Found {
+    unsigned char type[3] = {DT_UNKNOWN, DT_UNKNOWN, DT_UNKNOWN};
+    bool present[3] = {false, false, false};
+  };
+  std::vector<Found> found;
+  DIR* d = ::opendir(dir.c_str());
+  if (d == nullptr) {
+    return Status::NotFound("avatar '" + options.id + "': cannot read frames directory " + dir +
+                            ": " + std::strerror(errno));
+  }
+  std::unique_ptr<DIR, int (*)(DIR*)> closer(d, &::closedir);
+  int64_t entries = 0;
+  while (const dirent* e = ::readdir(d)) {
+    if (++entries > max_entries) {
+      return TooManyFrames(options, "the frames directory " + options.frames_dir +
+                                        " holds more than " + std::to_string(max_entries) +
+                                        " entries");
+    }
+    int rank = 0;
+    const int index = FrameIndex(e->d_name, &rank);
+    if (index < 0 || index >= index_limit) continue;
+    if (static_cast<int>(found.size()) <= index) found.resize(size_t(index) + 1);
+    found[size_t(index)].present[rank] = true;
+    found[size_t(index)].type[rank] = e->d_type;
+  }
+  static const char* const kExts[] = {"png", "jpg", "jpeg"};
+  std::vector<std::string> paths;
+  const int wanted = options.num_frames > 0 ? options.num_frames : index_limit;
+  for (int i = 0; i < wanted; ++i) {
+    std::string path;
+    for (int r = 0; r < 3 && path.empty() && i < static_cast<int>(found.size()); ++r) {
+      if (!found[size_t(i)].present[r]) continue;
+      char name[32];
+      std::snprintf(name, sizeof(name), "frame_%04d.%s", i, kExts[r]);
+      const std::string candidate = (fs::path(dir) / name).string();
+      unsigned char type = found[size_t(i)].type[r];
+      if (type == DT_UNKNOWN) {  // file systems without d_type: one lstat
+        struct stat st;
+        if (::fstatat(::dirfd(d), name, &st, AT_SYMLINK_NOFOLLOW) != 0) continue;
+        type = S_ISREG(st.st_mode) ? DT_REG : S_ISLNK(st.st_mode) ? DT_LNK : DT_DIR;
+      }
+      if (type == DT_REG) {
+        path = candidate;
+      } else if (type == DT_LNK) {
+        struct stat st;  // a symlink counts when it leads to a regular file
+        if (::fstatat(::dirfd(d), name, &st, 0) != 0 || !S_ISREG(st.st_mode)) continue;
+        if (root.empty()) {
+          path = candidate;
+        } else {
+          LIPSYNC_ASSIGN_OR_RETURN(path, Confine(root, candidate, options.id));
+        }
+      }
+    }
+    if (path.empty()) {
+      if (options.num_frames <= 0) break;
+      char name[32];
+      std::snprintf(name, sizeof(name), "frame_%04d.png", i);
+      return Status::NotFound(
+          "avatar '" + options.id + "': " + (fs::path(options.frames_dir) / name).string() +
+          " (or .jpg) is missing; num_frames is " + std::to_string(options.num_frames));
+    }
+    if (i >= options.max_frames) {
+      return TooManyFrames(options, "found more than " + std::to_string(options.max_frames) +
+                                        " frame files in " + options.frames_dir);
+    }
+    paths.push_back(std::move(path));
+  }
+  if (paths.empty()) {
+    return Status::NotFound("avatar '" + options.id + "': no frame_0000.png (or .jpg) in " +
+                            options.frames_dir);
+  }
+  return paths;
+}
+
+// The crop rect grown by `margin` on each side, clipped to the frame.
+image::PixelRect Grown(const CropRect& r, int margin, int width, int height) {
+  const int x1 = std::max(0, r.x1 - margin), y1 = std::max(0, r.y1 - margin);
+  const int x2 = std::min(width, r.x2 + margin), y2 = std::min(height, r.y2 + margin);
+  return {x1, y1, x2 - x1, y2 - y1};
+}
+
 // Bytes one decoded frame holds (see AvatarPlan::estimated_bytes).
 int64_t FrameEstimate(const AvatarOptions& o, int w, int h, const CropRect& rect) {
   const int64_t full = int64_t(w) * h * 3;
@@ -83,14 +192,19 @@ int64_t FrameEstimate(const AvatarOptions& o, int w, int h, const CropRect& rect
   return held_w * held_h * 3 + jpeg;
 }
 
-Status TooManyFrames(const AvatarOptions& o, const std::string& what) {
-  return Status::InvalidArgument("avatar '" + o.id + "': " + what + "; expected at most " +
-                                 std::to_string(o.max_frames) + " frames (limits.max_frames)");
-}
-
 }  // namespace
 
 Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
+  const auto start = std::chrono::steady_clock::now();
+  Expected<AvatarPlan> planned = PlanUnguarded(options);
+  if (planned.ok()) {
+    planned->plan_ms =
+        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
+  }
+  return planned;
+}
+
+Expected<AvatarPlan> Avatar::PlanUnguarded(const AvatarOptions& options) {
   return Guarded("avatar '" + options.id + "': planning the load", [&]() -> Expected<AvatarPlan> {
     AvatarPlan plan;
     std::error_code ec;
@@ -100,6 +214,7 @@ Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
                               " does not exist; expected frame_0000.png, frame_0001.png, ...");
     }
     fs::path root;
+    std::string frames_dir = options.frames_dir;
     std::string crop_rects_path = options.crop_rects_path;
     if (!options.confine_to.empty()) {
       root = fs::canonical(options.confine_to, ec);
@@ -107,7 +222,7 @@ Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
         return Status::NotFound("avatar '" + options.id + "': model_root " + options.confine_to +
                                 " cannot be resolved: " + ec.message());
       }
-      LIPSYNC_RETURN_IF_ERROR(Confine(root, options.frames_dir, options.id).status());
+      LIPSYNC_ASSIGN_OR_RETURN(frames_dir, Confine(root, options.frames_dir, options.id));
       LIPSYNC_ASSIGN_OR_RETURN(crop_rects_path, Confine(root, crop_rects_path, options.id));
     }
     CropRectsLimits rect_limits = options.crop_rects_limits;
@@ -117,38 +232,9 @@ Expected<AvatarPlan> Avatar::Plan(const AvatarOptions& options) {
     if (options.num_frames > options.max_frames) {
       return TooManyFrames(options, "num_frames is " + std::to_string(options.num_frames));
     }
-    if (options.num_frames > 0) {
-      for (int i = 0; i < options.num_frames; ++i) {
-        std::string p = FindFramePath(options.frames_dir, i);
-        if (p.empty()) {
-          char name[32];
-          std::snprintf(name, sizeof(name), "frame_%04d.png", i);
-          return Status::NotFound(
-              "avatar '" + options.id + "': " + (fs::path(options.frames_dir) / name).string() +
-              " (or .jpg) is missing; num_frames is " + std::to_string(options.num_frames));
-        }
-        plan.paths.push_back(std::move(p));
-      }
-    } else {
-      for (int i = 0;; ++i) {
-        std::string p = FindFramePath(options.frames_dir, i);
-        if (p.empty()) break;
-        if (i >= options.max_frames) {
-          return TooManyFrames(options, "found more than " + std::to_string(options.max_frames) +
-                                            " frame files in " + options.frames_dir);
-        }
-        plan.paths.push_back(std::move(p));
-      }
-      if (plan.paths.empty()) {
-        return Status::NotFound("avatar '" + options.id + "': no frame_0000.png (or .jpg) in " +
-                                options.frames_dir);
-      }
-    }
-    if (!root.empty()) {
-      for (std::string& p : plan.paths) {
-        LIPSYNC_ASSIGN_OR_RETURN(p, Confine(root, p, options.id));
-      }
-    }
+    // Confined: the frames directory is resolved once; its frames are then found by
+    // name in its real path (ListFrames), not each resolved component by component.
+    LIPSYNC_ASSIGN_OR_RETURN(plan.paths, ListFrames(options, frames_dir, root));
     const int num_frames = static_cast<int>(plan.paths.size());
     plan.crop_rects_path = crop_rects_path;
 
@@ -244,6 +330,7 @@ Expected<std::shared_ptr<Avatar>> Avatar::OpenUnguarded(const AvatarOptions& opt
   }
   if (!plan.prepared && !options.prepared_dir.empty()) a->SchedulePrepare();
   a->load_ms_ =
+      plan.plan_ms +
       std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count();
   return a;
 }

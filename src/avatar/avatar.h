@@ -21,7 +21,9 @@
 // the same limits. No exception leaves this class (allocation failures are errors).
 //
 // Prepared store (issue 11, avatar/prepared_store.h): with `prepared_dir` set, Plan
-// looks for a current prepared file (same sources, settings and format version); if
+// looks for a current prepared file (same sources, settings and format version: one
+// stat per source file, so that a frame rewritten in place is noticed; the directory's
+// mtime alone would miss it, and the fingerprint of files prepared before stays); if
 // there is one, rects and sizes come from it, Open decodes nothing (preload: copies every
 // frame from the file) and a frame is read from the file when first touched, so source
 // PNGs are never decoded on the serving path. Without one (never prepared, stale, or
@@ -117,7 +119,10 @@ struct AvatarOptions {
   int max_frames = 100000;
   // Set (e.g. model_root): the frames directory, crop_rects.json and every frame must
   // resolve, symlinks followed, to a path inside this directory; PERMISSION_DENIED
-  // otherwise. Frames are then read through their resolved paths.
+  // otherwise. The frames directory is resolved once and its frames are found by name
+  // in its real path from one directory scan: a regular file there is inside, and only
+  // a frame that is a symlink is resolved (and must stay inside). Frames are read
+  // through these paths.
   std::string confine_to;
   // Set: the prepared store directory (`<prepared_dir>/<id>.lsavatar`, see above).
   std::string prepared_dir;
@@ -138,6 +143,9 @@ struct AvatarPlan {
   std::string crop_rects_path;
   uint64_t source_fingerprint = 0;
   std::shared_ptr<const PreparedFile> prepared;
+  // Time Plan took (file lookups, crop_rects.json, the freshness check); Open adds it
+  // to the Avatar's load_ms().
+  double plan_ms = 0;
 };
 
 class Avatar {
@@ -169,6 +177,7 @@ class Avatar {
   // Bytes held now: cached frames (pixels + JPEG) and rects.
   int64_t memory_bytes() const;
   int cached_frames() const;
+  // Time the load took: Plan (finding the files, the prepared file's check) and Open.
   double load_ms() const { return load_ms_; }
 
   // Frame `index` decoded from its file, whole and exact (for output a compact frame
@@ -187,6 +196,7 @@ class Avatar {
 
  private:
   explicit Avatar(AvatarOptions options) : options_(std::move(options)) {}
+  static Expected<AvatarPlan> PlanUnguarded(const AvatarOptions& options);
   Expected<FrameHandle> LoadFrame(int index) const;
   // Frame `index` from `file` when set (falling back to the source, and scheduling a
   // rebuild, if the file fails), else decoded from its source.

@@ -286,5 +286,47 @@ TEST(AvatarTest, ConfinedFilesMustResolveInsideTheRoot) {
   EXPECT_TRUE(Avatar::Open(o).ok());
 }
 
+// Confined frames are found by name in the frames directory's real path (one scan):
+// plain files are read from there, a frame symlinked inside the root through its real
+// path, a dangling symlink or a directory counts as missing, and names that only look
+// like frames (frame_00001.png, frame_1.png, frame_0001.PNG) are not frames.
+TEST(AvatarTest, ConfinedFramesAreFoundByNameInTheRealDirectory) {
+  testing::TempDir root;
+  auto dir = testing::WriteAvatar(root.path(), "a", 3, kW, kH, kRect);
+  auto other = testing::WriteAvatar(root.path(), "b", 3, kW, kH, kRect);
+  fs::create_directory_symlink(root.path() / "a", root.path() / "alias");
+  auto o = Options((root.path() / "alias").string());
+  o.confine_to = root.str();
+  for (const char* decoy :
+       {"frame_00003.png", "frame_3.png", "frame_0003.PNG", "frame_0003.png~"}) {
+    ASSERT_TRUE(image::WritePng(dir + "/frames/" + decoy, testing::MakeFrame(kW, kH, 3)).ok());
+  }
+  const std::string frame1 = dir + "/frames/frame_0001.png";
+  fs::remove(frame1);
+  fs::create_symlink(other + "/frames/frame_0001.png", frame1);
+  auto plan = Avatar::Plan(o);
+  ASSERT_TRUE(plan.ok()) << plan.status().ToString();
+  const std::string real = fs::canonical(dir).string();
+  EXPECT_EQ(plan->paths,
+            (std::vector<std::string>{real + "/frames/frame_0000.png",
+                                      fs::canonical(other).string() + "/frames/frame_0001.png",
+                                      real + "/frames/frame_0002.png"}));
+  EXPECT_GT(plan->plan_ms, 0.0);
+  auto opened = Avatar::Open(o, *plan);
+  ASSERT_TRUE(opened.ok()) << opened.status().ToString();
+  EXPECT_GE((*opened)->load_ms(), plan->plan_ms);  // the load time covers Plan and Open
+  EXPECT_EQ((*opened)->num_frames(), 3);
+
+  // A dangling frame symlink is a missing frame: the count stops before it.
+  fs::remove(dir + "/frames/frame_0002.png");
+  fs::create_symlink(root.path() / "nowhere.png", dir + "/frames/frame_0002.png");
+  plan = Avatar::Plan(o);
+  EXPECT_EQ(plan.status().code(), StatusCode::kInvalidArgument);  // 3 rects for 2 frames
+  o.num_frames = 3;
+  auto missing = Avatar::Plan(o);
+  EXPECT_EQ(missing.status().code(), StatusCode::kNotFound);
+  EXPECT_THAT(missing.status().message(), HasSubstr("frame_0002.png (or .jpg) is missing"));
+}
+
 }  // namespace
 }  // namespace lipsync::avatar
