@@ -65,6 +65,9 @@ const stats = {
     jitterBufferDelayMs: null,       // audio (getStats average)
     videoJitterBufferDelayMs: null,
     localCandidateType: null,  // the selected ICE pair's local side (relay: through TURN)
+    jitterBufferTargetMs: 0,   // set on both receivers at subscribe (0: the browser's own)
+    jitterBufferTargetRaises: 0,  // times it was raised to match the larger delay
+    activeSince: null,    // performance.now() of the last 'webrtc up'
     presentedFrames: 0,   // requestVideoFrameCallback's count
     syncedFrames: 0,      // displayed frames whose session index is known (A/V, idle)
     syncMismatches: 0,    // of those, frames whose pixels show another background
@@ -632,6 +635,22 @@ function onRtcPresented(now, md) {
 }
 if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) rtcVideo.requestVideoFrameCallback(onRtcPresented);
 
+// Sound and video start at one matched receiver delay (web/janus.js): without it chromium
+// plays each as soon as it can until it has Janus's sender reports for both and has
+// slewed them together (10-25 s; the sound heard 60-500 ms after the picture meanwhile).
+// From 3 s to RTC_MATCH_S s the target is raised (never lowered; 40 ms a second at most,
+// up to 250) toward the larger of the two delays the receivers reached in the last second
+// when one went past it (a busy box or a jittery link: the sound's jitter buffer grows
+// past 150 ms), so the two stay matched until chromium's own lip sync holds.
+// ?rtcDelay=MS sets the starting target, 0: the browser's own delays, nothing set
+// (docs/STREAMING.md "A/V offset right after subscribing").
+const RTC_JITTER_TARGET_MS = 150;
+const RTC_JITTER_TARGET_MAX_MS = 250;
+const RTC_MATCH_FROM_S = 3;   // the first seconds' buffers hold the start-up burst
+const RTC_MATCH_S = 30;
+const RTC_MATCH_STEP_MS = 40;
+const rtcJitterTargetMs = params.has('rtcDelay') ? Math.max(0, Number(params.get('rtcDelay')) || 0) : RTC_JITTER_TARGET_MS;
+
 function onWebRtc(info) {
   const w = stats.webrtc;
   w.state = proto.WebRtcState[info.state] || String(info.state);
@@ -641,8 +660,10 @@ function onWebRtc(info) {
   stopRtc();
   w.mountpointId = info.mountpointId;
   w.subscriptions++;
+  w.jitterBufferTargetMs = rtcJitterTargetMs;
   const mine = new JanusViewer(info, {
     iceTransportPolicy: params.get('relay') ? 'relay' : 'all',
+    jitterBufferTargetMs: rtcJitterTargetMs,
     onTrack: (track, stream) => {
       if (viewer !== mine) return;
       if (rtcVideo.srcObject !== stream) rtcVideo.srcObject = stream;
@@ -659,6 +680,8 @@ function onWebRtc(info) {
         queue = [];
         if (player) player.port.postMessage({ type: 'reset', pos: 0 });
         w.active = true;
+        w.activeSince = performance.now();
+        for (const k of Object.keys(rtcJitterLast)) delete rtcJitterLast[k];
         sendControl(proto.Control.KEY_FRAME);
       } else if (s.startsWith('hangup') || s.startsWith('janus unreachable')) {
         if (w.active) { w.active = false; rtcEnded = true; waitingKey = true; }
@@ -686,7 +709,15 @@ async function pollRtcStats() {
   const report = await pc.getStats();
   const w = stats.webrtc;
   const t = performance.now();
+  const delays = {};  // kind -> ms, over the last second (jitterBufferDelay / emitted)
   report.forEach((r) => {
+    if (r.type === 'inbound-rtp' && r.jitterBufferEmittedCount && (r.kind === 'audio' || r.kind === 'video')) {
+      const last = rtcJitterLast[r.kind];
+      if (last && r.jitterBufferEmittedCount > last.n) {
+        delays[r.kind] = (r.jitterBufferDelay - last.d) / (r.jitterBufferEmittedCount - last.n) * 1000;
+      }
+      rtcJitterLast[r.kind] = { d: r.jitterBufferDelay, n: r.jitterBufferEmittedCount };
+    }
     if (r.type === 'transport' && r.selectedCandidatePairId) {
       const pair = report.get(r.selectedCandidatePairId);
       const local = pair && report.get(pair.localCandidateId);
@@ -714,9 +745,28 @@ async function pollRtcStats() {
       }
     }
   });
+  rtcMatchTargets(delays);
   updateFigures();
 }
 setInterval(() => { pollRtcStats().catch(() => {}); }, 1000);
+
+// Keeps both receivers at one delay for the first RTC_MATCH_S s (RTC_JITTER_TARGET_MS).
+const rtcJitterLast = {};
+function rtcMatchTargets(delays) {
+  const w = stats.webrtc;
+  if (!viewer || !w.jitterBufferTargetMs || w.activeSince === null) return;
+  const since = performance.now() - w.activeSince;
+  if (since < RTC_MATCH_FROM_S * 1000 || since > RTC_MATCH_S * 1000) return;
+  const most = Math.max(delays.audio || 0, delays.video || 0);
+  if (most <= w.jitterBufferTargetMs + 10) return;
+  // At most RTC_MATCH_STEP_MS a second: the video waits that much longer once (no freeze).
+  const ms = Math.min(RTC_JITTER_TARGET_MAX_MS, w.jitterBufferTargetMs + RTC_MATCH_STEP_MS,
+    Math.ceil(most / 10) * 10 + 10);
+  if (ms <= w.jitterBufferTargetMs) return;
+  w.jitterBufferTargetMs = ms;
+  w.jitterBufferTargetRaises++;
+  viewer.setJitterBufferTarget(ms);
+}
 
 function updateFigures() {
   const s = stats.serverStats || {};

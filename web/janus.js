@@ -23,8 +23,13 @@ async function post(url, body) {
 export class JanusViewer {
   // info: SessionOutput.webrtc (janusUrl, mountpointId, pin, token, iceServers).
   // onTrack(MediaStreamTrack, MediaStream), onState(text) are called as things happen.
-  constructor(info, { onTrack, onState, iceTransportPolicy } = {}) {
+  // jitterBufferTargetMs: set on every receiver as its track arrives (before media flows),
+  // the same for sound and video, so both start at one matched delay instead of each
+  // playing as soon as it can until chromium lip-syncs them from Janus's sender reports
+  // (docs/STREAMING.md "A/V offset right after subscribing"); 0 or absent: the browser's.
+  constructor(info, { onTrack, onState, iceTransportPolicy, jitterBufferTargetMs } = {}) {
     this.info = info;
+    this.jitterBufferTargetMs = jitterBufferTargetMs || 0;
     this.onTrack = onTrack || (() => {});
     this.onState = onState || (() => {});
     this.iceTransportPolicy = iceTransportPolicy || 'all';
@@ -79,7 +84,10 @@ export class JanusViewer {
     }));
     const pc = new RTCPeerConnection({ iceServers, iceTransportPolicy: this.iceTransportPolicy });
     this.pc = pc;
-    pc.ontrack = (e) => this.onTrack(e.track, e.streams[0]);
+    pc.ontrack = (e) => {
+      if (this.jitterBufferTargetMs > 0) this.setTarget(e.receiver, this.jitterBufferTargetMs);
+      this.onTrack(e.track, e.streams[0]);
+    };
     pc.oniceconnectionstatechange = () => this.onState('ice ' + pc.iceConnectionState);
     // A TURN server that refuses or cannot be reached (the page's log says which).
     pc.onicecandidateerror = (e) => this.onState(`ice candidate error ${e.errorCode} ${e.errorText} (${e.url})`);
@@ -95,6 +103,22 @@ export class JanusViewer {
       janus: 'message', transaction: tx(), token: this.info.token,
       body: { request: 'start' }, jsep: { type: answer.type, sdp: answer.sdp },
     });
+  }
+
+  // Sets one delay on every receiver (sound and video alike), e.g. raised to the larger
+  // of the two delays the receivers reach by themselves (web/app.js).
+  setJitterBufferTarget(ms) {
+    this.jitterBufferTargetMs = ms;
+    if (this.pc) for (const r of this.pc.getReceivers()) this.setTarget(r, ms);
+  }
+
+  setTarget(receiver, ms) {
+    try {
+      if ('jitterBufferTarget' in receiver) receiver.jitterBufferTarget = ms;
+      else receiver.playoutDelayHint = ms / 1000;  // older chromium, seconds
+    } catch (err) {
+      this.onState('jitterBufferTarget: ' + err.message);
+    }
   }
 
   close() {

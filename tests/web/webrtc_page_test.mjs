@@ -8,7 +8,8 @@
 //     freeze, audio packets flowing (and sound energy once text is spoken);
 //   - the A/V offset where the viewer sees and hears it: the burned frame index read from
 //     each presented WebRTC frame (requestVideoFrameCallback), the beeps of an uploaded
-//     WAV detected in the peer connection's sound (web/app.js "rtcSync");
+//     WAV detected in the peer connection's sound (web/app.js "rtcSync"), the first WAV
+//     after subscribing within ±150 ms (both receivers start at one matched delay);
 //   - the interrupt reaches the viewer as an idle WebRTC frame;
 //   - a second viewer of the same mountpoint (janus.js on another page) decodes too; a
 //     second session gets its own mountpoint;
@@ -22,7 +23,8 @@
 // Bounds are LOOSE (a loaded 2-core box); the figures are printed.
 // WEBRTC_BENCH_MINUTES=N (bench/web/webrtc_bench.sh) runs instead one viewer for N
 // minutes with a beep WAV every 20 s and reports the A/V offset at the start and the end,
-// fps and freezes.
+// fps and freezes; WEBRTC_BENCH_START=ROUNDS (webrtc_bench.sh start) compares the first
+// 25 s after subscribing across page variants (below).
 // Usage: node webrtc_page_test.mjs  (env: LIPSYNC_BIN, WORK, PLAYWRIGHT_DIR, CHROMIUM, ROOT)
 import { spawn, execFileSync } from 'node:child_process';
 import fs from 'node:fs';
@@ -48,6 +50,12 @@ const RELAY_IP = process.env.TURN_RELAY_IP || Object.values(os.networkInterfaces
 // The relay-only phase runs when coturn is installed (WEBRTC_RELAY=0: not at all).
 const RELAY = process.env.WEBRTC_RELAY !== '0' && fs.existsSync('/usr/bin/turnserver');
 const BENCH_MINUTES = Number(process.env.WEBRTC_BENCH_MINUTES || 0);
+// WEBRTC_BENCH_START=ROUNDS (bench/web/webrtc_bench.sh start): the first 25 s after
+// subscribing, side by side: each round opens a fresh page (its own session and
+// subscription) per variant of WEBRTC_BENCH_VARIANTS (page query strings, comma
+// separated, alternating) and plays the WAV at once, ~10 s and ~20 s later.
+const BENCH_START = Number(process.env.WEBRTC_BENCH_START || 0);
+const BENCH_VARIANTS = (process.env.WEBRTC_BENCH_VARIANTS || 'rtcDelay=0,').split(',');
 const API_SECRET = 'change-me-api-secret', ADMIN_KEY = 'change-me-admin-key', ADMIN_SECRET = 'change-me-admin-secret';
 const figures = {};
 const waitFor = (page, fn, timeoutMs, what, arg) => waitForEvery(page, fn, timeoutMs, what, arg, 200);
@@ -220,6 +228,50 @@ async function bench(page, wav) {
   check(readings.length > 0 && last.length > 0, `A/V offsets measured at the end (${last.length})`);
 }
 
+// The first 25 s after subscribing, variants alternating (WEBRTC_BENCH_START rounds).
+async function benchStart(browser, base, wav) {
+  const results = {};  // variant -> { wav1: [], wav2: [], wav3: [], audioJb: [], videoJb: [] }
+  for (let round = 0; round < BENCH_START; round++) {
+    for (const variant of BENCH_VARIANTS) {
+      const r = results[variant] ||= { wav1: [], wav2: [], wav3: [], audioJbMs: [], videoJbMs: [], syncMs: [], targetMs: [] };
+      const page = await browser.newPage();
+      page.on('pageerror', (e) => console.log('[page error]', e.message));
+      const t0 = Date.now();
+      await page.goto(`${base}/?avatar=demo&transport=webrtc${variant ? '&' + variant : ''}`);
+      await waitFor(page, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.syncedFrames > 8, 30000, 'the page plays the session over WebRTC, frames matched');
+      const up = Date.now();
+      r.syncMs.push(up - t0);
+      const line = [];
+      for (const [k, at] of [['wav1', 0], ['wav2', 10000], ['wav3', 20000]]) {
+        const wait = up + at - Date.now();
+        if (wait > 0) await sleep(wait);
+        const w = await wavOffsets(page, wav, 4);
+        r[k].push(...w.offsets);
+        line.push(`${k} +${Math.round((Date.now() - up) / 1000)}s ${JSON.stringify(w.offsets)}`);
+      }
+      const s = await stats(page);
+      r.audioJbMs.push(s.webrtc.jitterBufferDelayMs);
+      r.videoJbMs.push(s.webrtc.videoJitterBufferDelayMs);
+      r.targetMs.push(s.webrtc.jitterBufferTargetMs);
+      console.log(`[webrtc-bench] round ${round + 1} '${variant}': ${line.join('; ')} ms; jitter buffers audio ${s.webrtc.jitterBufferDelayMs} / video ${s.webrtc.videoJitterBufferDelayMs} ms, target ${s.webrtc.jitterBufferTargetMs} ms (raised ${s.webrtc.jitterBufferTargetRaises}x)`);
+      await page.close();
+      await sleep(1000);
+    }
+  }
+  const out = {};
+  for (const [variant, r] of Object.entries(results)) {
+    out[variant || '(default)'] = {
+      wav1: summary(r.wav1), wav2: summary(r.wav2), wav3: summary(r.wav3),
+      wav1Within40_60: r.wav1.filter((o) => o <= 40 && o >= -60).length + '/' + r.wav1.length,
+      audioJitterBufferMs: summary(r.audioJbMs), videoJitterBufferMs: summary(r.videoJbMs),
+      openToMatchedMs: summary(r.syncMs), jitterBufferTargetMs: summary(r.targetMs),
+    };
+    console.log(`[webrtc-bench] '${variant}': ${JSON.stringify(out[variant || '(default)'])}`);
+  }
+  figures.benchStart = out;
+  figures.benchStartLoadavg = fs.readFileSync('/proc/loadavg', 'utf8').trim();
+}
+
 async function main() {
   fs.mkdirSync(WORK, { recursive: true });
   const models = path.join(WORK, 'models');
@@ -244,7 +296,7 @@ async function main() {
   fs.writeFileSync(path.join(WORK, 'turnserver.conf'), turnConf);
   let turnLog = '';
   if (RELAY && !RELAY_IP) console.log('[webrtc-page-test] relay-only phase skipped: no non-loopback IPv4 address to relay on');
-  if (RELAY && RELAY_IP && !BENCH_MINUTES) {
+  if (RELAY && RELAY_IP && !BENCH_MINUTES && !BENCH_START) {
     const turn = spawn('/usr/bin/turnserver', ['-c', path.join(WORK, 'turnserver.conf'), '--log-file', 'stdout', '--no-tls', '--no-dtls', '-v'],
       { stdio: ['ignore', 'pipe', 'pipe'] });
     turn.stdout.on('data', (d) => { turnLog += d; });
@@ -253,7 +305,7 @@ async function main() {
   }
   writeInferenceYaml(path.join(WORK, 'inference.yaml'), inferPort, models);
   const ports = { compPort, inferPort, webPort, models, janus, turnPort };
-  if (!BENCH_MINUTES) await startupErrors(ports);
+  if (!BENCH_MINUTES && !BENCH_START) await startupErrors(ports);
   fs.writeFileSync(path.join(WORK, 'compositing.yaml'), compositingYaml(ports));
   const server = await startServe(BIN, path.join(WORK, 'inference.yaml'), path.join(WORK, 'compositing.yaml'));
   const base = `http://127.0.0.1:${webPort}`;
@@ -263,6 +315,10 @@ async function main() {
   });
   // The test's phases, or (WEBRTC_BENCH_MINUTES) the long viewing only.
   phases: try {
+    if (BENCH_START) {
+      await benchStart(browser, base, wav);
+      break phases;
+    }
     const page = await browser.newPage();
     page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
     page.on('pageerror', (e) => console.log('[page error]', e.message));
@@ -306,11 +362,13 @@ async function main() {
     // A/V offset where the viewer sees and hears it: the beeps of a WAV.
     const av = await wavOffsets(page, wav, 4);
     figures.avOffsetsMs = av.offsets;
-    const within = av.offsets.filter((o) => Math.abs(o) <= 250).length;
-    // Loose (a loaded box): all readings but one within ±250 ms (the issue's +40/-60 ms is
-    // the benchmark's, bench/web/webrtc_bench.sh).
+    const within = av.offsets.filter((o) => Math.abs(o) <= 150).length;
+    // The first WAV after subscribing (the receivers start at one matched delay, web/janus.js
+    // jitterBufferTarget). Loose (a loaded box): all readings but one within ±150 ms (the
+    // issue's +40/-60 ms is the benchmark's, bench/web/webrtc_bench.sh).
     check(av.offsets.length >= 2 && within >= av.offsets.length - 1,
-      `A/V offset over WebRTC within ±250 ms (${JSON.stringify(av.offsets)} ms; ${within} of ${av.offsets.length})`);
+      `A/V offset of the first WAV over WebRTC within ±150 ms (${JSON.stringify(av.offsets)} ms; ${within} of ${av.offsets.length})`);
+    check(s.webrtc.jitterBufferTargetMs > 0, `the page set a matched jitterBufferTarget on both receivers (${s.webrtc.jitterBufferTargetMs} ms)`);
     await waitIdle(page, 1500, 20000, 'idle after the WAV');
 
     // Interrupt: the first idle WebRTC frame after the click.
