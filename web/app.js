@@ -638,17 +638,17 @@ if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) rtcVideo.requestV
 // Sound and video start at one matched receiver delay (web/janus.js): without it chromium
 // plays each as soon as it can until it has Janus's sender reports for both and has
 // slewed them together (10-25 s; the sound heard 60-500 ms after the picture meanwhile).
-// From 3 s to RTC_MATCH_S s the target is raised (never lowered; 40 ms a second at most,
-// up to 250) toward the larger of the two delays the receivers reached in the last second
+// From 1 s to RTC_MATCH_S s the target is raised (never lowered; 100 ms a second at most,
+// up to 300) toward the larger of the two delays the receivers reached in the last second
 // when one went past it (a busy box or a jittery link: the sound's jitter buffer grows
 // past 150 ms), so the two stay matched until chromium's own lip sync holds.
 // ?rtcDelay=MS sets the starting target, 0: the browser's own delays, nothing set
 // (docs/STREAMING.md "A/V offset right after subscribing").
 const RTC_JITTER_TARGET_MS = 150;
-const RTC_JITTER_TARGET_MAX_MS = 250;
-const RTC_MATCH_FROM_S = 3;   // the first seconds' buffers hold the start-up burst
+const RTC_JITTER_TARGET_MAX_MS = 300;
+const RTC_MATCH_FROM_S = 1;   // the first second's buffers hold the start-up burst
 const RTC_MATCH_S = 30;
-const RTC_MATCH_STEP_MS = 40;
+const RTC_MATCH_STEP_MS = 100;  // the video's one longer wait stays under a freeze (190 ms)
 const rtcJitterTargetMs = params.has('rtcDelay') ? Math.max(0, Number(params.get('rtcDelay')) || 0) : RTC_JITTER_TARGET_MS;
 
 function onWebRtc(info) {

@@ -219,6 +219,7 @@ async function bench(page, wav) {
     beepsMeasured: all.length, wavsPlayed: readings.length, subscriptions: s1.webrtc.subscriptions,
     audioJitterBufferDelayMs: s1.webrtc.jitterBufferDelayMs,
     videoJitterBufferDelayMs: s1.webrtc.videoJitterBufferDelayMs,
+    jitterBufferTargetMs: s1.webrtc.jitterBufferTargetMs, jitterBufferTargetRaises: s1.webrtc.jitterBufferTargetRaises,
     outputLatencyMs: await page.evaluate(() => window.lipsync.outputLatencyMs()), errors: s1.errors,
     loadavg: fs.readFileSync('/proc/loadavg', 'utf8').trim(),
   };
