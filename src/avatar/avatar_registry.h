@@ -153,7 +153,12 @@ class AvatarRegistry {
   // Adds one compositing time sample (for avg_composite_ms).
   void RecordComposite(const std::string& id, double ms);
 
-  // Ids that exist: configured models plus directories under model_root with frames/.
+  // Configured models plus the directories under model_root named as valid ids, sorted,
+  // from one directory scan (no lock, no look inside each directory): a directory's
+  // frames/ is checked when it is loaded (a directory without frames/ is listed and is
+  // NOT_FOUND at Acquire). A tenant directory that is itself a symlink is not listed
+  // (it may leave model_root); asked for by id, it loads if its files stay inside
+  // model_root.
   std::vector<std::string> KnownIds() const;
   bool Exists(const std::string& id) const;
   // How `id` is loaded (its files, limits, store); nullopt if it does not exist. Looks

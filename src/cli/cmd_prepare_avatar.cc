@@ -42,10 +42,12 @@ static int RunPrepareAvatar(int argc, char** argv) {
   options.start_sweeper = false;
   lipsync::avatar::AvatarRegistry registry(options);
   std::vector<std::string> ids = flags->positional();
-  if (ids.empty()) ids = registry.KnownIds();
+  const bool every = ids.empty();
+  if (every) ids = registry.KnownIds();
   int failed = 0;
   for (const std::string& id : ids) {
     auto source = registry.SourceFor(id);
+    if (!source && every) continue;  // a model_root directory without frames/
     if (!source) {
       std::fprintf(stderr, "%s: no such avatar in the config's models or model_root\n", id.c_str());
       ++failed;

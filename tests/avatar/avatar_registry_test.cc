@@ -175,6 +175,29 @@ TEST_F(RegistryTest, UnknownAndInvalidIds) {
   EXPECT_EQ(r.Unload("a").code(), StatusCode::kNotFound);
 }
 
+// KnownIds lists model_root's directories from one readdir pass, without looking inside
+// them: a directory without frames/ is listed and NOT_FOUND at load; a symlinked tenant
+// directory, a file and a name that is not a valid id are not listed; configured models
+// are, sorted with the rest.
+TEST_F(RegistryTest, KnownIdsListsDirectoriesByNameAndChecksFramesAtLoad) {
+  namespace fs = std::filesystem;
+  const fs::path root = tmp_.path();
+  fs::create_directory(root / "e");  // no frames/
+  fs::create_directory_symlink(root / "a", root / "linked");
+  ASSERT_TRUE(image::WriteFileBytes((root / "file").string(), "x").ok());
+  fs::create_directory(root / ".hidden");
+  auto o = Options();
+  config::CompositingModelEntry entry;
+  entry.background_dir = tmp_.str() + "/a/frames";
+  entry.crop_rects_path = tmp_.str() + "/a/crop_rects.json";
+  o.models["configured"] = entry;
+  AvatarRegistry r(o);
+  EXPECT_EQ(r.KnownIds(), (std::vector<std::string>{"a", "b", "c", "configured", "d", "e"}));
+  EXPECT_EQ(r.Acquire("e").status().code(), StatusCode::kNotFound);
+  EXPECT_FALSE(r.Exists("e"));
+  EXPECT_TRUE(r.Acquire("a").ok());
+}
+
 TEST_F(RegistryTest, ConfiguredModelsAndStats) {
   auto o = Options();
   o.model_root.clear();
