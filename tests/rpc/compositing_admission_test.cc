@@ -8,6 +8,8 @@
 //   deadline, and the load goes on and serves the next request;
 // - and the model load: the deadline travels on the inference hop (GrpcInferenceBackend
 //   -> the inference gRPC server, whose model loader is held), DEADLINE_EXCEEDED.
+// - and ListModels merges the avatar registry's view with the inference server's by id,
+//   sorted, one entry per id, capped by the limit.
 // Slow parts are held on latches; no timing is asserted.
 #include <gmock/gmock.h>
 #include <grpcpp/grpcpp.h>
@@ -269,6 +271,64 @@ TEST_F(CompositingAdmissionTest, DeadlinePassingWhileTheModelLoadsIsDeadlineExce
   load.WaitInside(1);  // the model load was reached and is still held
   load.Open();
   (*inference_grpc)->Shutdown(1s);
+}
+
+// An inference backend whose ListModels answers a fixed list: unsorted, one id twice
+// (as a fleet of servers may answer it; the last one counts).
+class ListingBackend : public HeldBackend {
+ public:
+  Expected<std::vector<inference::ModelStats>> ListModels(bool, int) override {
+    std::vector<inference::ModelStats> models;
+    for (const char* id : {"z", "a", "m", "z"}) {
+      inference::ModelStats s;
+      s.model_id = id;
+      s.state = inference::ModelState::kAvailable;
+      models.push_back(s);
+    }
+    models.back().state = inference::ModelState::kReady;
+    return models;
+  }
+};
+
+TEST_F(CompositingAdmissionTest, ListModelsMergesBothViewsById) {
+  testing::WriteAvatar(tmp_.path(), "b", 2, 400, 400, avatar::CropRect{40, 40, 360, 360});
+  ListingBackend backend;
+  Compositing c;
+  ASSERT_TRUE(c.Start(CompositingConfig(tmp_.str()), backend));
+  ASSERT_TRUE(c.server->avatars().Load("b").ok());
+  auto list = c.server->ListModels(/*include_available=*/true, 0);
+  ASSERT_TRUE(list.ok()) << list.status().ToString();
+  std::vector<std::string> ids;
+  for (const auto& m : list->models) ids.push_back(m.model_id);
+  EXPECT_EQ(ids, (std::vector<std::string>{"a", "b", "m", "z"}));
+  const auto& models = list->models;
+  ASSERT_EQ(models.size(), 4u);
+  // "a": an available avatar (from the directory scan) and an inference model.
+  ASSERT_TRUE(models[0].avatar && models[0].inference);
+  EXPECT_EQ(models[0].avatar->state, avatar::AvatarState::kUnloaded);
+  // "b": a loaded avatar the inference server does not list.
+  ASSERT_TRUE(models[1].avatar);
+  EXPECT_EQ(models[1].avatar->state, avatar::AvatarState::kLoaded);
+  EXPECT_FALSE(models[1].inference);
+  // "m", "z": inference only; "z" once, its last entry.
+  EXPECT_FALSE(models[2].avatar);
+  EXPECT_FALSE(models[3].avatar);
+  ASSERT_TRUE(models[3].inference);
+  EXPECT_EQ(models[3].inference->state, inference::ModelState::kReady);
+  EXPECT_EQ(list->loaded_models, 1);
+
+  // The same over gRPC, capped by the limit (the first ids).
+  lipsync::admin::ListModelsRequest request;
+  request.set_include_available(true);
+  request.set_limit(3);
+  lipsync::admin::ListModelsResponse response;
+  grpc::ClientContext context;
+  ASSERT_TRUE(c.stub->ListModels(&context, request, &response).ok());
+  ASSERT_EQ(response.models_size(), 3);
+  EXPECT_EQ(response.models(0).model_id(), "a");
+  EXPECT_EQ(response.models(1).model_id(), "b");
+  EXPECT_EQ(response.models(2).model_id(), "m");
+  EXPECT_EQ(response.loaded_models(), 1);
 }
 
 }  // namespace
