@@ -641,13 +641,15 @@ if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) rtcVideo.requestV
 // From 1 s to RTC_MATCH_S s the target is raised (never lowered; 100 ms a second at most,
 // up to 300) toward the larger of the two delays the receivers reached in the last second
 // when one went past it (a busy box or a jittery link: the sound's jitter buffer grows
-// past 150 ms), so the two stay matched until chromium's own lip sync holds.
+// past 150 ms), so the two stay matched until chromium's own lip sync holds; then it
+// comes back down 20 ms a second to the starting target.
 // ?rtcDelay=MS sets the starting target, 0: the browser's own delays, nothing set
 // (docs/STREAMING.md "A/V offset right after subscribing").
 const RTC_JITTER_TARGET_MS = 150;
 const RTC_JITTER_TARGET_MAX_MS = 300;
 const RTC_MATCH_FROM_S = 1;   // the first second's buffers hold the start-up burst
 const RTC_MATCH_S = 30;
+const RTC_UNMATCH_STEP_MS = 20;  // a second, after RTC_MATCH_S
 const RTC_MATCH_STEP_MS = 100;  // the video's one longer wait stays under a freeze (190 ms)
 const rtcJitterTargetMs = params.has('rtcDelay') ? Math.max(0, Number(params.get('rtcDelay')) || 0) : RTC_JITTER_TARGET_MS;
 
@@ -750,13 +752,24 @@ async function pollRtcStats() {
 }
 setInterval(() => { pollRtcStats().catch(() => {}); }, 1000);
 
-// Keeps both receivers at one delay for the first RTC_MATCH_S s (RTC_JITTER_TARGET_MS).
+// Keeps both receivers at one delay for the first RTC_MATCH_S s (RTC_JITTER_TARGET_MS),
+// then back down to the starting target.
 const rtcJitterLast = {};
 function rtcMatchTargets(delays) {
   const w = stats.webrtc;
   if (!viewer || !w.jitterBufferTargetMs || w.activeSince === null) return;
   const since = performance.now() - w.activeSince;
-  if (since < RTC_MATCH_FROM_S * 1000 || since > RTC_MATCH_S * 1000) return;
+  if (since > RTC_MATCH_S * 1000) {
+    // Chromium's lip sync holds now: back down to the starting target, slowly (both
+    // receivers alike; its sync moves faster than this), so a busy start's long buffer
+    // does not stay for the session.
+    if (w.jitterBufferTargetMs > rtcJitterTargetMs) {
+      w.jitterBufferTargetMs = Math.max(rtcJitterTargetMs, w.jitterBufferTargetMs - RTC_UNMATCH_STEP_MS);
+      viewer.setJitterBufferTarget(w.jitterBufferTargetMs);
+    }
+    return;
+  }
+  if (since < RTC_MATCH_FROM_S * 1000) return;
   const most = Math.max(delays.audio || 0, delays.video || 0);
   if (most <= w.jitterBufferTargetMs + 10) return;
   // At most RTC_MATCH_STEP_MS a second: the video waits that much longer once (no freeze).

@@ -363,6 +363,9 @@ async function main() {
     // A/V offset where the viewer sees and hears it: the beeps of a WAV.
     const av = await wavOffsets(page, wav, 4);
     figures.avOffsetsMs = av.offsets;
+    const sa = await stats(page);
+    figures.avJitterBuffers = { targetMs: sa.webrtc.jitterBufferTargetMs, raises: sa.webrtc.jitterBufferTargetRaises,
+      audioMs: sa.webrtc.jitterBufferDelayMs, videoMs: sa.webrtc.videoJitterBufferDelayMs, loadavg: fs.readFileSync('/proc/loadavg', 'utf8').trim() };
     const within = av.offsets.filter((o) => Math.abs(o) <= 150).length;
     // The first WAV after subscribing (the receivers start at one matched delay, web/janus.js
     // jitterBufferTarget). Loose (a loaded box): all readings but one within ±150 ms (the
