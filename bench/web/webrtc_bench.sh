@@ -16,6 +16,8 @@
 # Usage: bench/web/webrtc_bench.sh [MINUTES]   (default 10; needs build/lipsync, janus,
 #        chromium, node; playwright-core from build/web-test, see tests/web/page_test.sh)
 #        bench/web/webrtc_bench.sh start [ROUNDS] [VARIANTS]
+#        WEBRTC_BENCH_QUERY=rtcDelay=0 bench/web/webrtc_bench.sh 2   (the long viewing's page
+#        query; each reading prints the page's jitterBufferTarget)
 set -euo pipefail
 ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 if [ "${1:-}" = start ]; then

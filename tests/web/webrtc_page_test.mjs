@@ -198,7 +198,8 @@ async function bench(page, wav) {
     const r = await wavOffsets(page, wav, 4);
     const minute = Math.round((started - t0) / 6000) / 10;
     readings.push({ minute, offsets: r.offsets });
-    console.log(`[webrtc-bench] ${minute} min: A/V offsets ${JSON.stringify(r.offsets)} ms`);
+    const t = await page.evaluate(() => window.lipsyncStats.webrtc.jitterBufferTargetMs);
+    console.log(`[webrtc-bench] ${minute} min: A/V offsets ${JSON.stringify(r.offsets)} ms (jitterBufferTarget ${t} ms)`);
     const rest = 20000 - (Date.now() - started);
     if (rest > 0) await sleep(Math.min(rest, Math.max(0, endAt - Date.now())));
   }
@@ -323,7 +324,9 @@ async function main() {
     const page = await browser.newPage();
     page.on('console', (m) => { if (m.type() === 'error') console.log('[page]', m.text()); });
     page.on('pageerror', (e) => console.log('[page error]', e.message));
-    await page.goto(`${base}/?avatar=demo&transport=webrtc`);
+    // WEBRTC_BENCH_QUERY: page query for the long viewing (e.g. rtcDelay=0).
+    const query = BENCH_MINUTES && process.env.WEBRTC_BENCH_QUERY ? '&' + process.env.WEBRTC_BENCH_QUERY : '';
+    await page.goto(`${base}/?avatar=demo&transport=webrtc${query}`);
     await waitFor(page, () => window.lipsyncStats.webrtc.active && window.lipsyncStats.webrtc.framesDecoded > 10, 30000, 'the page plays the session over WebRTC');
     if (BENCH_MINUTES) {
       await waitFor(page, () => window.lipsyncStats.webrtc.syncedFrames > 25, 20000, 'the displayed WebRTC frames get their session index');
