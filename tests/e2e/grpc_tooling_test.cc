@@ -470,7 +470,8 @@ TEST(ServeShutdownTest, UnderLoadEveryAcceptedRequestIsAnsweredBeforeTheGracePer
   std::atomic<int> started{0};
   std::atomic<bool> stopping{false};
   std::mutex mu;
-  std::vector<grpc::Status> after_signal;
+  // Each call that ended after the signal, and whether it began after it.
+  std::vector<std::pair<grpc::Status, bool>> after_signal;
   std::vector<std::thread> clients;
   for (int c = 0; c < kClients; ++c) {
     clients.emplace_back([&] {
@@ -480,7 +481,7 @@ TEST(ServeShutdownTest, UnderLoadEveryAcceptedRequestIsAnsweredBeforeTheGracePer
         const grpc::Status status = Composite(*stub, "demo", 16);
         if (was_stopping || stopping.load()) {
           std::lock_guard<std::mutex> lock(mu);
-          after_signal.push_back(status);
+          after_signal.emplace_back(status, was_stopping);
         }
         if (!status.ok() || was_stopping) return;
       }
@@ -496,11 +497,18 @@ TEST(ServeShutdownTest, UnderLoadEveryAcceptedRequestIsAnsweredBeforeTheGracePer
   EXPECT_GE(seconds, 0) << "not drained within the grace period";
   EXPECT_TRUE(WIFEXITED(exit_status) && WEXITSTATUS(exit_status) == 0) << ReadText(serve.log);
   int answered = 0;
-  for (const grpc::Status& status : after_signal) {
+  for (const auto& [status, began_after_signal] : after_signal) {
     // OK: in flight and answered; UNAVAILABLE: arrived after the drain began and was
-    // refused. Anything else (CANCELLED, INTERNAL...) would be a request cut off.
-    EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::UNAVAILABLE)
-        << status.error_code() << ": " << status.error_message();
+    // refused. A call begun after the signal may also be CANCELLED by gRPC's shutdown
+    // before any handler took it (the transport had it, the server never matched it: seen
+    // once, in a clean-clone CI run on a loaded box); nothing was started for it. Anything else, or
+    // CANCELLED for a call in flight at the signal, would be a request cut off.
+    const bool refused_unmatched =
+        began_after_signal && status.error_code() == grpc::StatusCode::CANCELLED;
+    EXPECT_TRUE(status.ok() || status.error_code() == grpc::StatusCode::UNAVAILABLE ||
+                refused_unmatched)
+        << status.error_code() << ": " << status.error_message()
+        << (began_after_signal ? " (begun after the signal)" : " (in flight at the signal)");
     if (status.ok()) ++answered;
   }
   EXPECT_GE(answered, 1) << "the requests in flight at SIGTERM should have been answered";

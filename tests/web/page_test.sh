@@ -16,6 +16,10 @@ if ! command -v node >/dev/null || [ ! -x "$CHROMIUM" ]; then
   echo "[page-test] skipped: needs node and $CHROMIUM"
   exit 77
 fi
+# Both page tests share one install and run side by side under ctest -j: the first
+# installs under the lock, the other waits for it (else it finds a half install).
+exec 9>"$WORK/.install.lock"
+flock 9
 if [ ! -d "$WORK/node_modules/playwright-core" ]; then
   echo "[page-test] installing playwright-core into $WORK"
   if ! npm install --silent --no-audit --no-fund --prefix "$WORK" playwright-core@1 >"$WORK/npm.log" 2>&1; then
@@ -24,5 +28,6 @@ if [ ! -d "$WORK/node_modules/playwright-core" ]; then
     exit 77
   fi
 fi
+flock -u 9
 export LIPSYNC_BIN=${LIPSYNC_BIN:-$BUILD/lipsync} WORK PLAYWRIGHT_DIR=$WORK CHROMIUM
 exec node "$ROOT/tests/web/page_test.mjs"

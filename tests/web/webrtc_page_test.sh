@@ -18,6 +18,10 @@ if ! command -v node >/dev/null || [ ! -x "$CHROMIUM" ] || [ ! -x /usr/bin/janus
   echo "[webrtc-page-test] skipped: needs node, $CHROMIUM and /usr/bin/janus"
   exit 77
 fi
+# Both page tests share one install and run side by side under ctest -j: the first
+# installs under the lock, the other waits for it (else it finds a half install).
+exec 9>"$PLAYWRIGHT_DIR/.install.lock"
+flock 9
 if [ ! -d "$PLAYWRIGHT_DIR/node_modules/playwright-core" ]; then
   echo "[webrtc-page-test] installing playwright-core into $PLAYWRIGHT_DIR"
   if ! npm install --silent --no-audit --no-fund --prefix "$PLAYWRIGHT_DIR" playwright-core@1 >"$WORK/npm.log" 2>&1; then
@@ -26,5 +30,6 @@ if [ ! -d "$PLAYWRIGHT_DIR/node_modules/playwright-core" ]; then
     exit 77
   fi
 fi
+flock -u 9
 export LIPSYNC_BIN=${LIPSYNC_BIN:-$BUILD/lipsync} WORK PLAYWRIGHT_DIR CHROMIUM ROOT
 exec node "$ROOT/tests/web/webrtc_page_test.mjs"
