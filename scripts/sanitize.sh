@@ -132,7 +132,17 @@ print(",".join(str(i) for i, t in enumerate(tests, 1)
       log=$BUILD/$t.tsan.log
       echo "[sanitize] tsan: $t"
       set +e
-      (cd "$(dirname "$bin")" && timeout 1800 "$bin" "$@") >"$log" 2>&1
+      # Tests that need the live pipeline at real-time speed are left out here: under TSan
+      # a batch of 8 frames takes 0.7-0.9 s for 0.32 s of media clock, so the session
+      # (correctly) repeats frames and these tests' "speaking frames appear / a key
+      # frame follows" expectations measure speed. The same session code runs in the
+      # binary's other tests under TSan.
+      filter=()
+      case "$t" in
+        live_session_test)
+          filter=(--gtest_filter=-LiveSessionTest.ChunkSizesFrom10msTo10sAndRealTimePace:LiveSessionTest.StalledViewerDropsItsFramesOnlyAndRestartsWithAKeyFrame:LiveSessionFiguresTest.*) ;;
+      esac
+      (cd "$(dirname "$bin")" && timeout 1800 "$bin" "${filter[@]}" "$@") >"$log" 2>&1
       rc=$?
       set -e
       races=$(grep -c '^WARNING: ThreadSanitizer' "$log" || true)
