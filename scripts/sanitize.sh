@@ -152,7 +152,9 @@ print(",".join(str(i) for i, t in enumerate(tests, 1)
       echo "[sanitize]   exit $rc, $races ThreadSanitizer warnings; $summary (log $log)"
       if [ $rc -ne 0 ]; then
         failed+=("$t")
-        grep -A12 '^WARNING: ThreadSanitizer' "$log" | head -40 | sed 's/^/    /'
+        # (a failure without a race report must not stop the loop: set -e + pipefail)
+        { grep -A12 '^WARNING: ThreadSanitizer' "$log" || grep -E '^\[  FAILED  \]|Failure' "$log" || true; } |
+          head -40 | sed 's/^/    /' || true
       fi
     done
     if [ ${#failed[@]} -ne 0 ]; then
