@@ -386,6 +386,23 @@ function closeImage(image) { try { image.close(); } catch { } }
 
 // Burned-in frame index of the demo avatar (make-demo --burn-index): the top 16 rows, 16
 // cells across (cell 0 white, cell 1 black, cells 2..15 the index, MSB first).
+// What a frame shown at time t (either transport) says: speaking or idle, the first
+// speaking frame after speech was sent, the first idle frame after an interrupt.
+function noteShownFrame(meta, t) {
+  stats.speaking = meta.speaking;
+  if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
+  if (meta.speaking && speechStart !== null) {
+    stats.firstFrameLatencyMs = Math.round(t - speechStart);
+    stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
+    speechStart = null;
+  }
+  if (!meta.speaking && interruptAt !== null && meta.generation > generation) {
+    stats.interruptToIdleMs = Math.round(t - interruptAt);
+    interruptAt = null;
+  }
+  if (stats.state === 'idle' || stats.state === 'speaking') setState(meta.speaking ? 'speaking' : 'idle');
+}
+
 function readPixelIndex() {
   const w = canvas.width;
   if (w < 32 || canvas.height < 8) return null;
@@ -426,23 +443,12 @@ function draw() {
   const meta = show.meta;
   stats.lastBackgroundIndex = meta.background;
   stats.pixelIndex = readPixelIndex();
-  stats.speaking = meta.speaking;
-  if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
   if (stats.pageOpenToFirstFrameMs === null) {
     stats.pageOpenToFirstFrameMs = Math.round(t - pageOpened);
     stats.navigationToFirstFrameMs = Math.round(t);
     step('firstFrameShown');
   }
-  if (meta.speaking && speechStart !== null) {
-    stats.firstFrameLatencyMs = Math.round(t - speechStart);
-    stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
-    speechStart = null;
-  }
-  if (!meta.speaking && interruptAt !== null && meta.generation > generation) {
-    stats.interruptToIdleMs = Math.round(t - interruptAt);
-    interruptAt = null;
-  }
-  if (stats.state === 'idle' || stats.state === 'speaking') setState(meta.speaking ? 'speaking' : 'idle');
+  noteShownFrame(meta, t);
   updateFigures();
 }
 
@@ -620,18 +626,7 @@ function onRtcPresented(now, md) {
   const meta = index === null ? null : rtcMeta.get(index);
   if (!meta) return;
   stats.lastBackgroundIndex = want ?? null;
-  stats.speaking = meta.speaking;
-  if (meta.speaking) stats.speakingFramesDisplayed++; else stats.idleFramesDisplayed++;
-  if (meta.speaking && speechStart !== null) {
-    stats.firstFrameLatencyMs = Math.round(t - speechStart);
-    stats.firstFrameLatencies.push(stats.firstFrameLatencyMs);
-    speechStart = null;
-  }
-  if (!meta.speaking && interruptAt !== null && meta.generation > generation) {
-    stats.interruptToIdleMs = Math.round(t - interruptAt);
-    interruptAt = null;
-  }
-  if (stats.state === 'idle' || stats.state === 'speaking') setState(meta.speaking ? 'speaking' : 'idle');
+  noteShownFrame(meta, t);
 }
 if ('requestVideoFrameCallback' in HTMLVideoElement.prototype) rtcVideo.requestVideoFrameCallback(onRtcPresented);
 
